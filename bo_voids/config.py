@@ -1,0 +1,730 @@
+"""Typed experiment configuration, loaded from YAML and validated up front.
+
+Every key of ``configs/experiment_config.yaml`` maps onto a frozen dataclass below. Loading goes
+through :func:`load_config`, which rejects, with one :class:`~bo_voids.exceptions.ConfigError`
+naming the key path and the allowed values:
+
+* invalid YAML (with ``file:line:col``), duplicate keys, unknown or misspelt keys (with the nearest
+  valid key suggested);
+* wrong types (including YAML 1.1 traps: ``no`` read as a boolean is refused for a string field;
+  ``1e3`` is read as the number 1000, not the string ``"1e3"``);
+* reversed or out-of-range bounds, values outside their bounds, probabilities that do not sum to 1,
+  negative standard deviations, zero counts, unsafe experiment names, missing folders.
+
+Example:
+    >>> from bo_voids.config import load_config
+    >>> cfg = load_config("configs/quickstart.yaml")  # doctest: +SKIP
+    >>> cfg.param_bounds["void_count"].high  # doctest: +SKIP
+    20
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bo_voids.exceptions import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Constants: the parameter schema of the design (names, kinds and the range the generator supports)
+# ---------------------------------------------------------------------------------------------
+
+PARAMETER_NAMES: tuple[str, ...] = (
+    "void_shape",
+    "void_count",
+    "base_size",
+    "brightness_factor",
+    "size_std",
+    "position_spread",
+)
+VOID_SHAPES: tuple[str, ...] = ("circle", "ellipse", "irregular")
+#: Kind of each parameter: ``categorical``, ``integer`` or ``continuous``.
+PARAMETER_KINDS: dict[str, str] = {
+    "void_shape": "categorical",
+    "void_count": "integer",
+    "base_size": "continuous",
+    "brightness_factor": "continuous",
+    "size_std": "continuous",
+    "position_spread": "continuous",
+}
+#: The widest range the generator can render for each numeric parameter (inclusive).
+GENERATOR_LIMITS: dict[str, tuple[float, float]] = {
+    "void_count": (1, 200),
+    "base_size": (0.5, 250.0),
+    "brightness_factor": (0.0, 1.0),
+    "size_std": (0.0, 100.0),
+    "position_spread": (0.01, 1.0),
+}
+DATASET_TYPES: tuple[str, ...] = ("real", "close", "far")
+OPTIMIZERS: tuple[str, ...] = ("botorch", "random")
+ACQUISITIONS: tuple[str, ...] = ("ucb", "ei", "nei", "pi")
+EMBEDDERS: tuple[str, ...] = ("auto", "dinov2", "handcrafted")
+DINO_MODELS: tuple[str, ...] = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+EXECUTORS: tuple[str, ...] = ("local", "processes", "dask")
+SURROGATES: tuple[str, ...] = ("mixed", "onehot")
+BANDWIDTHS: tuple[str, ...] = ("multi", "median")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed config objects
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CategoricalBounds:
+    """Allowed values of a categorical parameter."""
+
+    choices: tuple[str, ...]
+
+    def to_yaml(self) -> list[str]:
+        """Return the YAML form (a list of choices)."""
+        return list(self.choices)
+
+
+@dataclass(frozen=True)
+class NumericBounds:
+    """Inclusive ``[low, high]`` bounds of an integer or continuous parameter."""
+
+    low: float
+    high: float
+    integer: bool = False
+
+    def to_yaml(self) -> list[float]:
+        """Return the YAML form (``[low, high]``)."""
+        if self.integer:
+            return [int(self.low), int(self.high)]
+        return [float(self.low), float(self.high)]
+
+
+@dataclass(frozen=True)
+class CategoricalDistribution:
+    """Probabilities of each category."""
+
+    probabilities: dict[str, float]
+
+    def to_yaml(self) -> dict[str, float]:
+        """Return the YAML form (``{category: probability}``)."""
+        return dict(self.probabilities)
+
+
+@dataclass(frozen=True)
+class NormalDistribution:
+    """A normal distribution, clipped to the parameter's bounds when sampled."""
+
+    mean: float
+    std: float
+
+    def to_yaml(self) -> dict[str, float]:
+        """Return the YAML form (``{mean: .., std: ..}``)."""
+        return {"mean": self.mean, "std": self.std}
+
+
+ParameterBounds = CategoricalBounds | NumericBounds
+ParameterDistribution = CategoricalDistribution | NormalDistribution
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Size of one iteration-0 dataset (real / close / far)."""
+
+    param_sets: int
+    replications: int
+    total_size: int | None = None
+
+    @property
+    def n_images(self) -> int:
+        """Number of images actually rendered: ``param_sets * replications``."""
+        return self.param_sets * self.replications
+
+
+@dataclass(frozen=True)
+class BOSettings:
+    """Settings of the BoTorch optimiser (``bo:`` section)."""
+
+    ucb_beta: float = 2.0
+    surrogate: str = "mixed"
+    num_restarts: int = 8
+    raw_samples: int = 256
+    maxiter: int = 100
+    min_observations: int = 12
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """Settings of the MMD score (``metric:`` section)."""
+
+    bandwidth: str = "multi"
+    noise_floor_splits: int = 50
+    permutations: int = 500
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """Where the ``dask`` executor finds its workers (``dask:`` section)."""
+
+    scheduler_address: str | None = None
+    local_workers: int | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment, validated. Build with :func:`load_config` or :func:`config_from_dict`."""
+
+    experiment_name: str
+    experiment_dir: Path
+    base_image_dir: Path
+    param_bounds: dict[str, ParameterBounds]
+    param_distributions: dict[str, dict[str, ParameterDistribution]]
+    real: DatasetSpec
+    close: DatasetSpec
+    far: DatasetSpec
+    target_image_dir: Path | None = None
+    seed: int = 0
+    image_size: int = 512
+    edge_blur: float = 2.0
+    dino_model: str = "dinov2_vitb14"
+    dino_weights: Path | None = None
+    embedder: str = "auto"
+    device: str = "auto"
+    pca_components: int = 2
+    iteration_batch_size: int = 8
+    replications_per_iteration: int = 3
+    max_iterations: int = 10
+    convergence_threshold: float = 0.05
+    early_stop_patience: int = 3
+    optimizer: str = "botorch"
+    acquisition_function: str = "ucb"
+    common_random_numbers: bool = True
+    max_failure_fraction: float = 0.25
+    executor: str = "local"
+    bo: BOSettings = field(default_factory=BOSettings)
+    metric: MetricSettings = field(default_factory=MetricSettings)
+    dask: DaskSettings = field(default_factory=DaskSettings)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """Return the iteration-0 dataset spec ``real``, ``close`` or ``far``."""
+        if name not in DATASET_TYPES:
+            raise KeyError(f"unknown dataset {name!r}; expected one of {DATASET_TYPES}")
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plain YAML/JSON form; ``config_from_dict(cfg.to_dict())`` gives ``cfg``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "param_bounds":
+                value = {k: b.to_yaml() for k, b in value.items()}
+            elif f.name == "param_distributions":
+                value = {d: {k: p.to_yaml() for k, p in dist.items()} for d, dist in value.items()}
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)  # type: ignore[arg-type]
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """Return a validated copy with top-level keys changed (e.g. CLI overrides).
+
+        Raises:
+            ConfigError: If a changed value is invalid.
+        """
+        raw = self.to_dict()
+        for key, value in changes.items():
+            raw[key] = str(value) if isinstance(value, Path) else value
+        return config_from_dict(raw, check_paths=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects duplicate keys and reads ``1e3`` as a float."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(
+                f"{mark.name}:{mark.line + 1}:{mark.column + 1}: duplicate key {key!r} "
+                f"(first defined on line {seen[key].start_mark.line + 1}); YAML would silently "
+                "keep only the last one"
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1 (PyYAML) needs a dot in floats: "1e3" would be a string. Accept YAML 1.2 floats.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping strictly (duplicate keys rejected, errors with ``file:line:col``).
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The top-level mapping.
+
+    Raises:
+        ConfigError: If the file is missing, unreadable, not valid YAML or not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_make_loader(str(path)))  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        raise ConfigError(f"config file {path} is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {_tname(data)}")
+    return data
+
+
+def _make_loader(name: str) -> type[_StrictLoader]:
+    class _Named(_StrictLoader):
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self.name = name
+
+    return _Named
+
+
+def load_config(
+    path: str | Path, *, overrides: Mapping[str, Any] | None = None, check_paths: bool = True
+) -> ExperimentConfig:
+    """Load and validate an experiment config.
+
+    Relative paths in the file are resolved against the current working directory.
+
+    Args:
+        path: YAML file.
+        overrides: Top-level keys to replace before validation (e.g. from the CLI).
+        check_paths: Check that input folders (``base_image_dir``, ``target_image_dir``) exist.
+
+    Returns:
+        The validated :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: With the key path and the allowed values, for any invalid entry.
+    """
+    raw = read_yaml(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = value
+    return config_from_dict(raw, check_paths=check_paths, source=str(path))
+
+
+def config_from_dict(
+    raw: Mapping[str, Any], *, check_paths: bool = True, source: str = "config"
+) -> ExperimentConfig:
+    """Validate a plain mapping (as read from YAML) into an :class:`ExperimentConfig`.
+
+    Args:
+        raw: The mapping.
+        check_paths: Check that input folders exist.
+        source: Name used in error messages.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: For any invalid entry.
+    """
+    r = _Reader(copy.deepcopy(dict(raw)), "", source)
+    name = r.string("experiment_name")
+    if not _NAME_RE.match(name) or ".." in name:
+        raise ConfigError(
+            f"experiment_name must be a plain folder name (letters, digits, '_', '-', '.'; no "
+            f"path separators or '..'), got {name!r}"
+        )
+    experiment_dir = r.path("experiment_dir", default=Path("experiments") / name)
+    base_image_dir = r.path("base_image_dir", default=Path("data/base_chips"))
+    target_image_dir = r.path("target_image_dir", default=None)
+    bounds = _read_bounds(r.section("param_bounds"))
+    distributions = {
+        d: _read_distribution(r.section("param_distributions").section(d), bounds)
+        for d in DATASET_TYPES
+    }
+    r.section("param_distributions").finish()
+    kwargs: dict[str, Any] = dict(
+        experiment_name=name,
+        experiment_dir=experiment_dir,
+        base_image_dir=base_image_dir,
+        target_image_dir=target_image_dir,
+        param_bounds=bounds,
+        param_distributions=distributions,
+        real=_read_dataset(r.section("real")),
+        close=_read_dataset(r.section("close")),
+        far=_read_dataset(r.section("far")),
+        seed=r.integer("seed", default=0, low=0, high=2**63 - 1),
+        image_size=r.integer("image_size", default=512, low=32, high=4096),
+        edge_blur=r.number("edge_blur", default=2.0, low=0.0, high=50.0),
+        dino_model=r.choice("dino_model", DINO_MODELS, default="dinov2_vitb14"),
+        dino_weights=r.path("dino_weights", default=None),
+        embedder=r.choice("embedder", EMBEDDERS, default="auto"),
+        device=r.choice("device", DEVICES, default="auto"),
+        pca_components=r.integer("pca_components", default=2, low=2, high=64),
+        iteration_batch_size=r.integer("iteration_batch_size", default=8, low=1, high=1024),
+        replications_per_iteration=r.integer(
+            "replications_per_iteration", default=3, low=2, high=1000
+        ),
+        max_iterations=r.integer("max_iterations", default=10, low=0, high=100_000),
+        convergence_threshold=r.number("convergence_threshold", default=0.05, low=0.0),
+        early_stop_patience=r.integer("early_stop_patience", default=3, low=1, high=100_000),
+        optimizer=r.choice("optimizer", OPTIMIZERS, default="botorch"),
+        acquisition_function=r.choice("acquisition_function", ACQUISITIONS, default="ucb"),
+        common_random_numbers=r.boolean("common_random_numbers", default=True),
+        max_failure_fraction=r.number("max_failure_fraction", default=0.25, low=0.0, high=1.0),
+        executor=r.choice("executor", EXECUTORS, default="local"),
+    )
+    bo = r.section("bo", required=False)
+    kwargs["bo"] = BOSettings(
+        ucb_beta=bo.number("ucb_beta", default=2.0, low=0.0, high=1e4),
+        surrogate=bo.choice("surrogate", SURROGATES, default="mixed"),
+        num_restarts=bo.integer("num_restarts", default=8, low=1, high=1000),
+        raw_samples=bo.integer("raw_samples", default=256, low=8, high=1_000_000),
+        maxiter=bo.integer("maxiter", default=100, low=1, high=100_000),
+        min_observations=bo.integer("min_observations", default=12, low=2, high=100_000),
+        top_k=bo.integer("top_k", default=5, low=1, high=1000),
+    )
+    bo.finish()
+    metric = r.section("metric", required=False)
+    kwargs["metric"] = MetricSettings(
+        bandwidth=metric.choice("bandwidth", BANDWIDTHS, default="multi"),
+        noise_floor_splits=metric.integer("noise_floor_splits", default=50, low=1, high=100_000),
+        permutations=metric.integer("permutations", default=500, low=10, high=1_000_000),
+    )
+    metric.finish()
+    dask = r.section("dask", required=False)
+    address = dask.optional_string("scheduler_address")
+    workers = dask.integer("local_workers", default=None, low=1, high=10_000)
+    dask.finish()
+    kwargs["dask"] = DaskSettings(scheduler_address=address, local_workers=workers)
+    if kwargs["executor"] == "dask" and address is None and workers is None:
+        raise ConfigError(
+            "executor: dask needs dask.scheduler_address (an existing cluster, e.g. "
+            "'tcp://10.0.0.1:8786') or dask.local_workers (start a LocalCluster), got neither"
+        )
+    r.finish()
+    for d in DATASET_TYPES:
+        spec: DatasetSpec = kwargs[d]
+        if spec.n_images < 2:
+            raise ConfigError(
+                f"{d}: param_sets x replications must give at least 2 images (MMD needs 2), "
+                f"got {spec.param_sets} x {spec.replications}"
+            )
+    if check_paths:
+        _check_folder("base_image_dir", base_image_dir)
+        if target_image_dir is not None:
+            _check_folder("target_image_dir", target_image_dir)
+        if kwargs["dino_weights"] is not None and not Path(kwargs["dino_weights"]).exists():
+            raise ConfigError(f"dino_weights: {kwargs['dino_weights']} does not exist")
+    return ExperimentConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Private helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _tname(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {value}"
+    if value is None:
+        return "null"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_folder(key: str, folder: Path) -> None:
+    if not folder.exists():
+        hint = (
+            f" (create default chips with: python -m bo_voids.generation.base_chips --out {folder})"
+            if key == "base_image_dir"
+            else ""
+        )
+        raise ConfigError(f"{key}: folder {folder} does not exist{hint}")
+    if not folder.is_dir():
+        raise ConfigError(f"{key}: {folder} is not a folder")
+
+
+class _Reader:
+    """Pops keys from a mapping with typed checks; :meth:`finish` rejects what is left."""
+
+    def __init__(self, data: Any, prefix: str, source: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{prefix or source} must be a mapping, got {_tname(data)}")
+        self.data = data
+        self.prefix = prefix
+        self.source = source
+        self.known: list[str] = []
+        self._sections: dict[str, _Reader] = {}
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def _pop(self, name: str, required: bool) -> Any:
+        self.known.append(name)
+        if name not in self.data:
+            if required:
+                raise ConfigError(f"{self.key(name)} is required but missing")
+            return _MISSING
+        return self.data.pop(name)
+
+    def section(self, name: str, required: bool = True) -> _Reader:
+        if name in self._sections:
+            return self._sections[name]
+        value = self._pop(name, required)
+        if value is _MISSING or value is None:
+            value = {}
+        reader = _Reader(value, self.key(name), self.source)
+        self._sections[name] = reader
+        return reader
+
+    def finish(self) -> None:
+        for key in self.data:
+            valid = sorted(set(self.known))
+            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {valid}"
+            raise ConfigError(f"unknown key {self.key(str(key))!r}{hint}")
+
+    def string(self, name: str) -> str:
+        value = self._pop(name, required=True)
+        if not isinstance(value, str) or not value:
+            extra = " (YAML reads yes/no/on/off/true/false as booleans: quote it)" * isinstance(
+                value, bool
+            )
+            raise ConfigError(
+                f"{self.key(name)} must be a non-empty string, got {_tname(value)}{extra}"
+            )
+        return value
+
+    def optional_string(self, name: str) -> str | None:
+        value = self._pop(name, required=False)
+        if value is _MISSING or value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.key(name)} must be a string or null, got {_tname(value)}")
+        return value
+
+    def path(self, name: str, default: Path | None) -> Path | None:
+        value = self._pop(name, required=False)
+        if value is _MISSING or value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.key(name)} must be a path (string), got {_tname(value)}")
+        return Path(value).expanduser()
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self._pop(name, required=False)
+        if value is _MISSING or value is None:
+            return default
+        if not isinstance(value, str) or value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{self.key(name)} must be one of {list(choices)}, got {_tname(value)}{hint}"
+            )
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._pop(name, required=False)
+        if value is _MISSING or value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)} must be true or false, got {_tname(value)}")
+        return value
+
+    def integer(
+        self,
+        name: str,
+        default: Any = None,
+        low: int | None = None,
+        high: int | None = None,
+        required: bool = False,
+    ) -> Any:
+        value = self._pop(name, required=required)
+        if value is _MISSING or value is None:
+            return default
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self.key(name)} must be an integer, got {_tname(value)}")
+        _check_range(self.key(name), value, low, high)
+        return value
+
+    def number(
+        self,
+        name: str,
+        default: Any = None,
+        low: float | None = None,
+        high: float | None = None,
+        required: bool = False,
+    ) -> Any:
+        value = self._pop(name, required=required)
+        if value is _MISSING or value is None:
+            return default
+        return _as_number(self.key(name), value, low, high)
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _as_number(key: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number, got {_tname(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    _check_range(key, value, low, high)
+    return value
+
+
+def _check_range(key: str, value: float, low: float | None, high: float | None) -> None:
+    if low is not None and value < low:
+        raise ConfigError(f"{key} must be >= {_fmt(low)}, got {_fmt(value)}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} must be <= {_fmt(high)}, got {_fmt(value)}")
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _read_dataset(r: _Reader) -> DatasetSpec:
+    spec = DatasetSpec(
+        param_sets=r.integer("param_sets", low=1, high=100_000, required=True),
+        replications=r.integer("replications", low=1, high=1000, required=True),
+        total_size=r.integer("total_size", default=None, low=1),
+    )
+    r.finish()
+    return spec
+
+
+def _read_bounds(r: _Reader) -> dict[str, ParameterBounds]:
+    bounds: dict[str, ParameterBounds] = {}
+    for name in PARAMETER_NAMES:
+        key = r.key(name)
+        value = r._pop(name, required=True)
+        if PARAMETER_KINDS[name] == "categorical":
+            if not isinstance(value, list) or not value:
+                raise ConfigError(
+                    f"{key} must be a non-empty list of shapes from {list(VOID_SHAPES)}, "
+                    f"got {_tname(value)}"
+                )
+            bad = [v for v in value if v not in VOID_SHAPES]
+            if bad:
+                raise ConfigError(f"{key} may only hold {list(VOID_SHAPES)}, got {bad}")
+            if len(set(value)) != len(value):
+                raise ConfigError(f"{key} lists a shape twice: {value}")
+            bounds[name] = CategoricalBounds(tuple(value))
+            continue
+        if not isinstance(value, list) or len(value) != 2:
+            raise ConfigError(f"{key} must be a list [low, high], got {_tname(value)}")
+        limit_low, limit_high = GENERATOR_LIMITS[name]
+        if PARAMETER_KINDS[name] == "integer":
+            lo_hi = []
+            for v in value:
+                if isinstance(v, float) and v.is_integer():
+                    v = int(v)
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ConfigError(f"{key} bounds must be integers with low < high, got {value}")
+                lo_hi.append(v)
+        else:
+            lo_hi = [_as_number(key, v) for v in value]
+        low, high = lo_hi
+        if not low < high:
+            raise ConfigError(
+                f"{key} bounds must satisfy low < high, got [{low}, {high}] (reversed?)"
+            )
+        if low < limit_low or high > limit_high:
+            raise ConfigError(
+                f"{key} must lie within [{_fmt(limit_low)}, {_fmt(limit_high)}], "
+                f"got [{low}, {high}]"
+            )
+        bounds[name] = NumericBounds(low, high, integer=PARAMETER_KINDS[name] == "integer")
+    r.finish()
+    return bounds
+
+
+def _read_distribution(
+    r: _Reader, bounds: Mapping[str, ParameterBounds]
+) -> dict[str, ParameterDistribution]:
+    out: dict[str, ParameterDistribution] = {}
+    for name in PARAMETER_NAMES:
+        b = bounds[name]
+        sub = r.section(name)
+        if isinstance(b, CategoricalBounds):
+            probs: dict[str, float] = {}
+            for shape in list(sub.data):
+                if shape not in b.choices:
+                    raise ConfigError(
+                        f"{sub.key(str(shape))}: shape not in param_bounds.void_shape "
+                        f"{list(b.choices)}"
+                    )
+                probs[shape] = sub.number(shape, low=0.0, high=1.0, required=True)
+            if not probs:
+                raise ConfigError(f"{sub.prefix} must give at least one shape probability")
+            total = sum(probs.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ConfigError(
+                    f"{sub.prefix} probabilities must sum to 1 (within 1e-6), got {total:.6g}"
+                )
+            out[name] = CategoricalDistribution(probs)
+        else:
+            mean = sub.number("mean", required=True)
+            std = sub.number("std", low=0.0, required=True)
+            if not b.low <= mean <= b.high:
+                raise ConfigError(
+                    f"{sub.key('mean')} must lie within param_bounds.{name} "
+                    f"[{_fmt(b.low)}, {_fmt(b.high)}], got {_fmt(mean)}"
+                )
+            out[name] = NormalDistribution(mean, std)
+        sub.finish()
+    r.finish()
+    return out

@@ -1,0 +1,360 @@
+"""The mixed search space: six parameters, their encoding for the GP, and seeded sampling.
+
+This is the only module that knows how a categorical, an integer and a continuous parameter become
+numbers. Two encodings are offered:
+
+* **unit** (:meth:`SearchSpace.encode`): every column in ``[0, 1]`` — continuous and integer
+  parameters scaled by their bounds, the categorical column holding the category *index* scaled to
+  ``index / (k - 1)``. Used for distances and for samplers that want a box.
+* **raw** (:meth:`SearchSpace.to_raw`): natural units — the categorical column holds the category
+  index ``0..k-1`` (for a categorical kernel), the integer column the integer, continuous columns
+  their value. The BoTorch optimiser works here with a ``Normalize`` input transform built from
+  :attr:`SearchSpace.raw_bounds`.
+
+Decoding (either form) rounds integers, clips to bounds and restores the category, so any point an
+acquisition optimiser returns becomes a valid parameter set.
+
+Example:
+    >>> space = SearchSpace.from_config(cfg)  # doctest: +SKIP
+    >>> params = space.sample("real", 5, random_state=0)  # doctest: +SKIP
+    >>> space.decode(space.encode(params[0])) == params[0]  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bo_voids.config import (
+    PARAMETER_KINDS,
+    PARAMETER_NAMES,
+    CategoricalBounds,
+    CategoricalDistribution,
+    ExperimentConfig,
+    NormalDistribution,
+    ParameterBounds,
+    ParameterDistribution,
+)
+from bo_voids.exceptions import ConfigError
+
+ParamSet = dict[str, Any]
+RandomState = int | np.random.Generator | None
+
+
+def as_generator(random_state: RandomState) -> np.random.Generator:
+    """Turn an int seed, a generator or ``None`` into a :class:`numpy.random.Generator`."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One search dimension."""
+
+    name: str
+    kind: str  # "categorical" | "integer" | "continuous"
+    bounds: ParameterBounds
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """Categories (categorical parameters only)."""
+        assert isinstance(self.bounds, CategoricalBounds)
+        return self.bounds.choices
+
+    @property
+    def low(self) -> float:
+        """Lower bound in raw units (0 for a categorical)."""
+        return 0.0 if isinstance(self.bounds, CategoricalBounds) else float(self.bounds.low)
+
+    @property
+    def high(self) -> float:
+        """Upper bound in raw units (``k - 1`` for a categorical)."""
+        if isinstance(self.bounds, CategoricalBounds):
+            return float(len(self.bounds.choices) - 1)
+        return float(self.bounds.high)
+
+
+class SearchSpace:
+    """The six void parameters with their kinds and bounds.
+
+    Args:
+        bounds: Bounds per parameter name (as in ``ExperimentConfig.param_bounds``).
+        distributions: Named sampling distributions (``real`` / ``close`` / ``far``), optional.
+    """
+
+    def __init__(
+        self,
+        bounds: Mapping[str, ParameterBounds],
+        distributions: Mapping[str, Mapping[str, ParameterDistribution]] | None = None,
+    ) -> None:
+        missing = [n for n in PARAMETER_NAMES if n not in bounds]
+        if missing:
+            raise ConfigError(f"param_bounds is missing {missing}")
+        self.parameters: tuple[Parameter, ...] = tuple(
+            Parameter(n, PARAMETER_KINDS[n], bounds[n]) for n in PARAMETER_NAMES
+        )
+        self.distributions: dict[str, Mapping[str, ParameterDistribution]] = dict(
+            distributions or {}
+        )
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> SearchSpace:
+        """Build the space (and its real / close / far distributions) from a config."""
+        return cls(cfg.param_bounds, cfg.param_distributions)
+
+    # ---- structure -----------------------------------------------------------------------------
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Column order of every encoding."""
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def dim(self) -> int:
+        """Number of columns (6)."""
+        return len(self.parameters)
+
+    @property
+    def bounds(self) -> dict[str, ParameterBounds]:
+        """Bounds per parameter name."""
+        return {p.name: p.bounds for p in self.parameters}
+
+    def dims_of_kind(self, kind: str) -> list[int]:
+        """Column indices of the parameters of one kind."""
+        return [i for i, p in enumerate(self.parameters) if p.kind == kind]
+
+    @property
+    def categorical_dims(self) -> list[int]:
+        """Columns holding a category index."""
+        return self.dims_of_kind("categorical")
+
+    @property
+    def integer_dims(self) -> list[int]:
+        """Columns holding an integer."""
+        return self.dims_of_kind("integer")
+
+    @property
+    def continuous_dims(self) -> list[int]:
+        """Columns holding a continuous value."""
+        return self.dims_of_kind("continuous")
+
+    @property
+    def raw_bounds(self) -> np.ndarray:
+        """``2 x d`` lower/upper bounds of the raw encoding."""
+        return np.array([[p.low for p in self.parameters], [p.high for p in self.parameters]])
+
+    def raw_discrete_values(self) -> dict[int, list[float]]:
+        """Allowed raw values of each categorical and integer column."""
+        out: dict[int, list[float]] = {}
+        for i, p in enumerate(self.parameters):
+            if p.kind != "continuous":
+                out[i] = [float(v) for v in range(int(p.low), int(p.high) + 1)]
+        return out
+
+    # ---- validation ----------------------------------------------------------------------------
+
+    def validate(self, params: Mapping[str, Any]) -> ParamSet:
+        """Check a parameter set and return it with plain Python types.
+
+        Raises:
+            ConfigError: Naming the parameter that is missing, unknown, of the wrong type or out of
+                bounds.
+        """
+        unknown = sorted(set(params) - set(self.parameter_names))
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown}; expected {list(PARAMETER_NAMES)}")
+        out: ParamSet = {}
+        for p in self.parameters:
+            if p.name not in params:
+                raise ConfigError(f"parameter set is missing {p.name!r}")
+            v = params[p.name]
+            if p.kind == "categorical":
+                if v not in p.choices:
+                    raise ConfigError(f"{p.name} must be one of {list(p.choices)}, got {v!r}")
+                out[p.name] = str(v)
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise ConfigError(f"{p.name} must be a number, got {v!r}")
+            if not np.isfinite(v) or not p.low <= float(v) <= p.high:
+                raise ConfigError(f"{p.name} must lie within [{p.low:g}, {p.high:g}], got {v!r}")
+            if p.kind == "integer":
+                if float(v) != round(float(v)):
+                    raise ConfigError(f"{p.name} must be an integer, got {v!r}")
+                out[p.name] = round(float(v))
+            else:
+                out[p.name] = float(v)
+        return out
+
+    # ---- encodings -----------------------------------------------------------------------------
+
+    def to_raw(self, params: Mapping[str, Any]) -> np.ndarray:
+        """Encode one parameter set in raw units (category index, integer, values): ``(d,)``."""
+        params = self.validate(params)
+        return np.array(
+            [
+                float(p.choices.index(params[p.name]))
+                if p.kind == "categorical"
+                else float(params[p.name])
+                for p in self.parameters
+            ]
+        )
+
+    def from_raw(self, x: Sequence[float] | np.ndarray) -> ParamSet:
+        """Decode a raw-unit point: round categorical and integer columns, clip to bounds."""
+        x = np.asarray(x, dtype=float).reshape(-1)
+        if x.shape[0] != self.dim or not np.all(np.isfinite(x)):
+            raise ValueError(f"expected {self.dim} finite raw values, got {x!r}")
+        out: ParamSet = {}
+        for v, p in zip(x, self.parameters, strict=True):
+            v = float(np.clip(v, p.low, p.high))
+            if p.kind == "categorical":
+                out[p.name] = p.choices[int(np.rint(v))]
+            elif p.kind == "integer":
+                out[p.name] = int(np.rint(v))
+            else:
+                out[p.name] = v
+        return out
+
+    def encode(self, params: Mapping[str, Any]) -> np.ndarray:
+        """Encode one parameter set into the unit cube: ``(d,)`` with values in ``[0, 1]``."""
+        raw = self.to_raw(params)
+        lo, hi = self.raw_bounds
+        span = np.where(hi > lo, hi - lo, 1.0)
+        return (raw - lo) / span
+
+    def decode(self, u: Sequence[float] | np.ndarray) -> ParamSet:
+        """Decode a unit-cube point (rounding integers, clipping, restoring the category).
+
+        ``decode(encode(p))`` restores categories and integers exactly and continuous values to
+        within floating-point rounding (about ``1e-15`` of the range); see :meth:`same`.
+        """
+        u = np.clip(np.asarray(u, dtype=float).reshape(-1), 0.0, 1.0)
+        lo, hi = self.raw_bounds
+        return self.from_raw(lo + u * (hi - lo))
+
+    def encode_many(self, param_sets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Encode several parameter sets into the unit cube: ``n x d``."""
+        return np.stack([self.encode(p) for p in param_sets]) if param_sets else np.zeros((0, 6))
+
+    def decode_many(self, u: np.ndarray) -> list[ParamSet]:
+        """Decode the rows of an ``n x d`` unit-cube array."""
+        return [self.decode(row) for row in np.atleast_2d(u)]
+
+    def same(self, a: Mapping[str, Any], b: Mapping[str, Any], rtol: float = 1e-9) -> bool:
+        """Whether two parameter sets are equal (continuous values within ``rtol`` of the range)."""
+        for p in self.parameters:
+            if p.kind == "continuous":
+                if abs(float(a[p.name]) - float(b[p.name])) > rtol * (p.high - p.low):
+                    return False
+            elif a[p.name] != b[p.name]:
+                return False
+        return True
+
+    def key(self, params: Mapping[str, Any], decimals: int = 9) -> tuple[Any, ...]:
+        """A hashable identity of a parameter set, for duplicate detection."""
+        return tuple(
+            params[p.name] if p.kind != "continuous" else round(float(params[p.name]), decimals)
+            for p in self.parameters
+        )
+
+    def normalized_distance(
+        self, a: Mapping[str, Any], b: Mapping[str, Any], shape_weight: float = 1.0
+    ) -> float:
+        """Euclidean distance with numeric parameters divided by their range.
+
+        A shape mismatch adds ``shape_weight`` (1 = as far as the two ends of a range).
+        """
+        total = 0.0
+        for p in self.parameters:
+            if p.kind == "categorical":
+                total += shape_weight**2 * float(a[p.name] != b[p.name])
+            else:
+                total += ((float(a[p.name]) - float(b[p.name])) / (p.high - p.low)) ** 2
+        return float(np.sqrt(total))
+
+    # ---- sampling ------------------------------------------------------------------------------
+
+    def sample_uniform(self, n: int, random_state: RandomState = None) -> list[ParamSet]:
+        """Draw ``n`` parameter sets uniformly over the bounds (categories and integers too)."""
+        gen = as_generator(random_state)
+        out = []
+        for _ in range(n):
+            params: ParamSet = {}
+            for p in self.parameters:
+                if p.kind == "categorical":
+                    params[p.name] = p.choices[int(gen.integers(len(p.choices)))]
+                elif p.kind == "integer":
+                    params[p.name] = int(gen.integers(int(p.low), int(p.high) + 1))
+                else:
+                    params[p.name] = float(gen.uniform(p.low, p.high))
+            out.append(params)
+        return out
+
+    def distribution(self, name: str | Mapping[str, ParameterDistribution]) -> Mapping[str, Any]:
+        """Look a named distribution up (or pass a mapping through)."""
+        if isinstance(name, str):
+            if name not in self.distributions:
+                raise KeyError(f"no distribution {name!r}; have {sorted(self.distributions)}")
+            return self.distributions[name]
+        return name
+
+    def sample(
+        self,
+        distribution: str | Mapping[str, ParameterDistribution],
+        n: int,
+        random_state: RandomState = None,
+    ) -> list[ParamSet]:
+        """Draw ``n`` parameter sets from a distribution.
+
+        Normal draws are clipped to the bounds (integers rounded first); categories are drawn by
+        their probabilities.
+
+        Args:
+            distribution: ``"real"``, ``"close"``, ``"far"`` or a mapping of per-parameter
+                distributions.
+            n: Number of parameter sets.
+            random_state: Seed or generator.
+
+        Returns:
+            ``n`` valid parameter sets.
+        """
+        dist = self.distribution(distribution)
+        gen = as_generator(random_state)
+        out = []
+        for _ in range(n):
+            params: ParamSet = {}
+            for p in self.parameters:
+                d = dist[p.name]
+                if isinstance(d, CategoricalDistribution):
+                    names = list(d.probabilities)
+                    probs = np.array([d.probabilities[k] for k in names], dtype=float)
+                    params[p.name] = names[int(gen.choice(len(names), p=probs / probs.sum()))]
+                elif isinstance(d, NormalDistribution):
+                    v = gen.normal(d.mean, d.std) if d.std > 0 else d.mean
+                    if p.kind == "integer":
+                        params[p.name] = int(np.clip(np.rint(v), p.low, p.high))
+                    else:
+                        params[p.name] = float(np.clip(v, p.low, p.high))
+                else:  # pragma: no cover - config validation prevents this
+                    raise TypeError(f"unsupported distribution {d!r} for {p.name}")
+            out.append(params)
+        return out
+
+    def distribution_means(self, distribution: str | Mapping[str, Any]) -> ParamSet:
+        """The centre of a distribution: means of numeric parameters, the modal category."""
+        dist = self.distribution(distribution)
+        out: ParamSet = {}
+        for p in self.parameters:
+            d = dist[p.name]
+            if isinstance(d, CategoricalDistribution):
+                out[p.name] = max(d.probabilities, key=d.probabilities.__getitem__)
+            elif p.kind == "integer":
+                out[p.name] = int(np.clip(np.rint(d.mean), p.low, p.high))
+            else:
+                out[p.name] = float(d.mean)
+        return out

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bo_voids.config import ExperimentConfig, config_from_dict, load_config, read_yaml
+from bo_voids.exceptions import ConfigError
+
+
+@pytest.fixture
+def raw(config_path: Path) -> dict:
+    return yaml.safe_load(config_path.read_text())
+
+
+def _load(raw: dict) -> ExperimentConfig:
+    return config_from_dict(raw, check_paths=False)
+
+
+def test_default_config_loads(config_path: Path, repo_root: Path, monkeypatch) -> None:
+    monkeypatch.chdir(repo_root)
+    cfg = load_config(config_path)
+    assert cfg.experiment_name == "infineon_void_poc"
+    assert cfg.param_bounds["void_count"].low == 3
+    assert cfg.real.n_images == 15
+    assert cfg.optimizer == "botorch"
+    assert config_from_dict(cfg.to_dict(), check_paths=False) == cfg
+
+
+def test_quickstart_loads(repo_root: Path, monkeypatch) -> None:
+    monkeypatch.chdir(repo_root)
+    cfg = load_config(repo_root / "configs" / "quickstart.yaml")
+    assert cfg.embedder == "handcrafted"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            ("param_distributions", "real", "void_count", "std"),
+            -1,
+            "param_distributions.real.void_count.std must be >= 0, got -1",
+        ),
+        (
+            ("param_bounds", "base_size"),
+            [40.0, 5.0],
+            "param_bounds.base_size bounds must satisfy low < high",
+        ),
+        (
+            ("param_bounds", "void_count"),
+            [3.5, 20],
+            "param_bounds.void_count bounds must be integers",
+        ),
+        (
+            ("param_bounds", "brightness_factor"),
+            [0.3, 1.8],
+            "param_bounds.brightness_factor must lie within [0, 1]",
+        ),
+        (
+            ("param_bounds", "void_shape"),
+            ["circle", "square"],
+            "param_bounds.void_shape may only hold",
+        ),
+        (
+            ("param_distributions", "far", "void_shape"),
+            {"circle": 0.7, "ellipse": 0.2, "irregular": 0.2},
+            "param_distributions.far.void_shape probabilities must sum to 1",
+        ),
+        (
+            ("param_distributions", "real", "base_size", "mean"),
+            80,
+            "param_distributions.real.base_size.mean must lie within param_bounds.base_size",
+        ),
+        (("real", "param_sets"), 0, "real.param_sets must be >= 1, got 0"),
+        (("replications_per_iteration",), 0, "replications_per_iteration must be >= 2, got 0"),
+        (("image_size",), "big", "image_size must be an integer, got str 'big'"),
+        (("optimizer",), "bayes", "optimizer must be one of ['botorch', 'random']"),
+        (("acquisition_function",), "eii", "did you mean 'ei'"),
+        (("experiment_name",), "../escape", "experiment_name must be a plain folder name"),
+        (("experiment_name",), "a/b", "experiment_name must be a plain folder name"),
+        (("experiment_name",), False, "YAML reads yes/no/on/off/true/false as booleans"),
+        (("common_random_numbers",), "yes", "common_random_numbers must be true or false"),
+        (("bo", "ucb_beta"), -1.0, "bo.ucb_beta must be >= 0"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict, path: tuple, value, message: str) -> None:
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        _load(raw)
+    assert message in str(err.value)
+
+
+def test_unknown_key_suggests_nearest(raw: dict) -> None:
+    raw["max_iteration"] = 3
+    with pytest.raises(
+        ConfigError, match="unknown key 'max_iteration'; did you mean 'max_iterations'"
+    ):
+        _load(raw)
+    del raw["max_iteration"]
+    raw["param_distributions"]["real"]["void_count"]["sd"] = 1
+    with pytest.raises(ConfigError, match=r"param_distributions\.real\.void_count\.sd"):
+        _load(raw)
+
+
+def test_missing_key(raw: dict) -> None:
+    del raw["param_bounds"]["size_std"]
+    with pytest.raises(ConfigError, match="param_bounds.size_std is required"):
+        _load(raw)
+
+
+def test_missing_base_folder(raw: dict, tmp_path: Path) -> None:
+    raw["base_image_dir"] = str(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="base_image_dir: folder .*nope does not exist"):
+        config_from_dict(raw)
+
+
+def test_invalid_yaml_reports_position(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("experiment_name: x\nreal: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+:\d+: invalid YAML"):
+        read_yaml(p)
+
+
+def test_duplicate_keys_rejected(tmp_path: Path) -> None:
+    p = tmp_path / "dup.yaml"
+    p.write_text("seed: 1\nimage_size: 64\nseed: 2\n")
+    with pytest.raises(ConfigError, match="duplicate key 'seed'.*line 1"):
+        read_yaml(p)
+
+
+def test_yaml12_floats(tmp_path: Path) -> None:
+    p = tmp_path / "f.yaml"
+    p.write_text("a: 1e3\nb: 2.5e-1\nc: 7\n")
+    assert read_yaml(p) == {"a": 1000.0, "b": 0.25, "c": 7}
+
+
+def test_replace_validates(config_path: Path, repo_root: Path, monkeypatch) -> None:
+    monkeypatch.chdir(repo_root)
+    cfg = load_config(config_path)
+    assert cfg.replace(max_iterations=2).max_iterations == 2
+    with pytest.raises(ConfigError, match="max_iterations must be >= 0"):
+        cfg.replace(max_iterations=-1)
+
+
+def test_dask_needs_address(raw: dict) -> None:
+    raw["executor"] = "dask"
+    with pytest.raises(ConfigError, match="dask.scheduler_address"):
+        _load(raw)
