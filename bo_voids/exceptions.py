@@ -7,15 +7,19 @@ class BoVoidsError(Exception):
     """Base class of every error bo_voids raises on purpose."""
 
 
-class ConfigError(BoVoidsError, ValueError):
+class UserInputError(BoVoidsError):
+    """Marker base of errors caused by the user's input (the CLI exits with code 2)."""
+
+
+class ConfigError(UserInputError, ValueError):
     """A configuration file or value is invalid (a user error; the CLI exits with code 2)."""
 
 
-class ImageLoadError(BoVoidsError):
+class ImageLoadError(UserInputError):
     """An input image (base chip or real target) cannot be read or is unusable."""
 
 
-class EmbeddingError(BoVoidsError):
+class EmbeddingError(UserInputError):
     """An embedder cannot be built or loaded (e.g. DINOv2 weights not found)."""
 
 
@@ -25,6 +29,18 @@ class OptimizerError(BoVoidsError):
 
 class StateError(BoVoidsError):
     """An experiment folder is missing, incompatible, locked or would be overwritten."""
+
+
+class ExperimentExistsError(StateError, UserInputError):
+    """The experiment folder exists and neither resume nor overwrite was asked for."""
+
+
+class ResumeMismatchError(StateError, UserInputError):
+    """Resuming with a config or embedder that differs from the stored experiment."""
+
+
+class ExperimentLockedError(StateError, UserInputError):
+    """Another live process holds the experiment's lock."""
 
 
 class BoVoidsWarning(UserWarning):

@@ -1,0 +1,1 @@
+"""Micro-benchmarks of bo_voids (run as ``python -m benchmarks.<name>``)."""
