@@ -204,6 +204,8 @@ class ExperimentConfig:
     max_iterations: int = 10
     convergence_threshold: float = 0.05
     early_stop_patience: int = 3
+    stop_at_noise_floor: bool = True
+    calibrate: bool = True
     optimizer: str = "botorch"
     acquisition_function: str = "ucb"
     common_random_numbers: bool = True
@@ -411,8 +413,10 @@ def config_from_dict(
             "replications_per_iteration", default=3, low=2, high=1000
         ),
         max_iterations=r.integer("max_iterations", default=10, low=0, high=100_000),
-        convergence_threshold=r.number("convergence_threshold", default=0.05, low=0.0),
+        convergence_threshold=r.number("convergence_threshold", default=0.05, low=-1e9),
         early_stop_patience=r.integer("early_stop_patience", default=3, low=1, high=100_000),
+        stop_at_noise_floor=r.boolean("stop_at_noise_floor", default=True),
+        calibrate=r.boolean("calibrate", default=True),
         optimizer=r.choice("optimizer", OPTIMIZERS, default="botorch"),
         acquisition_function=r.choice("acquisition_function", ACQUISITIONS, default="ucb"),
         common_random_numbers=r.boolean("common_random_numbers", default=True),

@@ -11,11 +11,6 @@ import zlib
 
 import numpy as np
 
-# Named streams keep independent uses of the same experiment seed apart.
-STREAMS: dict[str, int] = {
-    name: zlib.crc32(name.encode()) for name in ("real", "close", "far", "synthetic", "render",
-                                                "optimizer", "calibration", "split", "target")
-}
 
 
 def derive_seed(*keys: int | str) -> int:

@@ -253,18 +253,21 @@ def base_chip_filename(index: int) -> str:
     return f"NoVoids_synth_{index + 1:04d}_result.png"
 
 
-def write_png_atomic(path: Path, array: np.ndarray) -> None:
+def write_png_atomic(path: Path, array: np.ndarray, compress_level: int = 6) -> None:
     """Write a 2-D ``uint8``/``uint16`` array as PNG via a temporary file and a rename.
 
     Args:
         path: Destination file; parent folders are created.
         array: The image (written with Pillow's default mode for its dtype).
+        compress_level: zlib compression level (0-9).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(array)).save(
+            tmp, format="PNG", compress_level=compress_level
+        )
         os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, path)
     except BaseException:

@@ -1,0 +1,178 @@
+"""Command line: ``python -m bo_voids.optimize --config configs/experiment_config.yaml``.
+
+Exit codes: 0 success; 1 runtime failure (completed iterations are kept: rerun with ``--resume``);
+2 usage or config error (the message names the key); 130 interrupted by Ctrl-C (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bo_voids.config import ACQUISITIONS, DEVICES, EMBEDDERS, OPTIMIZERS, load_config
+from bo_voids.exceptions import BoVoidsError, BoVoidsWarning, ConfigError, UserInputError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m bo_voids.optimize``."""
+    p = argparse.ArgumentParser(
+        prog="python -m bo_voids.optimize",
+        description="Calibrate the synthetic void generator against real target images with "
+        "Bayesian optimisation (BoTorch), persisting every iteration.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="experiment YAML config")
+    p.add_argument("--experiment-dir", type=Path, help="override experiment_dir")
+    p.add_argument("--max-iterations", type=int, help="override max_iterations")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="override optimizer")
+    p.add_argument("--acquisition", choices=ACQUISITIONS, help="override acquisition_function")
+    p.add_argument("--embedder", choices=EMBEDDERS, help="override embedder")
+    p.add_argument("--dino-weights", type=Path, help="local DINOv2 weights (HF folder or .pth)")
+    p.add_argument("--device", choices=DEVICES, help="override device")
+    p.add_argument("--seed", type=int, help="override seed")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing experiment")
+    p.add_argument("--quiet", action="store_true", help="only errors and the final summary")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {
+        "experiment_dir": args.experiment_dir,
+        "max_iterations": args.max_iterations,
+        "optimizer": args.optimizer,
+        "acquisition_function": args.acquisition,
+        "embedder": args.embedder,
+        "dino_weights": args.dino_weights,
+        "device": args.device,
+        "seed": args.seed,
+    }
+    return {k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None}
+
+
+def format_summary(summary: Any) -> str:
+    """A human-readable end-of-run summary."""
+    lines = [
+        "",
+        f"Finished: {summary.iterations_completed} iteration(s); stopped because "
+        f"{summary.stop_reason or 'the run ended'}.",
+        f"Embedder: {summary.embedder.get('name')} ({summary.embedder.get('fingerprint')})",
+    ]
+    nf = summary.noise_floor
+    if summary.scores:
+        last = summary.scores[-1]
+        lines.append(
+            f"Distribution similarity (top-k pooled MMD²): {last['distribution_similarity']:.4f}; "
+            f"real-set noise floor {nf.get('mean', float('nan')):.4f} "
+            f"± {nf.get('std', float('nan')):.4f}"
+        )
+    lines.append("Best parameter sets:")
+    for i, best in enumerate(summary.current_best[:5], 1):
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in best.get("params", {}).items()
+        )
+        pred = best.get("predicted_mmd2")
+        pred_s = f", predicted {pred:.4f}" if isinstance(pred, float) else ""
+        lines.append(
+            f"  {i}. {best.get('param_set_id')}: MMD² {best.get('mmd2', float('nan')):.4f}"
+            f"{pred_s} | {params}"
+        )
+    t = summary.timings
+    lines.append(
+        "Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if isinstance(v, float))
+    )
+    lines.append(f"Outputs: {summary.experiment_dir} (history.csv, plots/, report.html)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    warnings.simplefilter("always", BoVoidsWarning)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"  # type: ignore[assignment]
+    log = logging.getLogger("bo_voids.optimize")
+    try:
+        cfg = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from bo_voids.pipeline import OptimizationPipeline
+
+    t0 = time.perf_counter()
+    pipeline = None
+    try:
+        pipeline = OptimizationPipeline(
+            cfg,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet and sys.stderr.isatty(),
+            log=log.info,
+        )
+        summary = pipeline.run_full_experiment()
+        if not args.no_report:
+            from bo_voids.report import write_report
+
+            write_report(summary.experiment_dir)
+    except KeyboardInterrupt:
+        _mark(pipeline, "interrupted")
+        print(
+            f"\ninterrupted: completed iterations are kept in {cfg.experiment_dir}; continue with "
+            "--resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BoVoidsError as exc:
+        _mark(pipeline, "failed", str(exc))
+        print(
+            f"error: {exc}\ncompleted iterations are kept in {cfg.experiment_dir}; fix the cause "
+            "and continue with --resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    except Exception as exc:  # an unexpected failure: keep the traceback for the bug report
+        _mark(pipeline, "failed", repr(exc))
+        log.exception("unexpected failure")
+        print(
+            f"error: {type(exc).__name__}: {exc}\ncompleted iterations are kept in "
+            f"{cfg.experiment_dir}; continue with --resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print(format_summary(summary))
+    print(f"Wall time {time.perf_counter() - t0:.1f}s")
+    return EXIT_OK
+
+
+def _mark(pipeline: Any, status: str, error: str | None = None) -> None:
+    """Record a failed / interrupted status in the manifest, if the experiment exists."""
+    if pipeline is None or not pipeline.store.exists():
+        return
+    try:
+        fields: dict[str, Any] = {"status": status}
+        if error:
+            fields["error"] = error
+        pipeline.store.update_manifest(**fields)
+    except BoVoidsError:
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

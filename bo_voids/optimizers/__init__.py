@@ -1,0 +1,99 @@
+"""Optimisers that propose the next parameter sets, swappable by name.
+
+* ``"random"``: :class:`RandomSearchOptimizer`, uniform sampling (baseline and fallback).
+* ``"botorch"``: :class:`BoTorchOptimizer`, a GP surrogate of the per-set MMD² with a batch
+  acquisition optimised over the mixed space.
+
+Example:
+    >>> from bo_voids.optimizers import make_optimizer
+    >>> opt = make_optimizer("botorch", space, seed=0, acquisition="nei")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bo_voids.exceptions import ConfigError
+from bo_voids.optimizers.base import BaseOptimizer, Proposal, SetRecord
+from bo_voids.optimizers.botorch_gp import ACQUISITIONS, SURROGATES, BoTorchOptimizer
+from bo_voids.optimizers.random_search import RandomSearchOptimizer
+
+if TYPE_CHECKING:
+    from bo_voids.config import ExperimentConfig
+    from bo_voids.space import SearchSpace
+
+__all__ = [
+    "ACQUISITIONS",
+    "OPTIMIZERS",
+    "SURROGATES",
+    "BaseOptimizer",
+    "BoTorchOptimizer",
+    "Proposal",
+    "RandomSearchOptimizer",
+    "SetRecord",
+    "make_optimizer",
+    "optimizer_from_config",
+]
+
+#: Registered optimisers by name.
+OPTIMIZERS: dict[str, type[BaseOptimizer]] = {
+    RandomSearchOptimizer.name: RandomSearchOptimizer,
+    BoTorchOptimizer.name: BoTorchOptimizer,
+}
+
+
+def make_optimizer(name: str, space: SearchSpace, **kwargs: Any) -> BaseOptimizer:
+    """Build a registered optimiser by name.
+
+    Args:
+        name: A key of :data:`OPTIMIZERS` (``"random"``, ``"botorch"``).
+        space: The search space.
+        **kwargs: Passed to the optimiser (``seed``, ``top_k``, ``bandwidth``, options).
+
+    Returns:
+        The optimiser.
+
+    Raises:
+        ConfigError: Unknown name (the message lists the valid ones) or invalid arguments.
+    """
+    try:
+        cls = OPTIMIZERS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown optimizer {name!r}; valid optimizers: {sorted(OPTIMIZERS)}"
+        ) from None
+    return cls(space, **kwargs)
+
+
+def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOptimizer:
+    """Build the optimiser an experiment config asks for.
+
+    Maps ``cfg.optimizer``, ``cfg.seed``, ``cfg.metric.bandwidth``, ``cfg.bo.top_k`` and, for
+    ``"botorch"``, ``cfg.acquisition_function`` and the other ``cfg.bo`` settings.
+
+    Args:
+        cfg: The validated experiment config.
+        space: The search space (``SearchSpace.from_config(cfg)``).
+
+    Returns:
+        The optimiser.
+
+    Raises:
+        ConfigError: Unknown optimiser or invalid settings.
+    """
+    kwargs: dict[str, Any] = {
+        "seed": cfg.seed,
+        "top_k": cfg.bo.top_k,
+        "bandwidth": cfg.metric.bandwidth,
+    }
+    if cfg.optimizer == BoTorchOptimizer.name:
+        kwargs.update(
+            acquisition=cfg.acquisition_function,
+            ucb_beta=cfg.bo.ucb_beta,
+            surrogate=cfg.bo.surrogate,
+            num_restarts=cfg.bo.num_restarts,
+            raw_samples=cfg.bo.raw_samples,
+            maxiter=cfg.bo.maxiter,
+            min_observations=cfg.bo.min_observations,
+        )
+    return make_optimizer(cfg.optimizer, space, **kwargs)

@@ -1,0 +1,445 @@
+"""Bayesian optimisation of the per-set MMD² with a BoTorch GP over the mixed space.
+
+Model (fitted in ``float64`` on the CPU, from scratch at every call: the optimiser is stateless):
+
+* inputs: the **raw** encoding of :meth:`~bo_voids.space.SearchSpace.to_raw` (category index,
+  integer, continuous values); numeric columns scaled to ``[0, 1]`` by BoTorch's ``Normalize``
+  with the space's fixed ``raw_bounds``; the category column is left as an index;
+* outcome: ``y = -MMD²`` (BoTorch maximises), standardised by ``Standardize(m=1)``;
+* surrogate ``"mixed"`` (default): ``MixedSingleTaskGP`` — a sum and a product of an RBF kernel
+  on the numeric columns and a categorical (Hamming) kernel on the shape; ``"onehot"``: a
+  ``SingleTaskGP`` (Matérn-5/2, ARD) on the numeric columns plus a one-hot encoding of the shape
+  (``NumericToCategoricalEncoding``), so both take the same raw inputs and share the acquisition
+  optimiser;
+* noise: each set's MMD² comes from a few replications and is noisy. ``"fixed+learned"``
+  (default) uses the per-set variance from the replications (moderated jackknife, see
+  :mod:`bo_voids.optimizers.base`) as a heteroskedastic *lower bound* and learns one extra
+  homoskedastic noise on top (``FixedNoiseGaussianLikelihood(learn_additional_noise=True)``), which
+  absorbs both an underestimated replication variance and model misfit; ``"fixed"`` uses the
+  per-set variance alone; ``"learned"`` learns a homoskedastic noise whose lower bound is the
+  median per-set variance;
+* hyper-parameters: maximum marginal likelihood with L-BFGS-B capped at ``maxiter`` iterations
+  (the uncapped ``MixedSingleTaskGP`` fit runs thousands of closures for no gain in likelihood;
+  see ``benchmarks/results/proposal_speed.md``).
+
+Acquisition (on ``-MMD²``; ``q = batch_size``): ``"ucb"`` ``qUpperConfidenceBound(beta)``,
+``"ei"`` ``qLogExpectedImprovement`` with ``best_f`` = the best posterior mean at the observed
+sets (the raw minimum of a noisy score is a biased incumbent), ``"nei"``
+``qLogNoisyExpectedImprovement(prune_baseline=True)``, ``"pi"``
+``qProbabilityOfImprovement`` (same ``best_f`` as ``"ei"``). It is optimised over the mixed space
+with ``optimize_acqf_mixed_alternating`` (the shape and the integer count kept discrete, the
+continuous columns by L-BFGS-B), or with ``"enumerate"``: ``optimize_acqf_mixed`` over the three
+shapes with the count relaxed and rounded.
+
+Falls back to a scrambled Sobol batch — with a :class:`~bo_voids.exceptions.FallbackWarning` and
+the reason in ``info['fallback']`` — below ``min_observations`` scored sets, for a constant
+objective, or when fitting or optimising fails (``ModelFittingError``, ``NotPSDError``, linear
+algebra errors, non-finite candidates).
+
+Example:
+    >>> opt = BoTorchOptimizer(space, seed=0, acquisition="nei")  # doctest: +SKIP
+    >>> out = opt.recommend_next_batch(emb, meta, targets, batch_size=8)  # doctest: +SKIP
+    >>> out["info"]["model"]  # doctest: +SKIP
+    'MixedSingleTaskGP'
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from botorch.acquisition import (
+    AcquisitionFunction,
+    qLogExpectedImprovement,
+    qLogNoisyExpectedImprovement,
+    qProbabilityOfImprovement,
+    qUpperConfidenceBound,
+)
+from botorch.exceptions import BotorchError
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import MixedSingleTaskGP, SingleTaskGP
+from botorch.models.gpytorch import GPyTorchModel
+from botorch.models.transforms.input import (
+    ChainedInputTransform,
+    Normalize,
+    NumericToCategoricalEncoding,
+)
+from botorch.models.transforms.outcome import Standardize
+from botorch.optim import optimize_acqf_mixed
+from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
+from gpytorch.constraints import GreaterThan
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.optimizers.base import BaseOptimizer, Proposal, SetRecord
+
+logger = logging.getLogger(__name__)
+
+ACQUISITIONS: tuple[str, ...] = ("ucb", "ei", "nei", "pi")
+SURROGATES: tuple[str, ...] = ("mixed", "onehot")
+NOISE_MODELS: tuple[str, ...] = ("fixed+learned", "fixed", "learned")
+ACQF_OPTIMIZERS: tuple[str, ...] = ("alternating", "enumerate")
+#: Errors of fitting or optimising that trigger the random fallback instead of a crash.
+_RECOVERABLE: tuple[type[BaseException], ...] = (
+    BotorchError,  # ModelFittingError, CandidateGenerationError, ...
+    RuntimeError,  # NotPSDError, NanError, torch.linalg.LinAlgError
+    ValueError,
+    ArithmeticError,
+)
+
+
+class BoTorchOptimizer(BaseOptimizer):
+    """GP-based batch Bayesian optimisation of the per-set MMD² over the mixed space.
+
+    Args:
+        space: The search space.
+        seed: Experiment seed.
+        top_k: Number of sets in ``current_best``.
+        bandwidth: MMD² kernel bandwidth (``"multi"`` or ``"median"``).
+        acquisition: ``"ucb"``, ``"ei"``, ``"nei"`` or ``"pi"``.
+        ucb_beta: ``beta`` of UCB (``mean + sqrt(beta) * std`` in BoTorch's q-form).
+        surrogate: ``"mixed"`` (``MixedSingleTaskGP``) or ``"onehot"`` (``SingleTaskGP``).
+        noise: ``"fixed+learned"``, ``"fixed"`` or ``"learned"`` (see the module docstring).
+        num_restarts: Restarts of the acquisition optimiser.
+        raw_samples: Raw samples to choose the restarts from.
+        maxiter: L-BFGS-B iterations cap of the GP hyper-parameter fit.
+        acqf_maxiter: Iteration cap of each continuous L-BFGS-B step of the acquisition optimiser.
+        acqf_alternating_steps: Alternating (discrete / continuous) steps of
+            ``optimize_acqf_mixed_alternating`` (BoTorch's default 64 costs 5-6x the time of 4 for
+            the same acquisition value here; see the benchmark).
+        acqf_optimizer: ``"alternating"`` or ``"enumerate"``.
+        torch_threads: Intra-op threads used while fitting and optimising (restored after). The
+            matrices are small (``n <= ~1000``), so one thread avoids OpenMP overhead and is
+            faster, markedly so when the cores are shared with rendering and embedding.
+        min_observations: Scored sets needed before the GP is used (Sobol batches before).
+
+    Raises:
+        ConfigError: An invalid option.
+    """
+
+    name: ClassVar[str] = "botorch"
+    default_options: ClassVar[dict[str, Any]] = {
+        "acquisition": "ucb",
+        "ucb_beta": 2.0,
+        "surrogate": "mixed",
+        "noise": "fixed+learned",
+        "num_restarts": 8,
+        "raw_samples": 256,
+        "maxiter": 100,
+        "acqf_maxiter": 8,
+        "acqf_alternating_steps": 4,
+        "acqf_optimizer": "alternating",
+        "torch_threads": 1,
+        "min_observations": 12,
+    }
+
+    def __init__(self, space: Any, **kwargs: Any) -> None:
+        super().__init__(space, **kwargs)
+        o = self.options
+        for key, allowed in (
+            ("acquisition", ACQUISITIONS),
+            ("surrogate", SURROGATES),
+            ("noise", NOISE_MODELS),
+            ("acqf_optimizer", ACQF_OPTIMIZERS),
+        ):
+            if o[key] not in allowed:
+                raise ConfigError(f"{key} must be one of {list(allowed)}, got {o[key]!r}")
+        for key, low in (
+            ("num_restarts", 1),
+            ("raw_samples", 1),
+            ("maxiter", 1),
+            ("acqf_maxiter", 1),
+            ("acqf_alternating_steps", 1),
+            ("torch_threads", 1),
+            ("min_observations", 2),
+        ):
+            v = o[key]
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise ConfigError(f"{key} must be an integer >= {low}, got {v!r}")
+        beta = o["ucb_beta"]
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta >= 0:
+            raise ConfigError(f"ucb_beta must be a number >= 0, got {beta!r}")
+        if not space.categorical_dims:
+            raise ConfigError("BoTorchOptimizer expects a space with a categorical column")
+
+    # ---- proposal ------------------------------------------------------------------------------
+
+    def _propose(self, observations: list[SetRecord], batch_size: int, seed: int) -> Proposal:
+        """Fit the GP and optimise the batch acquisition (or fall back to Sobol).
+
+        Args:
+            observations: Valid scored sets.
+            batch_size: ``q``, the number of sets wanted.
+            seed: The seed of this call (torch draws happen inside ``fork_rng``).
+
+        Returns:
+            A :class:`~bo_voids.optimizers.base.Proposal`, ranked by the GP posterior mean.
+        """
+        o = self.options
+        info: dict[str, Any] = {
+            "model": None,
+            "surrogate": o["surrogate"],
+            "noise": o["noise"],
+            "acquisition": o["acquisition"],
+            "acqf_optimizer": o["acqf_optimizer"],
+            "fallback": None,
+        }
+        n = len(observations)
+        y = np.array([s.mmd2 for s in observations], dtype=np.float64)
+        if n < o["min_observations"]:
+            return self._fallback(
+                f"only {n} scored parameter sets (min_observations={o['min_observations']}); "
+                "using a Sobol batch",
+                batch_size,
+                seed,
+                info,
+                warn=n > 0,
+            )
+        if np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())):
+            return self._fallback(
+                "the objective is constant over the observations", batch_size, seed, info
+            )
+        with (
+            torch.random.fork_rng(),
+            _torch_threads(int(o["torch_threads"])),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
+            torch.manual_seed(seed)
+            try:
+                t0 = time.perf_counter()
+                model = self.fit_model(observations)
+                info["fit_seconds"] = time.perf_counter() - t0
+                info["model"] = type(model).__name__
+                t0 = time.perf_counter()
+                X_train = self._train_X(observations)
+                with torch.no_grad():
+                    mean = model.posterior(X_train).mean.squeeze(-1)
+                predicted = (-mean).numpy().astype(np.float64)
+                acqf = self.build_acquisition(model, X_train, mean)
+                cand, acq_value = self.optimize_acquisition(acqf, batch_size)
+                info["propose_seconds"] = time.perf_counter() - t0
+                info["acq_value"] = float(acq_value)
+            except _RECOVERABLE as exc:
+                logger.debug("GP step failed", exc_info=True)
+                return self._fallback(
+                    f"GP fit/acquisition failed ({type(exc).__name__}: {exc})",
+                    batch_size,
+                    seed,
+                    info,
+                )
+        _record_warnings(caught, info)
+        if not np.all(np.isfinite(cand)) or not np.all(np.isfinite(predicted)):
+            return self._fallback("non-finite candidates or predictions", batch_size, seed, info)
+        params = [self.space.from_raw(row) for row in cand]
+        info["noise_learned"] = _learned_noise(model)
+        return Proposal(params=params, predicted_mmd2=predicted, info=info)
+
+    # ---- building blocks (public so benchmarks can time them separately) ------------------------
+
+    def fit_model(self, observations: list[SetRecord]) -> GPyTorchModel:
+        """Build and fit the surrogate of ``-MMD²`` on the observed sets.
+
+        Args:
+            observations: Valid scored sets.
+
+        Returns:
+            The fitted model (``eval`` mode), in ``float64``.
+
+        Raises:
+            ModelFittingError: The marginal likelihood could not be optimised.
+        """
+        o = self.options
+        X = self._train_X(observations)
+        Y = torch.tensor([[-s.mmd2] for s in observations], dtype=torch.float64)
+        Yvar = torch.tensor([[s.mmd2_var] for s in observations], dtype=torch.float64)
+        d = self.space.dim
+        bounds = torch.as_tensor(self.space.raw_bounds, dtype=torch.float64)
+        cat = self.space.categorical_dims
+        ordinal = [i for i in range(d) if i not in cat]
+        normalize = Normalize(d, indices=ordinal, bounds=bounds)
+        train_Yvar = None if o["noise"] == "learned" else Yvar
+        if o["surrogate"] == "mixed":
+            model: GPyTorchModel = MixedSingleTaskGP(
+                X,
+                Y,
+                cat_dims=cat,
+                train_Yvar=train_Yvar,
+                input_transform=normalize,
+                outcome_transform=Standardize(m=1),
+            )
+        else:
+            levels = {c: int(self.space.parameters[c].high) + 1 for c in cat}
+            onehot = NumericToCategoricalEncoding(
+                dim=d,
+                categorical_features=levels,
+                encoders={
+                    c: partial(torch.nn.functional.one_hot, num_classes=k)
+                    for c, k in levels.items()
+                },
+            )
+            model = SingleTaskGP(
+                X,
+                Y,
+                train_Yvar=train_Yvar,
+                input_transform=ChainedInputTransform(normalize=normalize, onehot=onehot),
+                outcome_transform=Standardize(m=1),
+            )
+        y_var = float(Y.var()) if Y.numel() > 1 else 1.0
+        if o["noise"] == "fixed+learned":
+            model.likelihood = FixedNoiseGaussianLikelihood(
+                noise=model.likelihood.noise_covar.noise.detach().clone(),
+                learn_additional_noise=True,
+                batch_shape=model._aug_batch_shape,
+            )
+        elif o["noise"] == "learned":
+            floor = max(float(Yvar.median()) / max(y_var, 1e-300), 1e-6)
+            model.likelihood = GaussianLikelihood(
+                noise_constraint=GreaterThan(min(floor, 0.5)),
+                batch_shape=model._aug_batch_shape,
+            )
+        model = model.to(torch.float64)
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        fit_gpytorch_mll(
+            mll, optimizer_kwargs={"options": {"maxiter": int(o["maxiter"])}}, max_attempts=2
+        )
+        model.eval()
+        return model
+
+    def build_acquisition(
+        self, model: GPyTorchModel, X_train: torch.Tensor, mean: torch.Tensor
+    ) -> AcquisitionFunction:
+        """The configured batch acquisition on ``-MMD²``.
+
+        Args:
+            model: The fitted surrogate.
+            X_train: `n x d` raw inputs of the observed sets.
+            mean: `n` posterior mean of ``-MMD²`` at ``X_train`` (incumbent for ``ei``/``pi``).
+
+        Returns:
+            The acquisition function.
+        """
+        name = self.options["acquisition"]
+        best_f = float(mean.max())
+        if name == "ucb":
+            return qUpperConfidenceBound(model, beta=float(self.options["ucb_beta"]))
+        if name == "ei":
+            return qLogExpectedImprovement(model, best_f=best_f)
+        if name == "pi":
+            return qProbabilityOfImprovement(model, best_f=best_f)
+        return qLogNoisyExpectedImprovement(model, X_baseline=X_train, prune_baseline=True)
+
+    def optimize_acquisition(self, acqf: AcquisitionFunction, q: int) -> tuple[np.ndarray, float]:
+        """Optimise a batch acquisition over the mixed space.
+
+        Args:
+            acqf: The acquisition function.
+            q: Batch size.
+
+        Returns:
+            `(q x d)` raw candidates (categories and integers exact) and the joint acquisition
+            value of the batch.
+        """
+        o = self.options
+        bounds = torch.as_tensor(self.space.raw_bounds, dtype=torch.float64)
+        discrete = self.space.raw_discrete_values()
+        cat_dims = {i: discrete[i] for i in self.space.categorical_dims}
+        int_dims = {i: discrete[i] for i in self.space.integer_dims}
+        if o["acqf_optimizer"] == "alternating":
+            cand, _ = optimize_acqf_mixed_alternating(
+                acqf,
+                bounds=bounds,
+                discrete_dims=int_dims,
+                cat_dims=cat_dims,
+                q=q,
+                num_restarts=int(o["num_restarts"]),
+                raw_samples=int(o["raw_samples"]),
+                options={
+                    "maxiter_continuous": int(o["acqf_maxiter"]),
+                    "maxiter_alternating": int(o["acqf_alternating_steps"]),
+                },
+            )
+        else:
+            fixed = [{i: v for i in cat_dims} for v in next(iter(cat_dims.values()))]
+            cand, _ = optimize_acqf_mixed(
+                acqf,
+                bounds=bounds,
+                q=q,
+                num_restarts=int(o["num_restarts"]),
+                raw_samples=int(o["raw_samples"]),
+                fixed_features_list=fixed,
+                options={"maxiter": int(o["acqf_maxiter"]) * 8},
+                post_processing_func=partial(_round_columns, dims=list(int_dims)),
+            )
+        cand = _round_columns(cand.detach(), dims=list(int_dims) + list(cat_dims))
+        with torch.no_grad():
+            value = float(acqf(cand.unsqueeze(0)).item())
+        return cand.numpy().astype(np.float64), value
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _train_X(self, observations: list[SetRecord]) -> torch.Tensor:
+        return torch.tensor(
+            np.stack([self.space.to_raw(s.params) for s in observations]), dtype=torch.float64
+        )
+
+    def _fallback(
+        self, reason: str, batch_size: int, seed: int, info: dict[str, Any], warn: bool = True
+    ) -> Proposal:
+        info["fallback"] = reason
+        info["model"] = "sobol"
+        if warn:
+            warnings.warn(f"BoTorchOptimizer falls back to Sobol: {reason}", FallbackWarning, 4)
+        logger.warning("BoTorchOptimizer falls back to Sobol proposals: %s", reason)
+        return Proposal(params=self.sobol_batch(batch_size, seed), predicted_mmd2=None, info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Private helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op torch threads, restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _round_columns(X: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    X = X.clone()
+    if dims:
+        X[..., dims] = X[..., dims].round()
+    return X
+
+
+def _record_warnings(caught: list[warnings.WarningMessage], info: dict[str, Any]) -> None:
+    msgs = sorted({f"{w.category.__name__}: {str(w.message)[:160]}" for w in caught})
+    info["n_warnings"] = len(caught)
+    if msgs:
+        info["warnings"] = msgs[:10]
+        for m in msgs:
+            logger.debug("botorch warning: %s", m)
+
+
+def _learned_noise(model: GPyTorchModel) -> float | None:
+    lik = model.likelihood
+    try:
+        if isinstance(lik, FixedNoiseGaussianLikelihood):
+            second = getattr(lik, "second_noise_covar", None)
+            return None if second is None else float(second.noise.detach().reshape(-1)[0])
+        return float(lik.noise.detach().reshape(-1)[0])
+    except (AttributeError, RuntimeError):
+        return None

@@ -1,0 +1,911 @@
+"""Figures of a run: the 2-D latent map, convergence curves, image grid and parameter trajectories.
+
+Every function takes an :class:`~bo_voids.state.ExperimentRun` (from
+:func:`~bo_voids.state.load_experiment`) and returns a :class:`matplotlib.figure.Figure` built
+without pyplot (``matplotlib.figure.Figure`` renders PNG through Agg by itself), so the library
+never touches pyplot's global state or the backend of an interactive session and works headless.
+:func:`write_all_plots` renders the four figures into ``plots/`` of an experiment folder; the
+pipeline calls it after every iteration, so it is kept quick (images are downsampled for the grid).
+
+Colours follow the Okabe-Ito colour-blind-safe palette; iterations use the perceptually uniform
+``viridis`` colormap.
+
+Example:
+    >>> from bo_voids.plots import write_all_plots
+    >>> write_all_plots("experiments/quickstart")  # doctest: +SKIP
+    [PosixPath('experiments/quickstart/plots/latent_pca.png'), ...]
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import BoundaryNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Ellipse, Patch
+from matplotlib.ticker import MaxNLocator
+
+from bo_voids.config import (
+    PARAMETER_NAMES,
+    CategoricalBounds,
+    CategoricalDistribution,
+    NormalDistribution,
+)
+from bo_voids.state import ExperimentRun, atomic_write_bytes, load_experiment
+
+__all__ = [
+    "COLORS",
+    "DPI",
+    "PLOT_FILES",
+    "SetSummary",
+    "best_sets",
+    "figure_to_png",
+    "plot_convergence",
+    "plot_image_grid",
+    "plot_latent",
+    "plot_parameter_trajectories",
+    "set_summaries",
+    "write_all_plots",
+]
+
+#: Resolution of the PNG files.
+DPI = 110
+#: Okabe-Ito colours used throughout (colour-blind safe).
+COLORS: dict[str, str] = {
+    "real": "#D55E00",  # vermillion
+    "close": "#CC79A7",  # reddish purple
+    "far": "#8C8C8C",  # grey
+    "best": "#000000",
+    "noise": "#56B4E9",  # sky blue
+    "threshold": "#009E73",  # bluish green
+    "accent": "#0072B2",  # blue
+}
+#: Colormap of the optimisation iterations.
+ITERATION_CMAP = "viridis"
+#: Colormap of per-set MMD² (dark = low = good; bad sets fade towards yellow).
+SCORE_CMAP = "viridis"
+#: File name of each figure inside ``plots/``.
+PLOT_FILES: dict[str, str] = {
+    "latent": "latent_pca.png",
+    "convergence": "convergence.png",
+    "image_grid": "image_grid.png",
+    "parameters": "parameters.png",
+}
+_PARAM_LABELS: dict[str, str] = {
+    "void_shape": "void shape",
+    "void_count": "void count",
+    "base_size": "base size (void radius, px)",
+    "brightness_factor": "brightness factor",
+    "size_std": "size std",
+    "position_spread": "position spread",
+}
+_MARKERS = {"real": "*", "close": "D", "far": "^", "synthetic": "o"}
+#: Frame colours of the best sets in the image grid (rank 1, 2, ...).
+_RANK_COLORS = ("#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
+_REAL_TITLE = "#333333"
+#: Side of one image tile in the grid (pixels of the PNG).
+_TILE = 150
+
+
+# ---------------------------------------------------------------------------------------------
+# Data helpers (public: the report and the notebook use them too)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SetSummary:
+    """One evaluated parameter set of a run.
+
+    Attributes:
+        param_set_id: Its id (``close_ps_003``, ``iter2_ps_001`` ...).
+        iteration: The iteration that evaluated it.
+        dataset_type: ``close``, ``far``, ``synthetic`` (or ``real`` for a simulated target set).
+        params: Its six parameters (``None`` for real images loaded from a folder).
+        mmd2: Its MMD² against the real targets (``nan`` for target sets or when unknown).
+        images: ``(iteration, row)`` of each of its images in the run.
+    """
+
+    param_set_id: str
+    iteration: int
+    dataset_type: str
+    params: dict[str, Any] | None
+    mmd2: float = math.nan
+    images: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _num(value: Any) -> float:
+    """A float, or ``nan`` for ``None``/empty/unparseable values (JSON stores NaN as null)."""
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def set_summaries(run: ExperimentRun) -> list[SetSummary]:
+    """Every parameter set of a run with its MMD², in evaluation order.
+
+    MMD² comes from each iteration's ``scores.json`` (``per_set``), completed from
+    ``history.csv`` for sets it does not list.
+
+    Args:
+        run: The loaded run.
+
+    Returns:
+        One :class:`SetSummary` per parameter set (target sets included, with ``nan`` MMD²).
+    """
+    sets: dict[str, SetSummary] = {}
+    for it in run.iterations:
+        for row, meta in enumerate(it.metadata):
+            ps_id = str(meta.get("param_set_id"))
+            summary = sets.get(ps_id)
+            if summary is None:
+                summary = sets[ps_id] = SetSummary(
+                    param_set_id=ps_id,
+                    iteration=int(meta.get("iteration", it.iteration)),
+                    dataset_type=str(meta.get("dataset_type", "synthetic")),
+                    params=meta.get("params"),
+                )
+            summary.images.append((it.iteration, row))
+        for rec in it.scores.get("per_set") or []:
+            ps = sets.get(str(rec.get("param_set_id")))
+            if ps is not None:
+                ps.mmd2 = _num(rec.get("mmd2"))
+    for row in run.history:
+        ps = sets.get(row.get("param_set_id", ""))
+        if ps is not None and not math.isfinite(ps.mmd2):
+            ps.mmd2 = _num(row.get("mmd2"))
+    return list(sets.values())
+
+
+def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
+    """The best parameter sets of a run, best first.
+
+    Uses the optimiser's final ranking (``run.current_best``) when the run has finished, else the
+    last iteration's ``top_k``.
+
+    Args:
+        run: The loaded run.
+        k: At most this many sets.
+
+    Returns:
+        Records with ``param_set_id``, ``iteration``, ``params``, ``mmd2`` and, when the optimiser
+        gave one, ``predicted_mmd2``.
+    """
+    summaries = {s.param_set_id: s for s in set_summaries(run)}
+    out: list[dict[str, Any]] = []
+    if run.current_best:
+        for rec in run.current_best[:k]:
+            ps = summaries.get(str(rec.get("param_set_id")))
+            out.append(
+                {
+                    "param_set_id": str(rec.get("param_set_id")),
+                    "iteration": rec.get("iteration", ps.iteration if ps else None),
+                    "params": rec.get("params") or (ps.params if ps else None),
+                    "mmd2": _num(rec.get("mmd2", ps.mmd2 if ps else None)),
+                    "predicted_mmd2": _num(rec.get("predicted_mmd2")),
+                }
+            )
+        return out
+    last = run.iterations[-1].scores if run.iterations else {}
+    ids = list(last.get("top_k") or [])
+    if not ids:  # no ranking stored: rank by raw MMD²
+        scored = [s for s in summaries.values() if math.isfinite(s.mmd2)]
+        ids = [s.param_set_id for s in sorted(scored, key=lambda s: s.mmd2)]
+    for ps_id in ids[:k]:
+        ps = summaries.get(ps_id)
+        if ps is not None:
+            out.append(
+                {
+                    "param_set_id": ps_id,
+                    "iteration": ps.iteration,
+                    "params": ps.params,
+                    "mmd2": ps.mmd2,
+                    "predicted_mmd2": math.nan,
+                }
+            )
+    return out
+
+
+def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
+    """Render a figure to PNG bytes (white background).
+
+    Args:
+        fig: The figure.
+        dpi: Resolution.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent space
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_latent(run: ExperimentRun) -> Figure:
+    """2-D PCA map of every image: targets, close/far seeds and each optimisation iteration.
+
+    The real targets are large stars (with their 2-σ covariance ellipse), the close and far sets
+    of iteration 0 diamonds and triangles, every later image a dot coloured by its iteration, and
+    the images of the current best parameter sets are ringed (the best one labelled ``#1``).
+
+    Args:
+        run: The loaded run.
+
+    Returns:
+        The figure.
+    """
+    xy = _pca_xy(run)
+    metadata = [m for it in run.iterations for m in it.metadata]
+    dtype = np.array([str(m.get("dataset_type", "synthetic")) for m in metadata])
+    iteration = np.array([int(m.get("iteration", 0)) for m in metadata])
+    ps_ids = np.array([str(m.get("param_set_id")) for m in metadata])
+    n_iter = len(run.iterations)
+
+    syn = ~np.isin(dtype, ["real", "close", "far"])
+    fig = Figure(figsize=(8.6, 6.6))
+    ax = fig.add_axes((0.085, 0.075, 0.8 if syn.any() else 0.89, 0.86))
+    handles: list[Any] = []
+    for name, size, alpha in (("far", 42, 0.75), ("close", 38, 0.8)):
+        sel = dtype == name
+        if sel.any():
+            ax.scatter(
+                *xy[sel].T,
+                s=size,
+                marker=_MARKERS[name],
+                c=COLORS[name],
+                alpha=alpha,
+                edgecolors="white",
+                linewidths=0.5,
+                zorder=2,
+            )
+            handles.append(_legend_marker(name, f"{name} (iteration 0)"))
+    if syn.any():
+        last = int(iteration[syn].max())
+        if last <= 15:  # one discrete colour per iteration
+            cmap = colormaps[ITERATION_CMAP].resampled(max(last, 1))
+            norm: Normalize = BoundaryNorm(np.arange(0.5, last + 1), cmap.N)
+        else:
+            cmap = colormaps[ITERATION_CMAP]
+            norm = Normalize(vmin=1, vmax=last)
+        order = np.argsort(iteration[syn], kind="stable")
+        sc = ax.scatter(
+            *xy[syn][order].T,
+            s=30,
+            c=iteration[syn][order],
+            cmap=cmap,
+            norm=norm,
+            alpha=0.85,
+            edgecolors="white",
+            linewidths=0.4,
+            zorder=3,
+        )
+        cbar = fig.colorbar(sc, cax=fig.add_axes((0.9, 0.075, 0.022, 0.86)))
+        cbar.set_label("optimisation iteration")
+        if last <= 15:
+            cbar.set_ticks(np.arange(1, last + 1))
+        else:
+            cbar.locator = MaxNLocator(integer=True)
+            cbar.update_ticks()
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                mfc=cmap(0.6),
+                mec="white",
+                ms=7,
+                label="proposed sets (by iteration)",
+            )
+        )
+    real = dtype == "real"
+    if real.any():
+        if real.sum() >= 3:
+            _covariance_ellipse(ax, xy[real], COLORS["real"])
+        ax.scatter(
+            *xy[real].T,
+            s=190,
+            marker="*",
+            c=COLORS["real"],
+            edgecolors="black",
+            linewidths=0.7,
+            zorder=5,
+        )
+        handles.append(_legend_marker("real", f"real targets ({int(real.sum())})"))
+        handles.append(Line2D([], [], color=COLORS["real"], ls="--", lw=1.2, label="targets 2σ"))
+    best = best_sets(run)
+    for rank, rec in enumerate(best):
+        sel = ps_ids == rec["param_set_id"]
+        if not sel.any():
+            continue
+        ax.scatter(
+            *xy[sel].T,
+            s=230 if rank == 0 else 170,
+            facecolors="none",
+            edgecolors=COLORS["best"],
+            linewidths=2.0 if rank == 0 else 1.1,
+            zorder=6,
+        )
+        if rank == 0:
+            cx, cy = xy[sel][0]
+            ax.annotate(
+                "#1",
+                (cx, cy),
+                xytext=(9, 9),
+                textcoords="offset points",
+                fontsize=10,
+                fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "black", "lw": 0.6},
+                zorder=7,
+            )
+    if best:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                mfc="none",
+                mec="black",
+                mew=1.6,
+                ms=11,
+                label=f"current best {len(best)} sets",
+            )
+        )
+    ratios = _explained_variance(run)
+    for axis, label, i in ((ax.set_xlabel, "PC1", 0), (ax.set_ylabel, "PC2", 1)):
+        if ratios is not None and i < len(ratios):
+            label += f" ({100 * ratios[i]:.1f}% of variance)"
+        axis(label)
+    ax.set_title(
+        f"Latent space (PCA fitted on iteration 0) — {run.manifest.get('experiment_name', '')}, "
+        f"{n_iter - 1} optimisation iteration{'s' if n_iter != 2 else ''}",
+        fontsize=11,
+    )
+    ax.grid(True, alpha=0.25, lw=0.6)
+    ax.legend(handles=handles, loc="best", fontsize=8.5, framealpha=0.9)
+    return fig
+
+
+def _pca_xy(run: ExperimentRun) -> np.ndarray:
+    xy = run.all_pca_2d() if run.iterations else np.zeros((0, 2))
+    xy = np.asarray(xy, dtype=float).reshape(len(xy), -1)
+    if xy.shape[1] == 1:
+        xy = np.column_stack([xy, np.zeros(len(xy))])
+    return xy[:, :2]
+
+
+def _explained_variance(run: ExperimentRun) -> np.ndarray | None:
+    """Explained-variance ratios of the PCA (``iteration_0/pca_model.npz``), if stored.
+
+    Read with ``numpy`` directly (the ``.npz`` written by ``PCAProjector.save``, no pickle) so
+    plotting does not import scikit-learn.
+    """
+    path = run.root / "iteration_0" / "pca_model.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "explained_variance_ratio" in data.files:
+                return np.asarray(data["explained_variance_ratio"], dtype=float).ravel()
+    except (OSError, ValueError):
+        pass  # a missing or unreadable model only loses the axis annotation
+    return None
+
+
+def _covariance_ellipse(ax: Any, pts: np.ndarray, color: str, n_std: float = 2.0) -> None:
+    cov = np.cov(pts, rowvar=False)
+    if not np.all(np.isfinite(cov)):
+        return
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.clip(vals, 1e-12, None)
+    angle = math.degrees(math.atan2(vecs[1, -1], vecs[0, -1]))
+    width, height = 2 * n_std * np.sqrt(vals[::-1])
+    ax.add_patch(
+        Ellipse(
+            tuple(pts.mean(axis=0)),
+            width,
+            height,
+            angle=angle,
+            fill=True,
+            fc=COLORS["real"],
+            alpha=0.07,
+            zorder=1,
+        )
+    )
+    ax.add_patch(
+        Ellipse(
+            tuple(pts.mean(axis=0)),
+            width,
+            height,
+            angle=angle,
+            fill=False,
+            ec=color,
+            ls="--",
+            lw=1.2,
+            zorder=1,
+        )
+    )
+
+
+def _legend_marker(kind: str, label: str) -> Line2D:
+    size = {"real": 14, "close": 7, "far": 8}.get(kind, 7)
+    return Line2D(
+        [],
+        [],
+        ls="",
+        marker=_MARKERS[kind],
+        mfc=COLORS[kind],
+        mec="black" if kind == "real" else "white",
+        ms=size,
+        label=label,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Convergence
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_convergence(run: ExperimentRun) -> Figure:
+    """Score curves over the iterations (x = iteration; iteration 0 = the close + far seeds).
+
+    Panels: (a) per-set MMD² — every set evaluated (dots), the iteration's best and the best so
+    far; (b) distribution similarity (MMD² of the pooled top-k sets) with the real set's own noise
+    floor (mean ± std band, 95th-percentile line) and the convergence threshold; (c) the mean
+    distance from each new image to its nearest real image; (d) the share of new images inside
+    the ε-ball of some real image.
+
+    Args:
+        run: The loaded run.
+
+    Returns:
+        The figure.
+    """
+    scores = run.scores
+    x = np.array([int(s.get("iteration", i)) for i, s in enumerate(scores)])
+
+    def series(key: str) -> np.ndarray:
+        return np.array([_num(s.get(key)) for s in scores], dtype=float)
+
+    fig = Figure(figsize=(11.5, 7.6))
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.075, top=0.9, wspace=0.2, hspace=0.2)
+    axes = fig.subplots(2, 2, sharex=True)
+    ax_a, ax_b, ax_c, ax_d = axes.ravel()
+
+    # (a) per-set MMD²
+    scored = [
+        s_ for s_ in set_summaries(run) if math.isfinite(s_.mmd2) and s_.dataset_type != "real"
+    ]
+    for kind in sorted({s_.dataset_type for s_ in scored}):
+        pts = np.array([(s_.iteration, s_.mmd2) for s_ in scored if s_.dataset_type == kind])
+        ax_a.scatter(*pts.T, s=14, c="#B0B0B0", marker=_MARKERS.get(kind, "o"), zorder=1, lw=0)
+    ax_a.plot(
+        x,
+        series("iteration_best_mmd2"),
+        "o--",
+        color=COLORS["accent"],
+        ms=5,
+        lw=1.2,
+        label="best of the iteration",
+        zorder=3,
+    )
+    ax_a.plot(
+        x,
+        series("best_mmd2"),
+        "o-",
+        color=COLORS["real"],
+        ms=5,
+        lw=2.2,
+        label="best so far",
+        drawstyle="steps-post",
+        zorder=4,
+    )
+    ax_a.scatter([], [], s=14, c="#B0B0B0", label="every evaluated set")
+    ax_a.set_ylabel("MMD² of one parameter set vs targets")
+    ax_a.set_title("(a) Per-set MMD² (lower is better)", fontsize=10.5, loc="left")
+
+    # (b) distribution similarity with the noise floor
+    nf = run.noise_floor or {}
+    mean, std, q95 = _num(nf.get("mean")), _num(nf.get("std")), _num(nf.get("q95"))
+    if math.isfinite(mean) and math.isfinite(std):
+        ax_b.axhspan(
+            mean - std,
+            mean + std,
+            color=COLORS["noise"],
+            alpha=0.28,
+            lw=0,
+            label="noise floor: real vs real (mean ± sd)",
+        )
+        ax_b.axhline(mean, color=COLORS["noise"], lw=1.0)
+    if math.isfinite(q95):
+        ax_b.axhline(q95, color=COLORS["noise"], ls="--", lw=1.3, label="noise floor q95")
+    threshold = _num(getattr(run.config, "convergence_threshold", None))
+    dist_sim = series("distribution_similarity")
+    ys = [v for v in (*dist_sim, mean - std, mean + std, q95) if math.isfinite(v)]
+    y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    span = (y1 - y0) or max(abs(y1), 1e-3)
+    if math.isfinite(threshold):
+        on_scale = y0 - span <= threshold <= y1 + span
+        if on_scale:
+            y0, y1 = min(y0, threshold), max(y1, threshold)
+            span = (y1 - y0) or span
+        ax_b.axhline(
+            threshold if on_scale else np.nan,
+            color=COLORS["threshold"],
+            ls=":",
+            lw=1.8,
+            label=f"convergence threshold ({threshold:g}{'' if on_scale else ', off-scale'})",
+        )
+    ax_b.plot(
+        x,
+        dist_sim,
+        "o-",
+        color="black",
+        ms=5,
+        lw=2,
+        label="top-k pool vs targets",
+        zorder=4,
+    )
+    ax_b.set_ylim(y0 - 0.08 * span, y1 + 0.55 * span)  # headroom above the curves for the legend
+    ax_b.set_ylabel("MMD² (pooled best sets)")
+    ax_b.set_title("(b) Distribution similarity", fontsize=10.5, loc="left")
+
+    # (c) nearest-real distance, (d) ε-ball share
+    ax_c.plot(x, series("mean_nearest_real"), "o-", color=COLORS["accent"], ms=5, lw=2)
+    ax_c.set_ylabel("mean distance to nearest real")
+    ax_c.set_title("(c) Mean nearest-real distance (new images)", fontsize=10.5, loc="left")
+    ax_d.plot(x, 100 * series("epsilon_ball_share"), "o-", color=COLORS["close"], ms=5, lw=2)
+    ax_d.set_ylabel("share of new images in ε-ball (%)")
+    eps = _num(scores[-1].get("epsilon")) if scores else math.nan
+    eps_txt = f" (ε = {eps:.3g})" if math.isfinite(eps) else ""
+    ax_d.set_title(f"(d) ε-ball share{eps_txt}", fontsize=10.5, loc="left")
+    ax_d.set_ylim(-3, 103)
+
+    for ax in axes.ravel():
+        ax.grid(True, alpha=0.25, lw=0.6)
+        _iteration_ticks(ax, x)
+    ax_a.legend(fontsize=8, loc="best", framealpha=0.9)
+    ax_b.legend(fontsize=8, loc="upper right", framealpha=0.9, ncol=2)
+    for ax in axes[1]:
+        ax.set_xlabel("iteration (0 = close + far seeds)")
+    status = run.manifest.get("status", "")
+    fig.suptitle(
+        f"Convergence — {run.manifest.get('experiment_name', '')} ({status})",
+        fontsize=12,
+    )
+    return fig
+
+
+def _iteration_ticks(ax: Any, iterations: Any) -> None:
+    """Integer iteration ticks (every iteration while there are few) and a padded x range."""
+    its = np.asarray(iterations, dtype=float)
+    lo, hi = (float(its.min()), float(its.max())) if its.size else (0.0, 0.0)
+    ax.set_xlim(lo - 0.45, hi + 0.45)
+    if hi - lo <= 12:
+        ax.set_xticks(np.arange(int(lo), int(hi) + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Image grid
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_image_grid(run: ExperimentRun, n: int = 6, max_sets: int = 4) -> Figure:
+    """Real target images (top row) beside the images of the best parameter sets.
+
+    The rows below the targets hold the replications of the best sets in rank order (several sets
+    share a row when they have fewer than ``n`` images), each framed in its set's colour and
+    titled with its rank, set id and MMD². The targets shown are taken round-robin over the real
+    parameter sets, so they show the spread of the real distribution. Images are downsampled and
+    assembled into one mosaic, which keeps the figure quick to render.
+
+    Args:
+        run: The loaded run.
+        n: Images per row.
+        max_sets: At most this many best sets.
+
+    Returns:
+        The figure.
+    """
+    n = max(1, int(n))
+    by_iter = {it.iteration: it for it in run.iterations}
+    real = _round_robin_targets(run, n)
+    summaries = {s.param_set_id: s for s in set_summaries(run)}
+    Cell = tuple[tuple[int, int] | None, str, str | None]  # (image, title, frame colour)
+    rows: list[list[Cell]] = [[(img, f"real · {label}", None) for img, label in real]]
+    current: list[Cell] = []
+    n_cells = 0
+    for rank, rec in enumerate(best_sets(run, max_sets)):
+        ps = summaries.get(rec["param_set_id"])
+        if ps is None:
+            continue
+        color = _RANK_COLORS[rank % len(_RANK_COLORS)]
+        group: list[Cell] = [
+            (img, f"#{rank + 1} {ps.param_set_id}\nMMD² {rec['mmd2']:.4f} · rep {rep}", color)
+            for rep, img in enumerate(ps.images[:n])
+        ]
+        if current and len(current) + len(group) > n:  # keep a set's replications on one row
+            rows.append(current)
+            current = []
+        current.extend(group)
+        n_cells += len(group)
+    if current:
+        rows.append(current)
+
+    tile, gap, band, sep, frame = _TILE, 10, 34, 18, 4
+    width = n * tile + (n - 1) * gap
+    height = len(rows) * (tile + band) + (sep if len(rows) > 1 else 0)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    texts: list[tuple[float, float, str, str]] = []
+    y = 0
+    for r, row in enumerate(rows):
+        if r == 1:
+            y += sep
+        for c, (img_ref, title, color) in enumerate(row):
+            x = c * (tile + gap)
+            top = y + band
+            texts.append((x + tile / 2, top - 4, title, color or _REAL_TITLE))
+            img = None
+            if img_ref is not None:
+                k, i = img_ref
+                img = _load_gray(by_iter[k].image_path(i), tile)
+            if img is None:
+                canvas[top : top + tile, x : x + tile] = 235
+                texts.append((x + tile / 2, top + tile / 2, "image missing", "#777777"))
+                continue
+            th, tw = img.shape
+            canvas[top : top + th, x : x + tw] = img[..., None]
+            if color is not None:
+                rgb = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+                canvas[top : top + frame, x : x + tw] = rgb
+                canvas[top + th - frame : top + th, x : x + tw] = rgb
+                canvas[top : top + th, x : x + frame] = rgb
+                canvas[top : top + th, x + tw - frame : x + tw] = rgb
+        y += tile + band
+    head, margin = 52, 12  # px above the mosaic for the title; px around it
+    fig_w, fig_h = width + 2 * margin, height + head + margin
+    fig = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
+    # figimage draws the mosaic pixel for pixel (no resampling) when saved at DPI
+    fig.figimage(canvas, xo=margin, yo=margin, origin="upper")
+    for tx, ty, text, color in texts:
+        fig.text(
+            (margin + tx) / fig_w,
+            1 - (head + ty) / fig_h,
+            text,
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            color=color,
+        )
+    if not n_cells:
+        subtitle = "no scored parameter set yet"
+    else:
+        subtitle = (
+            "top row: real targets · below: best parameter sets (rank, id, MMD², replication)"
+        )
+    fig.suptitle(f"Real targets vs best synthetic images\n{subtitle}", fontsize=10, y=0.995)
+    return fig
+
+
+def _round_robin_targets(run: ExperimentRun, n: int) -> list[tuple[tuple[int, int], str]]:
+    """Up to ``n`` real images, one per real parameter set in turn (``target`` for a folder)."""
+    if not run.iterations:
+        return []
+    it = run.iterations[0]
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(it.metadata):
+        if m.get("dataset_type") == "real":
+            groups.setdefault(str(m.get("param_set_id")), []).append(i)
+    out: list[tuple[tuple[int, int], str]] = []
+    depth = 0
+    while len(out) < n and any(depth < len(g) for g in groups.values()):
+        for ps_id, rows in groups.items():
+            if depth < len(rows) and len(out) < n:
+                meta = it.metadata[rows[depth]]
+                label = "target" if meta.get("params") is None else ps_id
+                out.append(((it.iteration, rows[depth]), label))
+        depth += 1
+    return out
+
+
+def _load_gray(path: Path, size: int) -> np.ndarray | None:
+    """A grayscale image resized to fit ``size`` x ``size`` (``None`` if unreadable)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            factor = max(1, min(im.size) // (2 * size))
+            if factor > 1:
+                im = im.reduce(factor)  # fast integer downsampling first
+            scale = size / max(im.size)
+            new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            if new != im.size:  # fit the tile, upscaling small images too
+                im = im.resize(new, Image.Resampling.LANCZOS)
+            return np.asarray(im)
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter trajectories
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_parameter_trajectories(run: ExperimentRun) -> Figure:
+    """One panel per parameter: what was tried at each iteration, and where the best set sits.
+
+    Every evaluated set is a dot at its iteration (slightly jittered) coloured by its MMD² (dark
+    = low = good); the best-so-far set's value is the black step line; when the targets are
+    simulated, the real distribution's mean (line) and ±1 sd (band) from the config are shown
+    (for ``void_shape``: its category probabilities as shaded rows).
+
+    Args:
+        run: The loaded run.
+
+    Returns:
+        The figure.
+    """
+    cfg = run.config
+    sets = [s for s in set_summaries(run) if s.params is not None and s.dataset_type != "real"]
+    mmd = np.array([s.mmd2 for s in sets], dtype=float)
+    finite = mmd[np.isfinite(mmd)]
+    if len(finite):
+        vmin, vmax = np.percentile(finite, [2, 98])
+        vmax = vmax if vmax > vmin else vmin + 1e-9
+    else:
+        vmin, vmax = 0.0, 1.0
+    norm = Normalize(vmin=vmin, vmax=vmax, clip=True)
+    cmap = colormaps[SCORE_CMAP]
+    jitter = np.random.default_rng(0).uniform(-0.18, 0.18, size=len(sets))
+    xs = np.array([s.iteration for s in sets], dtype=float) + jitter
+    best_x = [int(sc.get("iteration", i)) for i, sc in enumerate(run.scores)]
+    best_params = [sc.get("best_params") for sc in run.scores]
+    simulated = getattr(cfg, "target_image_dir", None) is None
+    real_dist = (getattr(cfg, "param_distributions", None) or {}).get("real", {})
+
+    fig = Figure(figsize=(12.5, 7.6))
+    fig.subplots_adjust(left=0.075, right=0.9, bottom=0.13, top=0.91, wspace=0.2, hspace=0.2)
+    axes = fig.subplots(2, 3, sharex=True)
+    names = [n for n in PARAMETER_NAMES][: axes.size]
+    sc_handle = None
+    for ax, name in zip(axes.ravel(), names, strict=True):
+        bounds = cfg.param_bounds.get(name)
+        categorical = isinstance(bounds, CategoricalBounds)
+        choices = list(bounds.choices) if categorical else []
+        tick_labels = list(choices)
+
+        def to_y(v: Any, _cat: bool = categorical, _ch: list[str] = choices) -> float:
+            if _cat:
+                return float(_ch.index(v)) if v in _ch else math.nan
+            return _num(v)
+
+        ys = np.array([to_y(s.params.get(name)) for s in sets if s.params is not None])
+        if categorical and len(ys):
+            ys = ys + np.random.default_rng(1).uniform(-0.16, 0.16, size=len(ys))
+        dist = real_dist.get(name) if simulated else None
+        if isinstance(dist, NormalDistribution):
+            ax.axhspan(
+                dist.mean - dist.std, dist.mean + dist.std, color=COLORS["real"], alpha=0.12, lw=0
+            )
+            ax.axhline(dist.mean, color=COLORS["real"], lw=1.6, ls="--")
+        elif isinstance(dist, CategoricalDistribution):
+            for i, c in enumerate(choices):
+                p = float(dist.probabilities.get(c, 0.0))
+                ax.axhspan(i - 0.42, i + 0.42, color=COLORS["real"], alpha=0.05 + 0.4 * p, lw=0)
+                tick_labels[i] = f"{c}\n(real p={p:.2f})"
+        if len(sets):
+            order = np.argsort(-np.nan_to_num(mmd, nan=np.inf))  # best drawn on top
+            sc_handle = ax.scatter(
+                xs[order],
+                ys[order],
+                c=mmd[order],
+                cmap=cmap,
+                norm=norm,
+                s=[20 if sets[i].dataset_type == "synthetic" else 16 for i in order],
+                marker="o",
+                edgecolors="white",
+                linewidths=0.35,
+                plotnonfinite=True,
+                zorder=3,
+            )
+        by = [to_y(bp.get(name)) if isinstance(bp, dict) else math.nan for bp in best_params]
+        if best_x:
+            ax.plot(
+                best_x,
+                by,
+                color="black",
+                lw=2.0,
+                drawstyle="steps-post",
+                marker="o",
+                ms=4,
+                zorder=4,
+            )
+        if categorical:
+            ax.set_yticks(range(len(choices)), tick_labels, fontsize=8.5)
+            ax.set_ylim(-0.6, len(choices) - 0.4)
+        elif bounds is not None:
+            pad = 0.04 * (bounds.high - bounds.low)
+            ax.set_ylim(bounds.low - pad, bounds.high + pad)
+        ax.set_title(_PARAM_LABELS.get(name, name), fontsize=10.5)
+        ax.grid(True, alpha=0.25, lw=0.6)
+        _iteration_ticks(ax, best_x or [0])
+    for ax in axes[-1]:
+        ax.set_xlabel("iteration")
+    if sc_handle is not None:
+        cbar = fig.colorbar(sc_handle, cax=fig.add_axes((0.915, 0.13, 0.014, 0.78)))
+        cbar.set_label("per-set MMD² (dark = lower = better)")
+    legend = [
+        Line2D([], [], color="black", lw=2, marker="o", ms=4, label="best set so far (raw MMD²)"),
+    ]
+    if simulated:
+        legend += [
+            Line2D([], [], color=COLORS["real"], lw=1.6, ls="--", label="real distribution mean"),
+            Patch(color=COLORS["real"], alpha=0.2, label="real ± 1 sd (shape: probability)"),
+        ]
+    fig.legend(
+        handles=legend,
+        loc="lower center",
+        bbox_to_anchor=(0.49, 0.0),
+        ncol=len(legend),
+        fontsize=9,
+        frameon=False,
+    )
+    fig.suptitle("Parameter trajectories — every evaluated set, coloured by its MMD²", fontsize=12)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def write_all_plots(experiment_dir: str | Path) -> list[Path]:
+    """Render the four figures of a run into ``plots/`` (each written atomically).
+
+    Args:
+        experiment_dir: The experiment folder.
+
+    Returns:
+        The paths written: ``latent_pca.png``, ``convergence.png``, ``image_grid.png``,
+        ``parameters.png``.
+
+    Raises:
+        StateError: If the folder is not an experiment or cannot be read or written.
+    """
+    run = load_experiment(experiment_dir)
+    out_dir = Path(experiment_dir) / "plots"
+    makers = {
+        "latent": plot_latent,
+        "convergence": plot_convergence,
+        "image_grid": plot_image_grid,
+        "parameters": plot_parameter_trajectories,
+    }
+    written: list[Path] = []
+    if not run.iterations:
+        return written
+    for key, make in makers.items():
+        fig = make(run)
+        try:
+            data = figure_to_png(fig)
+        finally:
+            fig.clear()
+        path = out_dir / PLOT_FILES[key]
+        atomic_write_bytes(path, data)
+        written.append(path)
+    return written

@@ -1,0 +1,582 @@
+"""The experiment folder: the one place that writes a run to disk, and the one that reads it back.
+
+Layout (see the README)::
+
+    experiments/{experiment_name}/
+      experiment.json      manifest: config, embedder identity, versions, seed, status, best
+      history.csv          one row per evaluated parameter set (rebuilt from the iteration folders)
+      .lock                pid + host of the process running the experiment
+      iteration_0/         images/ (+ masks), embeddings.npy, pca_model.npz, pca_2d.npy,
+                           metadata.json, scores.json
+      iteration_k/         images/, embeddings.npy, pca_2d.npy, metadata.json, proposals.json,
+                           scores.json
+      plots/  report.html
+
+Guarantees:
+
+* every file is written atomically (temporary file in the same folder, ``fsync``, ``os.replace``);
+* an iteration is assembled in ``iteration_k.partial/`` and renamed into place only once complete,
+  so an ``iteration_k/`` folder is always whole; leftovers of an interrupted write are removed on
+  resume;
+* ``history.csv`` is derived data, rebuilt from the iteration folders;
+* nothing is loaded with pickle: arrays are ``.npy``/``.npz`` read with ``allow_pickle=False``,
+  everything else is JSON/CSV.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bo_voids.config import PARAMETER_NAMES, ExperimentConfig, config_from_dict
+from bo_voids.exceptions import (
+    ExperimentExistsError,
+    ExperimentLockedError,
+    ResumeMismatchError,
+    StateError,
+)
+
+MANIFEST = "experiment.json"
+HISTORY = "history.csv"
+LOCK = ".lock"
+PARTIAL_SUFFIX = ".partial"
+#: Config keys that may change when an experiment is resumed.
+RESUMABLE_CHANGES = frozenset({"max_iterations", "experiment_dir", "executor", "dask", "device"})
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "iteration",
+    "param_set_id",
+    "dataset_type",
+    *PARAMETER_NAMES,
+    "mmd2",
+    "n_images",
+    "mean_nearest_real",
+    "void_area_pct",
+)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _to_jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None  # JSON has no NaN/inf: store null
+    return obj
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``).
+
+    Raises:
+        StateError: If the folder is not writable or the disk is full.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600 files
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (numpy types converted, non-finite floats stored as ``null``)."""
+    text = json.dumps(_to_jsonable(obj), indent=2, allow_nan=False, sort_keys=False)
+    atomic_write_text(path, text + "\n")
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save one array as ``.npy`` atomically (through a file handle: no extension surprises)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """Load an ``.npy`` file without pickle."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read {path}: {exc}") from exc
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, with a :class:`StateError` naming the file on failure."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read {path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock
+# ---------------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ExperimentLock:
+    """An exclusive lock file so two processes never run the same experiment.
+
+    A lock left by a dead process on this host is detected as stale and taken over.
+
+    Raises:
+        StateError: If another live process holds the lock.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK
+        self._held = False
+
+    def acquire(self) -> ExperimentLock:
+        """Take the lock (see class docstring)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                same_host = holder.get("host") == socket.gethostname()
+                pid = int(holder.get("pid", -1))
+                if same_host and (pid <= 0 or pid == os.getpid() or not _pid_alive(pid)):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()  # stale lock of a dead process
+                    continue
+                raise ExperimentLockedError(
+                    f"experiment {self.path.parent} is in use by process {pid} on "
+                    f"{holder.get('host', '?')} since {holder.get('since', '?')}; wait for it to "
+                    f"finish (or, if that process is gone, delete {self.path})"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+            self._held = True
+            return self
+        raise StateError(f"could not take the lock {self.path}")  # pragma: no cover
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        """Release the lock if held."""
+        if self._held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._held = False
+
+    def __enter__(self) -> ExperimentLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IterationRecord:
+    """Everything persisted for one iteration."""
+
+    iteration: int
+    embeddings: np.ndarray
+    metadata: list[dict[str, Any]]
+    pca_2d: np.ndarray
+    scores: dict[str, Any] = field(default_factory=dict)
+    proposals: dict[str, Any] | None = None
+    folder: Path | None = None
+
+    def image_path(self, index: int) -> Path:
+        """Path of the ``index``-th image of this iteration."""
+        assert self.folder is not None
+        return self.folder / "images" / self.metadata[index]["image_file"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine results."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in (
+        "bo_voids",
+        "torch",
+        "botorch",
+        "gpytorch",
+        "numpy",
+        "scikit-learn",
+        "scikit-image",
+        "transformers",
+    ):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    return out
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Top-level keys whose values differ (ignoring :data:`RESUMABLE_CHANGES`)."""
+    keys = sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
+    return [k for k in keys if _to_jsonable(old.get(k)) != _to_jsonable(new.get(k))]
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+
+class ExperimentStore:
+    """Reads and writes one experiment folder.
+
+    Args:
+        root: The experiment folder (``experiments/{experiment_name}``).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # ---- manifest --------------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        """Path of ``experiment.json``."""
+        return self.root / MANIFEST
+
+    def exists(self) -> bool:
+        """Whether an experiment was started in this folder."""
+        return self.manifest_path.exists()
+
+    def read_manifest(self) -> dict[str, Any]:
+        """Read ``experiment.json``."""
+        if not self.exists():
+            raise StateError(f"{self.root} is not an experiment folder (no {MANIFEST})")
+        return read_json(self.manifest_path)
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Write ``experiment.json`` (atomically), stamping ``updated``."""
+        atomic_write_json(self.manifest_path, {**manifest, "updated": _now()})
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the manifest and write it back."""
+        manifest = {**self.read_manifest(), **fields}
+        self.write_manifest(manifest)
+        return manifest
+
+    def create(
+        self,
+        config: ExperimentConfig,
+        embedder_info: Mapping[str, Any],
+        *,
+        overwrite: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Start a new experiment folder.
+
+        Raises:
+            StateError: If the folder already holds an experiment and ``overwrite`` is false.
+        """
+        if self.root.exists() and any(p.name != LOCK for p in self.root.iterdir()):
+            if not overwrite:
+                raise ExperimentExistsError(
+                    f"experiment folder {self.root} already exists; pass --resume to continue it "
+                    "or --overwrite to replace it"
+                )
+            self._clear()
+        self.root.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "experiment_name": config.experiment_name,
+            "status": "running",
+            "created": _now(),
+            "seed": config.seed,
+            "embedder": dict(embedder_info),
+            "versions": package_versions(),
+            "config": config.to_dict(),
+            "iterations_completed": -1,
+            **(extra or {}),
+        }
+        self.write_manifest(manifest)
+        return manifest
+
+    def check_resumable(
+        self, config: ExperimentConfig, embedder_info: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Check that ``config`` and the embedder match the stored experiment.
+
+        Raises:
+            StateError: Naming the differing config keys or the embedder mismatch.
+        """
+        manifest = self.read_manifest()
+        diffs = config_differences(manifest.get("config", {}), config.to_dict())
+        if diffs:
+            old, new = manifest["config"], config.to_dict()
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs[:5])
+            raise ResumeMismatchError(
+                f"cannot resume {self.root}: the config differs from the stored one ({detail}). "
+                "Use the original config, or --overwrite to start again"
+            )
+        stored = manifest.get("embedder", {})
+        if stored.get("fingerprint") != embedder_info.get("fingerprint"):
+            raise ResumeMismatchError(
+                f"cannot resume {self.root}: it was run with embedder "
+                f"{stored.get('name')!r} ({stored.get('fingerprint')}), now "
+                f"{embedder_info.get('name')!r} ({embedder_info.get('fingerprint')}); results from "
+                "different embedders must not be mixed"
+            )
+        return manifest
+
+    def stored_config(self) -> ExperimentConfig:
+        """The config snapshot of the stored experiment."""
+        return config_from_dict(self.read_manifest()["config"], check_paths=False)
+
+    def _clear(self) -> None:
+        for child in self.root.iterdir():
+            if child.name == LOCK:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    # ---- iterations ------------------------------------------------------------------------
+
+    def iteration_dir(self, k: int) -> Path:
+        """Folder of iteration ``k``."""
+        return self.root / f"iteration_{k}"
+
+    def completed_iterations(self) -> list[int]:
+        """Indices of the complete iteration folders, in order (must be 0..n-1)."""
+        found = sorted(
+            int(p.name.split("_", 1)[1])
+            for p in self.root.glob("iteration_*")
+            if p.is_dir() and p.name.split("_", 1)[1].isdigit()
+        )
+        expected = list(range(len(found)))
+        if found != expected:
+            raise StateError(f"{self.root}: iteration folders {found} are not contiguous from 0")
+        return found
+
+    def clean_partial(self) -> list[Path]:
+        """Remove leftovers of an interrupted write; returns what was removed."""
+        removed = []
+        for p in self.root.glob(f"*{PARTIAL_SUFFIX}"):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        for p in self.root.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+        return removed
+
+    @contextlib.contextmanager
+    def writing_iteration(self, k: int) -> Iterator[Path]:
+        """Assemble iteration ``k`` in a partial folder, renamed into place on success.
+
+        Yields:
+            The partial folder to write into.
+        """
+        final = self.iteration_dir(k)
+        if final.exists():
+            raise StateError(f"{final} already exists; an iteration is never rewritten")
+        partial = self.root / f"iteration_{k}{PARTIAL_SUFFIX}"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            (partial / "images").mkdir(parents=True)
+        except OSError as exc:
+            raise StateError(f"cannot create {partial}: {exc.strerror or exc}") from exc
+        try:
+            yield partial
+            _fsync_dir(partial)
+            os.replace(partial, final)
+            _fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def load_iteration(self, k: int) -> IterationRecord:
+        """Read iteration ``k`` back."""
+        folder = self.iteration_dir(k)
+        if not folder.is_dir():
+            raise StateError(f"{folder} does not exist")
+        proposals_path = folder / "proposals.json"
+        scores_path = folder / "scores.json"
+        return IterationRecord(
+            iteration=k,
+            embeddings=load_npy(folder / "embeddings.npy"),
+            metadata=read_json(folder / "metadata.json"),
+            pca_2d=load_npy(folder / "pca_2d.npy"),
+            scores=read_json(scores_path) if scores_path.exists() else {},
+            proposals=read_json(proposals_path) if proposals_path.exists() else None,
+            folder=folder,
+        )
+
+    def load_all(self) -> list[IterationRecord]:
+        """Read every complete iteration, in order."""
+        return [self.load_iteration(k) for k in self.completed_iterations()]
+
+    # ---- history ---------------------------------------------------------------------------
+
+    def write_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write ``history.csv`` (one row per evaluated parameter set)."""
+        buf = io.StringIO()
+        extra = sorted({k for r in rows for k in r} - set(HISTORY_COLUMNS))
+        writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+        atomic_write_text(self.root / HISTORY, buf.getvalue())
+
+    def read_history(self) -> list[dict[str, str]]:
+        """Read ``history.csv`` as a list of string dicts."""
+        path = self.root / HISTORY
+        if not path.exists():
+            return []
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, float | np.floating):
+        return "" if not np.isfinite(v) else repr(float(v))
+    return v
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class ExperimentRun:
+    """A finished or running experiment, read back from its folder (see :func:`load_experiment`).
+
+    Attributes:
+        root: The experiment folder.
+        manifest: ``experiment.json``.
+        config: The config snapshot the run used.
+        iterations: Every complete iteration, in order.
+        history: ``history.csv`` rows (strings, as read from the CSV).
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    config: ExperimentConfig
+    iterations: list[IterationRecord]
+    history: list[dict[str, str]]
+
+    @property
+    def scores(self) -> list[dict[str, Any]]:
+        """Per-iteration score records (``scores.json`` of each iteration)."""
+        return [it.scores for it in self.iterations]
+
+    @property
+    def noise_floor(self) -> dict[str, float]:
+        """MMD² between random halves of the real set (mean, std, q05, q95)."""
+        return self.manifest.get("noise_floor") or self.iterations[0].scores.get("noise_floor", {})
+
+    @property
+    def current_best(self) -> list[dict[str, Any]]:
+        """The best parameter sets as ranked by the optimiser at the end of the run."""
+        return self.manifest.get("current_best", [])
+
+    def all_embeddings(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Embeddings and metadata of every iteration, concatenated."""
+        emb = np.concatenate([it.embeddings for it in self.iterations], axis=0)
+        return emb, [m for it in self.iterations for m in it.metadata]
+
+    def all_pca_2d(self) -> np.ndarray:
+        """2-D PCA coordinates of every image (PCA fitted once on iteration 0)."""
+        return np.concatenate([it.pca_2d for it in self.iterations], axis=0)
+
+
+def load_experiment(path: str | Path) -> ExperimentRun:
+    """Read an experiment folder back (complete iterations only).
+
+    Args:
+        path: The experiment folder (holding ``experiment.json``).
+
+    Returns:
+        The :class:`ExperimentRun`.
+
+    Raises:
+        StateError: If the folder is not an experiment or a file cannot be read.
+    """
+    store = ExperimentStore(path)
+    manifest = store.read_manifest()
+    return ExperimentRun(
+        root=store.root,
+        manifest=manifest,
+        config=config_from_dict(manifest["config"], check_paths=False),
+        iterations=store.load_all(),
+        history=store.read_history(),
+    )

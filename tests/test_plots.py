@@ -1,0 +1,290 @@
+"""Tests of bo_voids.plots on tiny experiments run by the real pipeline.
+
+The builders below are shared with ``test_report.py``, ``test_notebook.py`` and
+``test_report_browser.py``: each tiny run is built once per test session (cached under pytest's
+session temp folder) with the real pipeline, the random optimiser and the offline embedder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from bo_voids import plots
+from bo_voids.config import load_config
+from bo_voids.exceptions import StateError
+from bo_voids.pipeline import OptimizationPipeline
+from bo_voids.state import ExperimentStore, load_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EXPECTED_FILES = ("latent_pca.png", "convergence.png", "image_grid.png", "parameters.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny runs (shared by the visualisation test modules)
+# ---------------------------------------------------------------------------------------------
+
+
+class _PlotFailures(logging.Handler):
+    """Collects the pipeline's 'plotting failed' warnings (the pipeline never raises for them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "plot" in message:
+            self.messages.append(message)
+
+
+def _run_pipeline(folder: Path, **changes: object) -> Path:
+    """Run the real pipeline on a tiny config; fail if any per-iteration plotting failed."""
+    marker = folder / ".viz_built"
+    if marker.exists():
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    cfg = load_config(REPO / "configs" / "quickstart.yaml", check_paths=False)
+    settings: dict[str, object] = dict(
+        experiment_dir=str(folder),
+        base_image_dir=str(REPO / "data" / "base_chips"),
+        image_size=64,
+        max_iterations=2,
+        optimizer="random",
+        embedder="handcrafted",
+        iteration_batch_size=3,
+        replications_per_iteration=2,
+        real={"param_sets": 3, "replications": 2},
+        close={"param_sets": 3, "replications": 2},
+        far={"param_sets": 3, "replications": 2},
+        stop_at_noise_floor=False,
+        convergence_threshold=-1.0,
+        early_stop_patience=50,
+        calibrate=False,
+    )
+    settings.update(changes)
+    handler = _PlotFailures()
+    logger = logging.getLogger("bo_voids.pipeline")
+    logger.addHandler(handler)
+    try:
+        OptimizationPipeline(cfg.replace(**settings)).run_full_experiment()
+    finally:
+        logger.removeHandler(handler)
+    assert not handler.messages, f"the pipeline's plotting failed: {handler.messages}"
+    marker.write_text("ok")
+    return folder
+
+
+def build_tiny_run(base: Path) -> Path:
+    """A finished run: iteration 0 + 2 optimisation iterations, simulated targets."""
+    return _run_pipeline(base / "viz_tiny")
+
+
+def build_iteration0_run(base: Path) -> Path:
+    """A run of iteration 0 alone (one iteration folder)."""
+    return _run_pipeline(base / "viz_iter0", max_iterations=0)
+
+
+def build_target_run(base: Path) -> Path:
+    """A run whose real targets are images loaded from a folder (``params`` is ``None``)."""
+    tiny = build_tiny_run(base)
+    targets = base / "viz_target_images"
+    if not targets.exists():
+        targets.mkdir()
+        for png in sorted((tiny / "iteration_0" / "images").glob("iter0_real_*.png")):
+            if not png.name.endswith("_mask.png"):
+                shutil.copy(png, targets / png.name)
+    return _run_pipeline(base / "viz_target", max_iterations=1, target_image_dir=str(targets))
+
+
+def build_running_copy(base: Path, name: str = "viz_running") -> Path:
+    """A copy of the tiny run as it looks while still running (no final ``current_best``)."""
+    src = build_tiny_run(base)
+    dst = base / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    store = ExperimentStore(dst)
+    manifest = store.read_manifest()
+    for key in ("current_best", "next_params", "stop_reason", "timings"):
+        manifest.pop(key, None)
+    store.write_manifest({**manifest, "status": "running"})
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def iteration0_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_iteration0_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def target_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_target_run(tmp_path_factory.getbasetemp())
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_valid_png(data: bytes, min_bytes: int = 15_000, min_side: int = 500) -> None:
+    """A real, non-blank PNG of a reasonable size."""
+    assert data[:8] == PNG_SIGNATURE
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= min_side and height >= 200, (width, height)
+    assert min_bytes <= len(data) <= 3_000_000, len(data)
+    import io
+
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=float)
+    assert (pixels < 250).mean() > 0.02, "figure is almost blank"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pipeline_wrote_plots_every_iteration(tiny_run: Path) -> None:
+    written = sorted(p.name for p in (tiny_run / "plots").glob("*.png"))
+    assert written == sorted(EXPECTED_FILES)
+
+
+def test_write_all_plots_writes_valid_pngs(tiny_run: Path) -> None:
+    paths = plots.write_all_plots(tiny_run)
+    assert [p.name for p in paths] == list(EXPECTED_FILES)
+    for p in paths:
+        assert p.parent == tiny_run / "plots"
+        assert_valid_png(p.read_bytes())
+    assert not list((tiny_run / "plots").glob(".*.tmp")), "temporary files left behind"
+
+
+def test_iteration0_alone(iteration0_run: Path) -> None:
+    run = load_experiment(iteration0_run)
+    assert len(run.iterations) == 1
+    for p in plots.write_all_plots(iteration0_run):
+        assert_valid_png(p.read_bytes())
+
+
+def test_target_folder_run(target_run: Path) -> None:
+    run = load_experiment(target_run)
+    real = [m for m in run.iterations[0].metadata if m["dataset_type"] == "real"]
+    assert real and all(m["params"] is None for m in real)
+    for p in plots.write_all_plots(target_run):
+        assert_valid_png(p.read_bytes())
+    texts = [t.get_text() for t in plots.plot_image_grid(run).texts]
+    assert any("target" in t for t in texts)
+    fig = plots.plot_parameter_trajectories(run)
+    # no real-distribution band when the targets are real images
+    assert all("real distribution" not in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_running_run_falls_back_to_last_top_k(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = build_running_copy(tmp_path_factory.getbasetemp())
+    run = load_experiment(folder)
+    assert run.current_best == []
+    best = plots.best_sets(run)
+    assert [b["param_set_id"] for b in best] == run.scores[-1]["top_k"][: len(best)]
+    assert all(np.isfinite(b["mmd2"]) for b in best)
+    for p in plots.write_all_plots(folder):
+        assert_valid_png(p.read_bytes())
+
+
+def test_latent_figure_content(tiny_run: Path) -> None:
+    run = load_experiment(tiny_run)
+    fig = plots.plot_latent(run)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert "PC1" in ax.get_xlabel() and "% of variance" in ax.get_xlabel()
+    assert "PC2" in ax.get_ylabel()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(label.startswith("real targets") for label in labels)
+    assert any("close" in label for label in labels) and any("far" in label for label in labels)
+    assert any("current best" in label for label in labels)
+    assert len(fig.axes) == 2, "expected the axes and the iteration colorbar"
+    assert "iteration" in fig.axes[1].get_ylabel()
+
+
+def test_convergence_figure_content(tiny_run: Path) -> None:
+    run = load_experiment(tiny_run)
+    fig = plots.plot_convergence(run)
+    assert len(fig.axes) == 4
+    ax_a, ax_b = fig.axes[:2]
+    labels = [t.get_text() for t in ax_b.get_legend().get_texts()]
+    assert any("noise floor" in t and "mean" in t for t in labels)
+    assert any("q95" in t for t in labels) and any("threshold" in t for t in labels)
+    best_line = next(line for line in ax_a.get_lines() if line.get_label() == "best so far")
+    y = np.asarray(best_line.get_ydata(), dtype=float)
+    assert len(y) == len(run.iterations)
+    assert np.all(np.diff(y) <= 1e-12), "best so far must never increase"
+
+
+def test_parameter_figure_content(tiny_run: Path) -> None:
+    run = load_experiment(tiny_run)
+    fig = plots.plot_parameter_trajectories(run)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 6
+    shape = next(ax for ax in panels if ax.get_title() == "void shape")
+    ticks = [t.get_text().split("\n")[0] for t in shape.get_yticklabels()]
+    assert ticks == ["circle", "ellipse", "irregular"]
+    assert any("best set so far" in t.get_text() for t in fig.legends[0].get_texts())
+    assert fig.get_suptitle().startswith("Parameter trajectories")
+
+
+def test_image_grid_shows_targets_and_best_sets(tiny_run: Path) -> None:
+    run = load_experiment(tiny_run)
+    fig = plots.plot_image_grid(run, n=4)
+    texts = [t.get_text() for t in fig.texts]
+    assert sum(t.startswith("real") for t in texts) == 4
+    best_id = run.current_best[0]["param_set_id"]
+    assert any(t.startswith(f"#1 {best_id}") and "MMD²" in t for t in texts)
+    assert len(fig.images) == 1  # one mosaic, drawn pixel for pixel
+
+
+def test_set_summaries_cover_every_set(tiny_run: Path) -> None:
+    run = load_experiment(tiny_run)
+    sets = plots.set_summaries(run)
+    observed = [s for s in sets if s.dataset_type != "real"]
+    assert len(observed) == 3 + 3 + 2 * 3
+    assert all(np.isfinite(s.mmd2) and len(s.images) == 2 for s in observed)
+    history = {r["param_set_id"]: float(r["mmd2"]) for r in run.history if r["mmd2"]}
+    for s in observed:
+        assert s.mmd2 == pytest.approx(history[s.param_set_id])
+
+
+def test_not_an_experiment(tmp_path: Path) -> None:
+    with pytest.raises(StateError):
+        plots.write_all_plots(tmp_path)
+
+
+def test_library_does_not_touch_pyplot(tiny_run: Path) -> None:
+    code = (
+        "import sys; from bo_voids.plots import write_all_plots; "
+        f"write_all_plots({str(tiny_run)!r}); "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+def test_explained_variance_read_from_model(tiny_run: Path) -> None:
+    data = np.load(tiny_run / "iteration_0" / "pca_model.npz", allow_pickle=False)
+    ratios = plots._explained_variance(load_experiment(tiny_run))
+    assert ratios is not None
+    np.testing.assert_allclose(ratios, data["explained_variance_ratio"])
+    assert json.loads((tiny_run / "experiment.json").read_text())["status"] == "completed"
