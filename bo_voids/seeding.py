@@ -12,7 +12,6 @@ import zlib
 import numpy as np
 
 
-
 def derive_seed(*keys: int | str) -> int:
     """Derive a 63-bit integer seed from a tuple of keys.
 

@@ -365,7 +365,9 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def load_base_images(folder: str | Path, image_size: int) -> tuple[list[np.ndarray], list[str]]:
+def load_base_images(
+    folder: str | Path, image_size: int, *, label: str = "base image"
+) -> tuple[list[np.ndarray], list[str]]:
     """Load every image in a folder as grayscale ``float32`` in ``[0, 1]``, resized to a square.
 
     Files are recognised by extension (``.png``, ``.tif``, ``.tiff``, ``.jpg``, ``.jpeg``,
@@ -375,6 +377,7 @@ def load_base_images(folder: str | Path, image_size: int) -> tuple[list[np.ndarr
     Args:
         folder: Folder holding the base chip images.
         image_size: Side length of the (square) output images in pixels.
+        label: What the folder holds, for error messages (e.g. ``"real target image"``).
 
     Returns:
         ``(images, ids)``: the images sorted by file name, and their file names as ids.
@@ -388,13 +391,13 @@ def load_base_images(folder: str | Path, image_size: int) -> tuple[list[np.ndarr
         raise ValueError(f"image_size must be at least 2, got {image_size}")
     folder = Path(folder)
     if not folder.exists():
-        raise ImageLoadError(f"base image folder does not exist: {folder}")
+        raise ImageLoadError(f"{label} folder does not exist: {folder}")
     if not folder.is_dir():
-        raise ImageLoadError(f"base image path is not a folder: {folder}")
+        raise ImageLoadError(f"{label} path is not a folder: {folder}")
     files = _image_files(folder)
     if not files:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise ImageLoadError(f"no image files ({exts}) found in base image folder: {folder}")
+        raise ImageLoadError(f"no image files ({exts}) found in {label} folder: {folder}")
     images: list[np.ndarray] = []
     errors: list[str] = []
     for path in files:
@@ -405,7 +408,7 @@ def load_base_images(folder: str | Path, image_size: int) -> tuple[list[np.ndarr
     if errors:
         listing = "\n  ".join(errors)
         raise ImageLoadError(
-            f"{len(errors)} of {len(files)} image file(s) in {folder} could not be read:\n"
+            f"{len(errors)} of {len(files)} {label} file(s) in {folder} could not be read:\n"
             f"  {listing}"
         )
     return images, [p.name for p in files]

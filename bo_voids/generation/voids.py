@@ -58,6 +58,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from bo_voids.config import PARAMETER_NAMES, VOID_SHAPES
 from bo_voids.exceptions import ConfigError
 from bo_voids.generation.base_chips import load_base_images, write_png_atomic
 from bo_voids.seeding import derive_seed
@@ -71,17 +72,8 @@ __all__ = [
     "validate_params",
 ]
 
-#: The six optimised parameters, in canonical order.
-PARAM_KEYS: tuple[str, ...] = (
-    "void_shape",
-    "void_count",
-    "base_size",
-    "brightness_factor",
-    "size_std",
-    "position_spread",
-)
-#: Allowed values of ``void_shape``.
-VOID_SHAPES: tuple[str, ...] = ("circle", "ellipse", "irregular")
+#: The six optimised parameters, in canonical order (defined once, in :mod:`bo_voids.config`).
+PARAM_KEYS: tuple[str, ...] = PARAMETER_NAMES
 
 _ELLIPSE_RATIO = (0.45, 0.8)
 _HARMONICS = np.array([2, 3, 4, 5])

@@ -271,6 +271,27 @@ class BaseOptimizer(ABC):
             "info": info,
         }
 
+    def score_history(
+        self,
+        all_embeddings: np.ndarray,
+        all_metadata: Sequence[Mapping[str, Any]],
+        target_embeddings: np.ndarray,
+    ) -> list[SetRecord]:
+        """Group the history into parameter sets and score each (as ``recommend_next_batch`` does).
+
+        Args:
+            all_embeddings: `(N, D)` embeddings of every image so far.
+            all_metadata: `N` metadata records.
+            target_embeddings: `(M, D)` target embeddings.
+
+        Returns:
+            Every evaluated set, valid or excluded (see ``SetRecord.valid``), in first-seen order.
+        """
+        emb, targets = _check_arrays(all_embeddings, all_metadata, target_embeddings)
+        sets = self._collect_sets(emb, all_metadata)
+        _score_sets(sets, emb, MMDScorer(bandwidth=self.bandwidth, unbiased=True).fit(targets))
+        return sets
+
     @abstractmethod
     def _propose(self, observations: list[SetRecord], batch_size: int, seed: int) -> Proposal:
         """Propose parameter sets from the scored observations.

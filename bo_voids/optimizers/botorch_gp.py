@@ -8,7 +8,8 @@ Model (fitted in ``float64`` on the CPU, from scratch at every call: the optimis
 * outcome: ``y = -MMD²`` (BoTorch maximises), standardised by ``Standardize(m=1)``;
 * surrogate ``"mixed"`` (default): ``MixedSingleTaskGP`` — a sum and a product of an RBF kernel
   on the numeric columns and a categorical (Hamming) kernel on the shape; ``"onehot"``: a
-  ``SingleTaskGP`` (Matérn-5/2, ARD) on the numeric columns plus a one-hot encoding of the shape
+  ``SingleTaskGP`` (RBF, ARD, dimension-scaled priors) on the numeric columns plus a one-hot
+  encoding of the shape
   (``NumericToCategoricalEncoding``), so both take the same raw inputs and share the acquisition
   optimiser;
 * noise: each set's MMD² comes from a few replications and is noisy. ``"fixed+learned"``
@@ -19,8 +20,12 @@ Model (fitted in ``float64`` on the CPU, from scratch at every call: the optimis
   per-set variance alone; ``"learned"`` learns a homoskedastic noise whose lower bound is the
   median per-set variance;
 * hyper-parameters: maximum marginal likelihood with L-BFGS-B capped at ``maxiter`` iterations
-  (the uncapped ``MixedSingleTaskGP`` fit runs thousands of closures for no gain in likelihood;
-  see ``benchmarks/results/proposal_speed.md``).
+  (the uncapped ``MixedSingleTaskGP`` fit runs thousands of closures for no gain in likelihood),
+  on a seeded subset of ``fit_subsample`` sets when the history is longer (the model is still
+  conditioned on every set); no warm start, since it would make proposals depend on call history;
+* speed (``benchmarks/results/proposal_speed.md``): one torch thread (small matrices; the cores
+  are shared with rendering), 4 alternating steps instead of BoTorch's 64 (same acquisition
+  value), and the ``nei`` baseline limited to the best ``nei_max_baseline`` sets.
 
 Acquisition (on ``-MMD²``; ``q = batch_size``): ``"ucb"`` ``qUpperConfidenceBound(beta)``,
 ``"ei"`` ``qLogExpectedImprovement`` with ``best_f`` = the best posterior mean at the observed
@@ -62,7 +67,7 @@ from botorch.acquisition import (
     qProbabilityOfImprovement,
     qUpperConfidenceBound,
 )
-from botorch.exceptions import BotorchError
+from botorch.exceptions import BotorchError, ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.models.gpytorch import GPyTorchModel
@@ -80,6 +85,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from bo_voids.exceptions import ConfigError, FallbackWarning
 from bo_voids.optimizers.base import BaseOptimizer, Proposal, SetRecord
+from bo_voids.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +95,8 @@ NOISE_MODELS: tuple[str, ...] = ("fixed+learned", "fixed", "learned")
 ACQF_OPTIMIZERS: tuple[str, ...] = ("alternating", "enumerate")
 #: Errors of fitting or optimising that trigger the random fallback instead of a crash.
 _RECOVERABLE: tuple[type[BaseException], ...] = (
-    BotorchError,  # ModelFittingError, CandidateGenerationError, ...
+    ModelFittingError,
+    BotorchError,  # CandidateGenerationError, UnsupportedError, ...
     RuntimeError,  # NotPSDError, NanError, torch.linalg.LinAlgError
     ValueError,
     ArithmeticError,
@@ -116,6 +123,10 @@ class BoTorchOptimizer(BaseOptimizer):
             ``optimize_acqf_mixed_alternating`` (BoTorch's default 64 costs 5-6x the time of 4 for
             the same acquisition value here; see the benchmark).
         acqf_optimizer: ``"alternating"`` or ``"enumerate"``.
+        fit_subsample: Above this many observations, hyper-parameters are fitted on a seeded
+            random subset of this size (the model is still conditioned on all of them).
+        nei_max_baseline: ``nei`` baseline: the observed sets with the best posterior means, at
+            most this many (then pruned by BoTorch).
         torch_threads: Intra-op threads used while fitting and optimising (restored after). The
             matrices are small (``n <= ~1000``), so one thread avoids OpenMP overhead and is
             faster, markedly so when the cores are shared with rendering and embedding.
@@ -138,6 +149,8 @@ class BoTorchOptimizer(BaseOptimizer):
         "acqf_alternating_steps": 4,
         "acqf_optimizer": "alternating",
         "torch_threads": 1,
+        "fit_subsample": 400,
+        "nei_max_baseline": 128,
         "min_observations": 12,
     }
 
@@ -159,6 +172,8 @@ class BoTorchOptimizer(BaseOptimizer):
             ("acqf_maxiter", 1),
             ("acqf_alternating_steps", 1),
             ("torch_threads", 1),
+            ("fit_subsample", 10),
+            ("nei_max_baseline", 1),
             ("min_observations", 2),
         ):
             v = o[key]
@@ -207,6 +222,7 @@ class BoTorchOptimizer(BaseOptimizer):
             return self._fallback(
                 "the objective is constant over the observations", batch_size, seed, info
             )
+        failure: str | None = None
         with (
             torch.random.fork_rng(),
             _torch_threads(int(o["torch_threads"])),
@@ -230,13 +246,11 @@ class BoTorchOptimizer(BaseOptimizer):
                 info["acq_value"] = float(acq_value)
             except _RECOVERABLE as exc:
                 logger.debug("GP step failed", exc_info=True)
-                return self._fallback(
-                    f"GP fit/acquisition failed ({type(exc).__name__}: {exc})",
-                    batch_size,
-                    seed,
-                    info,
-                )
+                failure = f"GP fit/acquisition failed ({type(exc).__name__}: {exc})"
+        # Outside catch_warnings, so that the FallbackWarning reaches the caller.
         _record_warnings(caught, info)
+        if failure is not None:
+            return self._fallback(failure, batch_size, seed, info)
         if not np.all(np.isfinite(cand)) or not np.all(np.isfinite(predicted)):
             return self._fallback("non-finite candidates or predictions", batch_size, seed, info)
         params = [self.space.from_raw(row) for row in cand]
@@ -248,6 +262,10 @@ class BoTorchOptimizer(BaseOptimizer):
     def fit_model(self, observations: list[SetRecord]) -> GPyTorchModel:
         """Build and fit the surrogate of ``-MMD²`` on the observed sets.
 
+        With more than ``fit_subsample`` observations the hyper-parameters are fitted on a seeded
+        random subset of that size and copied into the model conditioned on all observations
+        (the fit costs ``O(n³)`` per L-BFGS step; the posterior needs one ``O(n³)`` solve).
+
         Args:
             observations: Valid scored sets.
 
@@ -257,10 +275,33 @@ class BoTorchOptimizer(BaseOptimizer):
         Raises:
             ModelFittingError: The marginal likelihood could not be optimised.
         """
-        o = self.options
         X = self._train_X(observations)
         Y = torch.tensor([[-s.mmd2] for s in observations], dtype=torch.float64)
         Yvar = torch.tensor([[s.mmd2_var] for s in observations], dtype=torch.float64)
+        model = self._build_model(X, Y, Yvar)
+        n, m = X.shape[0], int(self.options["fit_subsample"])
+        if n > m:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "optimizer", "fit", n))
+            idx = torch.randperm(n, generator=gen)[:m].sort().values
+            sub = self._build_model(X[idx], Y[idx], Yvar[idx])
+            self._fit(sub)
+            _copy_hyperparameters(sub, model)
+        else:
+            self._fit(model)
+        model.eval()
+        return model
+
+    def _fit(self, model: GPyTorchModel) -> None:
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        fit_gpytorch_mll(
+            mll,
+            optimizer_kwargs={"options": {"maxiter": int(self.options["maxiter"])}},
+            max_attempts=2,
+        )
+
+    def _build_model(self, X: torch.Tensor, Y: torch.Tensor, Yvar: torch.Tensor) -> GPyTorchModel:
+        """The unfitted surrogate (transforms, kernel and likelihood) on ``X, Y, Yvar``."""
+        o = self.options
         d = self.space.dim
         bounds = torch.as_tensor(self.space.raw_bounds, dtype=torch.float64)
         cat = self.space.categorical_dims
@@ -306,13 +347,7 @@ class BoTorchOptimizer(BaseOptimizer):
                 noise_constraint=GreaterThan(min(floor, 0.5)),
                 batch_shape=model._aug_batch_shape,
             )
-        model = model.to(torch.float64)
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
-        fit_gpytorch_mll(
-            mll, optimizer_kwargs={"options": {"maxiter": int(o["maxiter"])}}, max_attempts=2
-        )
-        model.eval()
-        return model
+        return model.to(torch.float64)
 
     def build_acquisition(
         self, model: GPyTorchModel, X_train: torch.Tensor, mean: torch.Tensor
@@ -335,7 +370,12 @@ class BoTorchOptimizer(BaseOptimizer):
             return qLogExpectedImprovement(model, best_f=best_f)
         if name == "pi":
             return qProbabilityOfImprovement(model, best_f=best_f)
-        return qLogNoisyExpectedImprovement(model, X_baseline=X_train, prune_baseline=True)
+        # The baseline only needs points that might be the best: pre-select the top ones by
+        # posterior mean (prune_baseline then keeps those with a positive probability of being
+        # the best), so a long history does not make every acquisition evaluation O(n).
+        k = min(int(self.options["nei_max_baseline"]), X_train.shape[0])
+        top = torch.topk(mean, k).indices.sort().values
+        return qLogNoisyExpectedImprovement(model, X_baseline=X_train[top], prune_baseline=True)
 
     def optimize_acquisition(self, acqf: AcquisitionFunction, q: int) -> tuple[np.ndarray, float]:
         """Optimise a batch acquisition over the mixed space.
@@ -416,6 +456,15 @@ def _torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _copy_hyperparameters(source: GPyTorchModel, target: GPyTorchModel) -> None:
+    """Copy the fitted hyper-parameters of ``source`` into ``target`` (same architecture)."""
+    params = dict(target.named_parameters())
+    with torch.no_grad():
+        for name, value in source.named_parameters():
+            if name in params and params[name].shape == value.shape:
+                params[name].copy_(value)
 
 
 def _round_columns(X: torch.Tensor, dims: list[int]) -> torch.Tensor:

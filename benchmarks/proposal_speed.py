@@ -1,0 +1,132 @@
+"""Seconds for one 8-point BoTorch proposal: GP fit and acquisition optimisation, timed apart.
+
+Run as ``python -m benchmarks.proposal_speed [--quick]``. For each history size (64, 150, 300
+and 1,000 scored parameter sets of the synthetic problem in :mod:`bo_voids.optimizers.synthetic`)
+and each surrogate (``mixed``, ``onehot``), the GP is fitted once and each acquisition (``ucb``,
+``ei``, ``nei``) is optimised for ``q = 8`` with the package defaults (``num_restarts=8``,
+``raw_samples=256``, fit ``maxiter=100``, 4 alternating steps, one torch thread). One repetition
+per cell (the machine is shared; rows of one run are comparable, absolute values depend on the
+load, which is recorded). Writes ``benchmarks/results/proposal_speed{_quick}.{csv,json,md}``.
+Targets (2 CPU cores): fit + propose < 10 s at 300 and < 20 s at 1,000 observations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bo_voids.optimizers import BoTorchOptimizer
+from bo_voids.optimizers.botorch_gp import _torch_threads
+from bo_voids.optimizers.synthetic import SyntheticProblem
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {300: 10.0, 1000: 20.0}
+
+
+def time_cell(
+    problem: SyntheticProblem, n: int, surrogate: str, acquisitions: list[str]
+) -> list[dict[str, Any]]:
+    """Fit once on ``n`` sets, then time each acquisition; one row per acquisition."""
+    sets = problem.space.sample_uniform(n, 1000 + n)
+    emb, meta = problem.evaluate(sets, 0, "close")
+    opt = BoTorchOptimizer(problem.space, surrogate=surrogate)
+    obs = [s for s in opt.score_history(emb, meta, problem.targets) if s.valid]
+    rows = []
+    with warnings.catch_warnings(), torch.random.fork_rng(), _torch_threads(1):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        model = opt.fit_model(obs)
+        fit_s = time.perf_counter() - t0
+        X = opt._train_X(obs)
+        with torch.no_grad():
+            mean = model.posterior(X).mean.squeeze(-1)
+        for acq in acquisitions:
+            opt.options["acquisition"] = acq
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            acqf = opt.build_acquisition(model, X, mean)
+            _, value = opt.optimize_acquisition(acqf, 8)
+            acq_s = time.perf_counter() - t0
+            row = {
+                "n_observations": n,
+                "surrogate": surrogate,
+                "acquisition": acq,
+                "fit_s": round(fit_s, 3),
+                "acqf_s": round(acq_s, 3),
+                "total_s": round(fit_s + acq_s, 3),
+                "acq_value": round(value, 5),
+                "target_s": TARGETS.get(n),
+                "load_1min": round(load, 2),
+            }
+            print(
+                f"n={n:5d} {surrogate:7s} {acq:4s} fit {fit_s:7.2f}s  acqf {acq_s:7.2f}s  "
+                f"total {fit_s + acq_s:7.2f}s  (load {load:.1f})",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="64 and 150 sets, ucb, mixed only")
+    args = ap.parse_args(argv)
+    sizes = [64, 150] if args.quick else [64, 150, 300, 1000]
+    surrogates = ["mixed"] if args.quick else ["mixed", "onehot"]
+    acquisitions = ["ucb"] if args.quick else ["ucb", "ei", "nei"]
+    problem = SyntheticProblem(seed=0)
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for n in sizes:
+        for surrogate in surrogates:
+            rows.extend(time_cell(problem, n, surrogate, acquisitions))
+    stem = "proposal_speed_quick" if args.quick else "proposal_speed"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": 1,
+        "q": 8,
+        "defaults": {k: v for k, v in BoTorchOptimizer.default_options.items()},
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [
+        "# BoTorch proposal speed (q = 8, seconds, one repetition)",
+        "",
+        f"torch {meta['torch']}, {meta['cpu_count']} CPUs, 1 torch thread; defaults "
+        f"{meta['defaults']}. The machine was shared: `load` is the 1-min load average.",
+        "",
+        "| n | surrogate | acquisition | fit s | acqf s | total s | target s | acq value | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n_observations']} | {r['surrogate']} | {r['acquisition']} | {r['fit_s']} | "
+            f"{r['acqf_s']} | {r['total_s']} | {r['target_s'] or ''} | {r['acq_value']} | "
+            f"{r['load_1min']} |"
+        )
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
