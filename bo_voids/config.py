@@ -176,6 +176,11 @@ class DaskSettings:
 
     scheduler_address: str | None = None
     local_workers: int | None = None
+    #: Abstract worker resources every task needs (e.g. ``{"GPU": 1}``); workers must be started
+    #: with matching ``--resources`` or the tasks never run.
+    resources: dict[str, float] | None = None
+    #: Parameter sets sent to a worker in one Dask task (fewer round trips for fast evaluations).
+    tasks_per_job: int = 1
 
 
 @dataclass(frozen=True)
@@ -444,8 +449,15 @@ def config_from_dict(
     dask = r.section("dask", required=False)
     address = dask.optional_string("scheduler_address")
     workers = dask.integer("local_workers", default=None, low=1, high=10_000)
+    resources = _read_resources(dask)
+    tasks_per_job = dask.integer("tasks_per_job", default=1, low=1, high=100_000)
     dask.finish()
-    kwargs["dask"] = DaskSettings(scheduler_address=address, local_workers=workers)
+    kwargs["dask"] = DaskSettings(
+        scheduler_address=address,
+        local_workers=workers,
+        resources=resources,
+        tasks_per_job=tasks_per_job,
+    )
     if kwargs["executor"] == "dask" and address is None and workers is None:
         raise ConfigError(
             "executor: dask needs dask.scheduler_address (an existing cluster, e.g. "
@@ -638,6 +650,25 @@ def _check_range(key: str, value: float, low: float | None, high: float | None) 
 
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _read_resources(r: _Reader) -> dict[str, float] | None:
+    """``dask.resources``: a mapping of resource name to a non-negative amount, or null."""
+    key = r.key("resources")
+    value = r._pop("resources", required=False)
+    if value is _MISSING or value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{key} must be a mapping of resource name to amount (e.g. {{GPU: 1}}), "
+            f"got {_tname(value)}"
+        )
+    out: dict[str, float] = {}
+    for name, amount in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{key}: resource names must be non-empty strings, got {name!r}")
+        out[name] = _as_number(f"{key}.{name}", amount, low=0.0)
+    return out or None
 
 
 def _read_dataset(r: _Reader) -> DatasetSpec:

@@ -27,6 +27,10 @@ class OptimizerError(BoVoidsError):
     """An optimiser cannot produce proposals."""
 
 
+class FailureBudgetError(BoVoidsError):
+    """More evaluations failed than ``max_failure_fraction`` allows (a broken setup: exit 1)."""
+
+
 class StateError(BoVoidsError):
     """An experiment folder is missing, incompatible, locked or would be overwritten."""
 

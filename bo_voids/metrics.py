@@ -862,3 +862,47 @@ def epsilon_ball_share(synthetic: Any, real: Any, epsilon: float | None = None) 
             raise ValueError(f"epsilon must be finite and >= 0, got {epsilon!r}")
     dist = nearest_real_distances(synthetic, real)
     return float(np.mean(dist <= eps))
+
+
+def null_variance_factor(n: int, m: int) -> float:
+    """Leading-order variance factor of the unbiased MMD² between samples of sizes ``n``, ``m``.
+
+    Under the null hypothesis the unbiased MMD² is a degenerate U-statistic whose variance is, to
+    leading order, proportional to ``1/(n(n-1)) + 2/(nm) + 1/(m(m-1))`` with a kernel-dependent
+    constant (Gretton et al., 2012). Ratios of this factor rescale a noise floor measured at one
+    pair of sample sizes to another.
+
+    Raises:
+        ValueError: If ``n`` or ``m`` is below 2.
+    """
+    if n < 2 or m < 2:
+        raise ValueError(f"sample sizes must be >= 2, got n={n}, m={m}")
+    return 1.0 / (n * (n - 1)) + 2.0 / (n * m) + 1.0 / (m * (m - 1))
+
+
+def rescale_noise_floor(noise_floor: Mapping[str, Any], n: int, m: int) -> dict[str, float]:
+    """Rescale a half-split noise floor to a comparison of ``n`` synthetic vs ``m`` real samples.
+
+    :meth:`MMDScorer.noise_floor` measures real-vs-real MMD² between halves of the target set
+    (``half_size`` vs ``m - half_size``); a pool of ``n`` synthetic images scored against all ``m``
+    targets has a smaller null spread. Its ``std``, ``q05`` and ``q95`` are scaled by the square
+    root of the ratio of :func:`null_variance_factor` (the null mean is 0 for both).
+
+    Args:
+        noise_floor: The output of :meth:`MMDScorer.noise_floor` (needs ``half_size``).
+        n: Synthetic sample size of the comparison.
+        m: Number of real targets.
+
+    Returns:
+        ``{"std", "q05", "q95", "scale"}`` at the new sample sizes.
+    """
+    half = int(noise_floor["half_size"])
+    total = int(noise_floor.get("n_targets", m))
+    scale = float(np.sqrt(null_variance_factor(n, m) / null_variance_factor(half, total - half)))
+    mean = float(noise_floor.get("mean", 0.0))
+    return {
+        "std": float(noise_floor["std"]) * scale,
+        "q05": mean + (float(noise_floor["q05"]) - mean) * scale,
+        "q95": mean + (float(noise_floor["q95"]) - mean) * scale,
+        "scale": scale,
+    }

@@ -1,17 +1,21 @@
 """Command line: ``python -m bo_voids.optimize --config configs/experiment_config.yaml``.
 
 Exit codes: 0 success; 1 runtime failure (completed iterations are kept: rerun with ``--resume``);
-2 usage or config error (the message names the key); 130 interrupted by Ctrl-C (resumable).
+2 usage or config error (the message names the key); 130 interrupted by Ctrl-C and 143 stopped by
+``SIGTERM`` (e.g. a batch scheduler ending the job), both resumable.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,28 @@ from bo_voids.config import ACQUISITIONS, DEVICES, EMBEDDERS, OPTIMIZERS, load_c
 from bo_voids.exceptions import BoVoidsError, BoVoidsWarning, ConfigError, UserInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` received: stop like Ctrl-C (partial iteration removed, lock released)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn ``SIGTERM`` into :class:`Terminated` while the run lasts (main thread only)."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,9 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    t0 = time.perf_counter()
+    with _sigterm_as_interrupt():
+        return _run(args, cfg, log, t0)
+
+
+def _run(args: argparse.Namespace, cfg: Any, log: logging.Logger, t0: float) -> int:
     from bo_voids.pipeline import OptimizationPipeline
 
-    t0 = time.perf_counter()
     pipeline = None
     try:
         pipeline = OptimizationPipeline(
@@ -127,15 +158,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_report:
             from bo_voids.report import write_report
 
-            write_report(summary.experiment_dir)
-    except KeyboardInterrupt:
+            try:
+                write_report(summary.experiment_dir)
+            except Exception as exc:  # the run is complete and saved: a report never fails it
+                print(
+                    f"warning: the HTML report could not be written ({type(exc).__name__}: "
+                    f"{exc}); rebuild it later with python -m bo_voids.report",
+                    file=sys.stderr,
+                )
+    except KeyboardInterrupt as exc:
         _mark(pipeline, "interrupted")
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(
-            f"\ninterrupted: completed iterations are kept in {cfg.experiment_dir}; continue with "
+            f"\n{what}: completed iterations are kept in {cfg.experiment_dir}; continue with "
             "--resume",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -162,8 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _mark(pipeline: Any, status: str, error: str | None = None) -> None:
-    """Record a failed / interrupted status in the manifest, if the experiment exists."""
-    if pipeline is None or not pipeline.store.exists():
+    """Record a failed / interrupted status in the manifest of the experiment this run opened.
+
+    An experiment this process never opened (refused, locked by another process, or failing
+    before it was opened) is left untouched.
+    """
+    if pipeline is None or not getattr(pipeline, "store_opened", False):
+        return
+    if not pipeline.store.exists():
         return
     try:
         fields: dict[str, Any] = {"status": status}

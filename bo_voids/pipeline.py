@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,18 @@ from bo_voids.evaluation import (
     EvaluationResult,
     EvaluationTask,
     EvaluatorSpec,
+    fault_point,
     make_executor,
     render_seeds,
     target_records,
 )
-from bo_voids.exceptions import BoVoidsError, ExperimentExistsError
+from bo_voids.exceptions import (
+    BoVoidsError,
+    ExperimentExistsError,
+    FailureBudgetError,
+    FallbackWarning,
+    ImageLoadError,
+)
 from bo_voids.generation.base_chips import load_base_images
 from bo_voids.generation.voids import save_png
 from bo_voids.metrics import (
@@ -50,12 +58,14 @@ from bo_voids.metrics import (
     epsilon_from_real,
     kid,
     nearest_real_distances,
+    rescale_noise_floor,
 )
 from bo_voids.optimizers import optimizer_from_config
 from bo_voids.projection import PCAProjector
 from bo_voids.seeding import rng
 from bo_voids.space import SearchSpace
 from bo_voids.state import (
+    FAILURES,
     ExperimentLock,
     ExperimentStore,
     IterationRecord,
@@ -137,6 +147,9 @@ class OptimizationPipeline:
         self._epsilon = math.nan
         self._lock = ExperimentLock(self.store.root)
         self._last_proposal: dict[str, Any] | None = None
+        self._targets: tuple[list[np.ndarray], list[str]] | None = None
+        #: Whether this pipeline created or resumed the experiment folder (and may mark it).
+        self.store_opened = False
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -150,6 +163,10 @@ class OptimizationPipeline:
             The run's :class:`RunSummary`.
         """
         n_iter = self.config.max_iterations if max_iterations is None else max_iterations
+        if self.config.target_image_dir is not None and not (
+            self.resume and self.store.iteration_dir(0).is_dir()
+        ):
+            self._targets = self._load_targets()  # bad target images stop before any work
         with self._lock, self._executor_ctx() as executor:
             self._executor = executor
             self._open_store()
@@ -161,6 +178,7 @@ class OptimizationPipeline:
                 t0 = time.perf_counter()
                 proposal = self.recommend()
                 self.timings["propose"] += time.perf_counter() - t0
+                fault_point("propose", k)
                 self.run_iteration_n(k, proposal["next_params"], proposal)
             else:
                 if not self.check_convergence(self.scores):
@@ -192,22 +210,36 @@ class OptimizationPipeline:
             f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images "
             f"({', '.join(DATASET_TYPES)})"
         )
-        results = self._evaluate(tasks)
         extra_images: list[np.ndarray] = []
         extra_emb = np.zeros((0, 0), dtype=np.float32)
         extra_meta: list[dict[str, Any]] = []
         if cfg.target_image_dir is not None:
-            extra_images, ids = load_base_images(cfg.target_image_dir, cfg.image_size)
-            if len(extra_images) < 2:
-                raise BoVoidsError(
-                    f"target_image_dir {cfg.target_image_dir} holds {len(extra_images)} image(s); "
-                    "MMD needs at least 2 real images"
-                )
+            extra_images, ids = self._targets or self._load_targets()
             t0 = time.perf_counter()
             extra_emb = self._embedder().embed(extra_images, progress=self.progress)
             self.timings["embed"] += time.perf_counter() - t0
+            if not np.all(np.isfinite(extra_emb)):
+                bad = sorted({ids[i] for i in np.flatnonzero(~np.isfinite(extra_emb).all(axis=1))})
+                raise BoVoidsError(
+                    f"the embedder returned non-finite (NaN/inf) values for real target image(s) "
+                    f"{bad} in {cfg.target_image_dir}"
+                )
             extra_meta = target_records(cfg.target_image_dir, ids)
-        record = self._persist_iteration(0, results, None, extra_images, extra_emb, extra_meta)
+        results, failures = self._evaluate(tasks)
+        self._check_failures(0, len(tasks), failures)
+        n_real = len(extra_images) + sum(
+            len(r.task.seeds) for r in results if r.task.dataset_type in TARGET_TYPES
+        )
+        n_obs = sum(1 for r in results if r.task.dataset_type not in TARGET_TYPES)
+        if n_real < 2 or n_obs < 1:
+            raise FailureBudgetError(
+                f"iteration 0 is unusable after {len(failures)} failed evaluation(s): "
+                f"{n_real} real image(s) (MMD needs 2) and {n_obs} observed parameter set(s) "
+                "(needs 1) remain"
+            )
+        record = self._persist_iteration(
+            0, results, None, extra_images, extra_emb, extra_meta, failures
+        )
         self.log(
             f"iteration 0: {len(record.metadata)} images; noise floor of the real set "
             f"{self.noise_floor['mean']:.4f} ± {self.noise_floor['std']:.4f} (q95 "
@@ -227,8 +259,9 @@ class OptimizationPipeline:
             self._task(iteration, "synthetic", i, f"iter{iteration}_ps_{i:03d}", p, reps)
             for i, p in enumerate(param_sets)
         ]
-        results = self._evaluate(tasks)
-        record = self._persist_iteration(iteration, results, proposal)
+        results, failures = self._evaluate(tasks)
+        self._check_failures(iteration, len(tasks), failures)
+        record = self._persist_iteration(iteration, results, proposal, failures=failures)
         self.log(f"iteration {iteration}: {self._status_line(self.scores[-1])}")
         return record
 
@@ -236,8 +269,10 @@ class OptimizationPipeline:
         """Whether to stop, given the score records so far (sets :attr:`stop_reason`).
 
         Stops when the distribution similarity is below ``convergence_threshold``, when it is
-        inside the real set's noise floor (below its 95th percentile), or when it has not improved
-        for ``early_stop_patience`` iterations.
+        inside the real set's noise floor (below the 95th percentile of real-vs-real half-split
+        MMD², rescaled to the pool-vs-targets sample sizes with
+        :func:`~bo_voids.metrics.rescale_noise_floor`), or when it has not improved for
+        ``early_stop_patience`` iterations.
         """
         if len(scores) < 2:
             return False  # iteration 0 alone is the initial design, never a stopping point
@@ -249,11 +284,11 @@ class OptimizationPipeline:
                 f"{cfg.convergence_threshold}"
             )
             return True
-        q95 = self.noise_floor.get("q95", -math.inf)
-        if cfg.stop_at_noise_floor and last <= q95:
+        q95 = scores[-1].get("noise_floor_pool_q95", self.noise_floor.get("q95", -math.inf))
+        if cfg.stop_at_noise_floor and q95 is not None and last <= q95:
             self.stop_reason = (
                 f"inside the real set's noise floor: distribution similarity {last:.4f} <= "
-                f"{q95:.4f} (95th percentile of real-vs-real MMD²)"
+                f"{q95:.4f} (95th percentile of real-vs-real MMD², rescaled to the pool's size)"
             )
             return True
         values = [s["distribution_similarity"] for s in scores]
@@ -313,10 +348,16 @@ class OptimizationPipeline:
                     f"resume: removed {len(removed)} partial leftover(s) of an interrupted write"
                 )
             self.records = store.load_all()
+            fields: dict[str, Any] = {"status": "running"}
             if self.records:
                 self._restore_from_iteration_0()
                 self.scores = [r.scores for r in self.records]
-            store.update_manifest(status="running")
+                # a crash between renaming an iteration into place and updating history.csv /
+                # the manifest leaves them one iteration behind: both are derived, rebuild them
+                store.write_history(self._history_rows())
+                fields["iterations_completed"] = len(self.records) - 1
+            store.update_manifest(**fields)
+            self.store_opened = True
             self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
             return
         if store.exists() and not self.overwrite:
@@ -325,6 +366,19 @@ class OptimizationPipeline:
                 "--overwrite to replace it"
             )
         store.create(self.config, self.embedder_info, overwrite=self.overwrite)
+        self.store_opened = True
+
+    def _load_targets(self) -> tuple[list[np.ndarray], list[str]]:
+        """Load and check every real target image (``target_image_dir``) up front."""
+        folder = self.config.target_image_dir
+        assert folder is not None
+        images, ids = load_base_images(folder, self.config.image_size, label="real target image")
+        if len(images) < 2:
+            raise ImageLoadError(
+                f"target_image_dir {folder} holds {len(images)} image(s) ({ids}); the MMD score "
+                "needs at least 2 real target images"
+            )
+        return images, ids
 
     def _restore_from_iteration_0(self) -> None:
         folder = self.store.iteration_dir(0)
@@ -341,18 +395,100 @@ class OptimizationPipeline:
         )
         return EvaluationTask(iteration, dtype, index, ps_id, self.space.validate(params), seeds)
 
-    def _evaluate(self, tasks: Sequence[EvaluationTask]) -> list[EvaluationResult]:
+    def _evaluate(
+        self, tasks: Sequence[EvaluationTask]
+    ) -> tuple[list[EvaluationResult], list[dict[str, Any]]]:
+        """Evaluate ``tasks``; returns the usable results and a record of each failed task.
+
+        An evaluation fails when it raises (anything but a :class:`BoVoidsError`, which stops the
+        run) or returns non-finite embeddings. When a batch raises, its tasks are evaluated one by
+        one to find the failing ones. Failed sets are excluded from the history with a
+        :class:`FallbackWarning` naming them, and counted against ``max_failure_fraction``.
+        """
         assert self._executor is not None
-        results = self._executor.evaluate(tasks, progress=self.progress)
+        try:
+            results = list(self._executor.evaluate(tasks, progress=self.progress))
+        except BoVoidsError:
+            raise
+        except Exception as exc:
+            if len(tasks) == 1:
+                results = [_failed_result(tasks[0], exc)]
+            else:
+                logger.warning(
+                    "evaluating a batch of %d parameter sets failed (%s: %s); evaluating them one "
+                    "by one to find the failing ones",
+                    len(tasks),
+                    type(exc).__name__,
+                    exc,
+                )
+                results = []
+                for task in tasks:
+                    try:
+                        results.extend(self._executor.evaluate([task]))
+                    except BoVoidsError:
+                        raise
+                    except Exception as one_exc:
+                        results.append(_failed_result(task, one_exc))
+        ok: list[EvaluationResult] = []
+        failures: list[dict[str, Any]] = []
         for r in results:
             self.timings["render"] += r.render_seconds
             self.timings["embed"] += r.embed_seconds
-            if not np.all(np.isfinite(r.embeddings)):
-                raise BoVoidsError(
-                    f"embedder returned non-finite values for parameter set "
-                    f"{r.task.param_set_id} {dict(r.task.params)}"
-                )
-        return results
+            reason = r.error
+            if reason is None:
+                emb = np.asarray(r.embeddings)
+                if emb.ndim != 2 or emb.shape[0] != len(r.task.seeds):
+                    reason = (
+                        f"the embedder returned an array of shape {emb.shape} for "
+                        f"{len(r.task.seeds)} images"
+                    )
+                elif not np.all(np.isfinite(emb)):
+                    reason = "the embedder returned non-finite (NaN/inf) values"
+            if reason is None:
+                ok.append(r)
+                continue
+            failures.append(
+                {
+                    "param_set_id": r.task.param_set_id,
+                    "dataset_type": r.task.dataset_type,
+                    "params": dict(r.task.params),
+                    "error": reason,
+                }
+            )
+            warnings.warn(
+                f"evaluation of parameter set {r.task.param_set_id} {dict(r.task.params)} failed "
+                f"and is excluded from the history: {reason}",
+                FallbackWarning,
+                stacklevel=2,
+            )
+        return ok, failures
+
+    def _check_failures(self, k: int, n_tasks: int, failures: Sequence[dict[str, Any]]) -> None:
+        """Stop when failed evaluations exceed ``max_failure_fraction`` of all evaluations so far.
+
+        Also stops when every parameter set of an iteration failed: the history would not change,
+        so the optimiser would only propose the same batch again.
+        """
+        if not failures:
+            return
+        total = sum(r.n_evaluated for r in self.records) + n_tasks
+        failed = sum(len(r.failures) for r in self.records) + len(failures)
+        budget = self.config.max_failure_fraction
+        listing = "; ".join(
+            f"{f['param_set_id']} {f['params']}: {f['error']}" for f in list(failures)[:5]
+        )
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        if failed / total > budget:
+            raise FailureBudgetError(
+                f"{failed} of {total} evaluations failed ({failed / total:.0%} > "
+                f"max_failure_fraction {budget:g}); stopping instead of looping on a broken setup. "
+                f"Iteration {k}: {listing}{more}"
+            )
+        if len(failures) == n_tasks:
+            raise FailureBudgetError(
+                f"every parameter set of iteration {k} failed ({listing}{more}); stopping: the "
+                "optimiser would only propose the same batch again"
+            )
 
     # ---- private: scoring and persistence -----------------------------------------------------
 
@@ -364,6 +500,7 @@ class OptimizationPipeline:
         extra_images: Sequence[np.ndarray] = (),
         extra_emb: np.ndarray | None = None,
         extra_meta: Sequence[dict[str, Any]] = (),
+        failures: Sequence[dict[str, Any]] = (),
     ) -> IterationRecord:
         t0 = time.perf_counter()
         images: list[np.ndarray] = list(extra_images)
@@ -383,6 +520,12 @@ class OptimizationPipeline:
             m["image_file"] = f"{m['sample_id']}.png"
             m["mask_file"] = None
         embeddings = np.concatenate(emb_parts, axis=0).astype(np.float32)
+        if k == 0 and len(embeddings) and float(np.ptp(embeddings, axis=0).max()) == 0.0:
+            raise BoVoidsError(
+                f"the {self.embedder_info.get('name')} embedder returned the same embedding for "
+                f"all {len(embeddings)} images of iteration 0: every score would be 0 and the run "
+                "would 'converge' at once. Check the embedder (weights, device) and the images"
+            )
         if k == 0:
             pca_2d = self.projector.fit_transform(embeddings)
             real = embeddings[[m["dataset_type"] in TARGET_TYPES for m in metadata]]
@@ -394,7 +537,7 @@ class OptimizationPipeline:
             self._epsilon = epsilon_from_real(real)
         else:
             pca_2d = self.projector.transform(embeddings)
-        record = IterationRecord(k, embeddings, metadata, pca_2d)
+        record = IterationRecord(k, embeddings, metadata, pca_2d, failures=list(failures))
         self.records.append(record)
         scores = self._score(k)
         if k == 0:
@@ -409,6 +552,7 @@ class OptimizationPipeline:
                 if mask is not None:
                     m["mask_file"] = f"{m['sample_id']}_mask.png"
                     save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
+            fault_point("write", k)
             atomic_save_npy(tmp / "embeddings.npy", embeddings)
             atomic_save_npy(tmp / "pca_2d.npy", pca_2d)
             if k == 0:
@@ -417,10 +561,14 @@ class OptimizationPipeline:
             atomic_write_json(tmp / "scores.json", scores)
             if proposal is not None:
                 atomic_write_json(tmp / "proposals.json", _proposal_record(proposal))
+            if failures:
+                atomic_write_json(tmp / FAILURES, list(failures))
+        fault_point("commit", k)
         record.folder = self.store.iteration_dir(k)
         self.store.write_history(self._history_rows())
         self.store.update_manifest(
             iterations_completed=k,
+            failed_evaluations=sum(len(r.failures) for r in self.records),
             noise_floor=self.noise_floor,
             latest_scores={key: v for key, v in scores.items() if key not in {"scorer", "per_set"}},
         )
@@ -474,6 +622,8 @@ class OptimizationPipeline:
             "best_param_set_id": ranked[0]["param_set_id"],
             "best_params": ranked[0]["params"],
             "distribution_similarity": float(self.scorer.score(pooled)),
+            "pool_size": len(pooled),
+            "noise_floor_pool_q95": self._pool_floor(len(pooled)),
             "kid": float(kid(pooled, targets)),
             "iteration_best_mmd2": float(
                 min((r["mmd2"] for r in per_set if r["iteration"] == k), default=math.nan)
@@ -490,6 +640,13 @@ class OptimizationPipeline:
                 if r["iteration"] == k
             ],
         }
+
+    def _pool_floor(self, n_pool: int) -> float:
+        """The real set's noise floor (q95) rescaled to a pool of ``n_pool`` vs all targets."""
+        m = len(self.target_embeddings)
+        if not self.noise_floor or n_pool < 2 or "half_size" not in self.noise_floor:
+            return float(self.noise_floor.get("q95", math.nan))
+        return rescale_noise_floor(self.noise_floor, n_pool, m)["q95"]
 
     def _history_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -534,7 +691,7 @@ class OptimizationPipeline:
         return rows
 
     def _status_line(self, s: dict[str, Any]) -> str:
-        nf = self.noise_floor.get("q95", math.nan)
+        nf = s.get("noise_floor_pool_q95", self.noise_floor.get("q95", math.nan))
         return (
             f"best MMD² {s['best_mmd2']:.4f} ({s['best_param_set_id']}), distribution similarity "
             f"{s['distribution_similarity']:.4f} (noise floor q95 {nf:.4f}), ε-share "
@@ -594,6 +751,19 @@ class OptimizationPipeline:
             embedder=self.embedder_info,
             timings=dict(self.timings),
         )
+
+
+def _failed_result(task: EvaluationTask, exc: BaseException) -> EvaluationResult:
+    """An :class:`EvaluationResult` recording that ``task`` raised ``exc``."""
+    empty = np.zeros((0, 0, 0), dtype=np.float32)
+    return EvaluationResult(
+        task,
+        empty,
+        empty.astype(bool),
+        np.zeros((0, 0), dtype=np.float32),
+        [],
+        error=f"{type(exc).__name__}: {exc}",
+    )
 
 
 def _proposal_record(proposal: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Layout (see the README)::
       iteration_0/         images/ (+ masks), embeddings.npy, pca_model.npz, pca_2d.npy,
                            metadata.json, scores.json
       iteration_k/         images/, embeddings.npy, pca_2d.npy, metadata.json, proposals.json,
-                           scores.json
+                           scores.json (+ failures.json: parameter sets whose evaluation failed)
       plots/  report.html
 
 Guarantees:
@@ -34,6 +34,7 @@ import platform
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,6 +55,11 @@ MANIFEST = "experiment.json"
 HISTORY = "history.csv"
 LOCK = ".lock"
 PARTIAL_SUFFIX = ".partial"
+FAILURES = "failures.json"
+#: Entries (besides hidden files and ``iteration_*``) a bo_voids experiment folder may hold.
+EXPERIMENT_ENTRIES = frozenset({MANIFEST, HISTORY, "plots", "report.html", "calibration.json"})
+#: A lock file that cannot be parsed is treated as stale once it is this old (seconds).
+UNREADABLE_LOCK_GRACE_S = 10.0
 #: Config keys that may change when an experiment is resumed.
 RESUMABLE_CHANGES = frozenset({"max_iterations", "experiment_dir", "executor", "dask", "device"})
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -91,7 +97,7 @@ def _to_jsonable(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
-        return float(obj)
+        return _to_jsonable(float(obj))  # a NaN numpy scalar must become null too
     if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, Path):
@@ -178,53 +184,116 @@ def _pid_alive(pid: int) -> bool:
 class ExperimentLock:
     """An exclusive lock file so two processes never run the same experiment.
 
-    A lock left by a dead process on this host is detected as stale and taken over.
+    The lock file (JSON: pid, host, since) is written completely to a temporary file first and
+    then hard-linked into place, so it is never seen half-written. A lock left by a dead process on
+    this host (or an unreadable lock older than :data:`UNREADABLE_LOCK_GRACE_S`) is detected as
+    stale and taken over.
 
     Raises:
-        StateError: If another live process holds the lock.
+        ExperimentLockedError: If another live process holds the lock.
+        StateError: If the folder is not writable.
     """
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / LOCK
         self._held = False
+        self._content = b""
 
     def acquire(self) -> ExperimentLock:
         """Take the lock (see class docstring)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                same_host = holder.get("host") == socket.gethostname()
-                pid = int(holder.get("pid", -1))
-                if same_host and (pid <= 0 or pid == os.getpid() or not _pid_alive(pid)):
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.unlink()  # stale lock of a dead process
+        content = json.dumps(info).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(5):
+                if self._create(content):
+                    self._held, self._content = True, content
+                    return self
+                raw = self._read()
+                if raw is None:
+                    continue  # vanished meanwhile: try again
+                holder = _parse_lock(raw)
+                if self._is_stale(holder):
+                    self._take_over(raw)
                     continue
                 raise ExperimentLockedError(
-                    f"experiment {self.path.parent} is in use by process {pid} on "
-                    f"{holder.get('host', '?')} since {holder.get('since', '?')}; wait for it to "
-                    f"finish (or, if that process is gone, delete {self.path})"
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(info, fh)
-            self._held = True
-            return self
-        raise StateError(f"could not take the lock {self.path}")  # pragma: no cover
+                    f"experiment {self.path.parent} is in use by process {holder.get('pid', '?')} "
+                    f"on {holder.get('host', '?')} since {holder.get('since', '?')}; wait for it "
+                    f"to finish (or, if that process is gone, delete {self.path})"
+                )
+        except OSError as exc:
+            raise StateError(f"cannot take the lock {self.path}: {exc.strerror or exc}") from exc
+        raise StateError(f"could not take the lock {self.path} (it keeps changing hands)")
 
-    def _holder(self) -> dict[str, Any]:
+    def _create(self, content: bytes) -> bool:
+        """Create the lock file with ``content`` atomically; ``False`` if it already exists."""
+        fd, tmp = tempfile.mkstemp(prefix=".lock-", suffix=".tmp", dir=self.path.parent)
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            except FileNotFoundError:
+                return False  # our temp file was removed meanwhile: the caller retries
+            except OSError:  # no hard links on this file system: exclusive create instead
+                try:
+                    fd2 = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd2, "wb") as fh:
+                    fh.write(content)
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _is_stale(self, holder: dict[str, Any]) -> bool:
+        if not holder:  # unreadable: stale only once clearly not being written right now
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return False
+            return age > UNREADABLE_LOCK_GRACE_S
+        if holder.get("host") != socket.gethostname():
+            return False  # another machine: its pid means nothing here
+        try:
+            pid = int(holder.get("pid", -1))
+        except (TypeError, ValueError):
+            pid = -1
+        return pid <= 0 or pid == os.getpid() or not _pid_alive(pid)
+
+    def _take_over(self, stale: bytes) -> None:
+        """Remove the stale lock, unless another process replaced it meanwhile."""
+        aside = self.path.with_name(f"{LOCK}-stale-{os.getpid()}.tmp")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if aside.read_bytes() != stale:  # a fresh lock of another process: put it back
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, self.path)
+        finally:
+            with contextlib.suppress(OSError):
+                aside.unlink()
 
     def release(self) -> None:
-        """Release the lock if held."""
+        """Release the lock if held (and still ours)."""
         if self._held:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            with contextlib.suppress(OSError):
+                if self.path.read_bytes() == self._content:
+                    self.path.unlink()
             self._held = False
 
     def __enter__(self) -> ExperimentLock:
@@ -232,6 +301,14 @@ class ExperimentLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _parse_lock(raw: bytes) -> dict[str, Any]:
+    try:
+        holder = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +327,15 @@ class IterationRecord:
     scores: dict[str, Any] = field(default_factory=dict)
     proposals: dict[str, Any] | None = None
     folder: Path | None = None
+    #: Parameter sets of this iteration whose evaluation failed (excluded from the history):
+    #: ``{"param_set_id", "dataset_type", "params", "error"}`` each (``failures.json``).
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_evaluated(self) -> int:
+        """Parameter sets evaluated in this iteration (failed ones included; loaded targets not)."""
+        ids = {m["param_set_id"] for m in self.metadata if m.get("params") is not None}
+        return len(ids) + len(self.failures)
 
     def image_path(self, index: int) -> Path:
         """Path of the ``index``-th image of this iteration."""
@@ -342,14 +428,30 @@ class ExperimentStore:
         Raises:
             StateError: If the folder already holds an experiment and ``overwrite`` is false.
         """
-        if self.root.exists() and any(p.name != LOCK for p in self.root.iterdir()):
+        entries = [p for p in self.root.iterdir() if p.name != LOCK] if self.root.exists() else []
+        if entries:
+            if not self.exists():
+                foreign = sorted(p.name for p in entries if not _experiment_entry(p.name))
+                if foreign:
+                    raise ExperimentExistsError(
+                        f"{self.root} is not empty and holds no experiment ({MANIFEST} missing); "
+                        f"refusing to write into it or to clear it (it holds e.g. {foreign[:3]}). "
+                        "Choose another experiment_dir"
+                    )
             if not overwrite:
-                raise ExperimentExistsError(
-                    f"experiment folder {self.root} already exists; pass --resume to continue it "
-                    "or --overwrite to replace it"
-                )
+                if self.exists():
+                    hint = "pass --resume to continue it or --overwrite to replace it"
+                else:
+                    hint = (
+                        f"it holds leftovers of an experiment but no {MANIFEST} (an interrupted "
+                        "start or --overwrite?); pass --overwrite to replace them"
+                    )
+                raise ExperimentExistsError(f"experiment folder {self.root} already exists; {hint}")
             self._clear()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
         manifest = {
             "experiment_name": config.experiment_name,
             "status": "running",
@@ -396,13 +498,18 @@ class ExperimentStore:
         return config_from_dict(self.read_manifest()["config"], check_paths=False)
 
     def _clear(self) -> None:
-        for child in self.root.iterdir():
-            if child.name == LOCK:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        # the manifest goes first: a clear interrupted half-way never looks like an experiment
+        try:
+            self.manifest_path.unlink(missing_ok=True)
+            for child in self.root.iterdir():
+                if child.name == LOCK:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        except OSError as exc:
+            raise StateError(f"cannot clear {self.root}: {exc.strerror or exc}") from exc
 
     # ---- iterations ------------------------------------------------------------------------
 
@@ -428,7 +535,7 @@ class ExperimentStore:
         for p in self.root.glob(f"*{PARTIAL_SUFFIX}"):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
-        for p in self.root.glob(".*.tmp"):
+        for p in [*self.root.glob(".*.tmp"), *self.root.glob("plots/.*.tmp")]:
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)
@@ -455,6 +562,12 @@ class ExperimentStore:
             _fsync_dir(partial)
             os.replace(partial, final)
             _fsync_dir(self.root)
+        except OSError as exc:  # disk full, folder not writable, ...: nothing half-written
+            shutil.rmtree(partial, ignore_errors=True)
+            raise StateError(
+                f"cannot write iteration {k} to {self.root}: {exc.strerror or exc}"
+                + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")
+            ) from exc
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -466,6 +579,7 @@ class ExperimentStore:
             raise StateError(f"{folder} does not exist")
         proposals_path = folder / "proposals.json"
         scores_path = folder / "scores.json"
+        failures_path = folder / FAILURES
         return IterationRecord(
             iteration=k,
             embeddings=load_npy(folder / "embeddings.npy"),
@@ -474,6 +588,7 @@ class ExperimentStore:
             scores=read_json(scores_path) if scores_path.exists() else {},
             proposals=read_json(proposals_path) if proposals_path.exists() else None,
             folder=folder,
+            failures=read_json(failures_path) if failures_path.exists() else [],
         )
 
     def load_all(self) -> list[IterationRecord]:
@@ -505,6 +620,11 @@ def _csv_value(v: Any) -> Any:
     if isinstance(v, float | np.floating):
         return "" if not np.isfinite(v) else repr(float(v))
     return v
+
+
+def _experiment_entry(name: str) -> bool:
+    """Whether a folder entry is something a bo_voids experiment writes."""
+    return name.startswith(".") or name.startswith("iteration_") or name in EXPERIMENT_ENTRIES
 
 
 def _fsync_dir(path: Path) -> None:

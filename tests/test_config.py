@@ -150,3 +150,60 @@ def test_dask_needs_address(raw: dict) -> None:
     raw["executor"] = "dask"
     with pytest.raises(ConfigError, match="dask.scheduler_address"):
         _load(raw)
+
+
+def test_dask_resources_and_tasks_per_job(raw: dict) -> None:
+    raw["executor"] = "dask"
+    raw["dask"] = {"scheduler_address": "tcp://10.0.0.1:8786", "resources": {"GPU": 1}}
+    cfg = _load(raw)
+    assert cfg.dask.resources == {"GPU": 1.0} and cfg.dask.tasks_per_job == 1
+    raw["dask"]["tasks_per_job"] = 4
+    cfg = _load(raw)
+    assert cfg.dask.tasks_per_job == 4
+    assert config_from_dict(cfg.to_dict(), check_paths=False) == cfg
+    defaults = _load({**raw, "dask": None, "executor": "local"}).dask
+    assert defaults.resources is None and defaults.tasks_per_job == 1
+
+
+@pytest.mark.parametrize(
+    ("dask", "message"),
+    [
+        ({"resources": ["GPU"]}, "dask.resources must be a mapping of resource name to amount"),
+        ({"resources": {"GPU": -1}}, "dask.resources.GPU must be >= 0, got -1"),
+        ({"resources": {"GPU": "one"}}, "dask.resources.GPU must be a number"),
+        ({"resources": {1: 1}}, "dask.resources: resource names must be non-empty strings"),
+        ({"tasks_per_job": 0}, "dask.tasks_per_job must be >= 1, got 0"),
+        ({"tasks_per_job": 1.5}, "dask.tasks_per_job must be an integer"),
+        ({"task_per_job": 2}, "unknown key 'dask.task_per_job'; did you mean 'tasks_per_job'"),
+    ],
+)
+def test_dask_settings_validated(raw: dict, dask: dict, message: str) -> None:
+    raw["dask"] = {"local_workers": 2, **dask}
+    with pytest.raises(ConfigError) as err:
+        _load(raw)
+    assert message in str(err.value)
+
+
+def test_make_executor_passes_dask_settings(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bo_voids.distributed as distributed
+    from bo_voids.evaluation import EvaluatorSpec, make_executor
+
+    seen: dict = {}
+
+    class FakeDask:
+        def __init__(self, spec, **kwargs) -> None:
+            seen.update(spec=spec, **kwargs)
+
+    monkeypatch.setattr(distributed, "DaskEvaluationExecutor", FakeDask)
+    raw["executor"] = "dask"
+    raw["dask"] = {"local_workers": 2, "resources": {"GPU": 1}, "tasks_per_job": 3}
+    cfg = _load(raw)
+    spec = EvaluatorSpec.from_config(cfg)
+    assert isinstance(make_executor(cfg, spec), FakeDask)
+    assert seen == {
+        "spec": spec,
+        "scheduler_address": None,
+        "local_workers": 2,
+        "resources": {"GPU": 1.0},
+        "tasks_per_job": 3,
+    }

@@ -352,3 +352,23 @@ def test_multi_bandwidth_kernel_matches_direct_exponentials() -> None:
     bws = [1.3 * m for m in MULTI_BANDWIDTH_MULTIPLIERS] + [0.77]
     direct = np.mean([np.exp(-d2 / (2 * s**2)) for s in bws], axis=0)
     np.testing.assert_allclose(rbf_kernel(X, None, bws), direct, rtol=1e-12, atol=1e-15)
+
+
+def test_rescaled_noise_floor_matches_direct_null_spread() -> None:
+    """The half-split floor rescaled to n vs m tracks the null spread measured at n vs m."""
+    from bo_voids.metrics import MMDScorer, mmd2, rescale_noise_floor
+
+    rng = np.random.default_rng(0)
+    direct, scaled = [], []
+    for _ in range(30):
+        targets = rng.normal(size=(16, 4))
+        scorer = MMDScorer("multi").fit(targets)
+        floor = scorer.noise_floor(n_splits=60, random_state=1)
+        scaled.append(rescale_noise_floor(floor, 15, 16)["std"])
+        bw = scorer.bandwidths_
+        direct.append(mmd2(rng.normal(size=(15, 4)), targets, bandwidth=list(bw)))
+    ratio = np.mean(scaled) / np.std(direct)
+    assert 0.5 < ratio < 2.0
+    floor = {"mean": 0.0, "std": 1.0, "q05": -1.0, "q95": 2.0, "half_size": 8}
+    out = rescale_noise_floor(floor, 8, 16)
+    assert out["scale"] == pytest.approx(1.0, rel=0.6) and out["q95"] > 0
