@@ -741,6 +741,7 @@ class OptimizationPipeline:
         )
         if self.config.calibrate:
             self._calibrate()
+        self._plot()  # final plots show the completed status (and calibration)
         return RunSummary(
             experiment_dir=self.store.root,
             iterations_completed=len(self.records) - 1,

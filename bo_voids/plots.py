@@ -531,7 +531,18 @@ def plot_convergence(run: ExperimentRun) -> Figure:
         )
         ax_b.axhline(mean, color=COLORS["noise"], lw=1.0)
     if math.isfinite(q95):
-        ax_b.axhline(q95, color=COLORS["noise"], ls="--", lw=1.3, label="noise floor q95")
+        ax_b.axhline(q95, color=COLORS["noise"], ls="--", lw=1.3, label="noise floor q95 (halves)")
+    pool_q95 = series("noise_floor_pool_q95")
+    if any(math.isfinite(v) for v in pool_q95):
+        ax_b.plot(
+            x,
+            pool_q95,
+            color=COLORS["noise"],
+            ls="-.",
+            lw=1.6,
+            drawstyle="steps-mid",
+            label="q95 at the pool's size (stop rule)",
+        )
     threshold = _num(getattr(run.config, "convergence_threshold", None))
     dist_sim = series("distribution_similarity")
     ys = [v for v in (*dist_sim, mean - std, mean + std, q95) if math.isfinite(v)]
