@@ -1,14 +1,15 @@
 r"""A PNG gallery of synthetic void images from the design's real / close / far distributions.
 
-Each row holds six images, each from its own parameter set sampled from one distribution of
-``infrastructure_design.md`` (a local copy of the design's defaults, so the gallery does not
-depend on a config file), titled with its parameters; a seventh column repeats the row's first
-image with its ground-truth void mask overlaid in red.
+Each row holds six images, each from its own parameter set sampled from one of the config's
+``param_distributions`` (through :class:`~bo_voids.space.SearchSpace`), titled with its
+parameters; a seventh column repeats the row's first image with its ground-truth void mask
+overlaid in red.
 
 Command line::
 
     python -m bo_voids.generation.gallery --out docs/gallery.png \
-        [--base-chips data/base_chips] [--image-size 256] [--seed 0]
+        [--config configs/experiment_config.yaml] [--base-chips data/base_chips] \
+        [--image-size 256] [--seed 0]
 """
 
 from __future__ import annotations
@@ -22,77 +23,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bo_voids.config import load_config
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.seeding import derive_seed, rng
+from bo_voids.space import SearchSpace
 
-__all__ = ["DESIGN_DISTRIBUTIONS", "PARAM_BOUNDS", "main", "render_gallery", "sample_params"]
-
-#: Search bounds of the numeric parameters (design, "Parameter Schema").
-PARAM_BOUNDS: dict[str, tuple[float, float]] = {
-    "void_count": (3, 20),
-    "base_size": (5.0, 40.0),
-    "brightness_factor": (0.3, 0.8),
-    "size_std": (0.0, 15.0),
-    "position_spread": (0.1, 0.8),
-}
-
-#: The design's parameter distributions ("Parameter Distributions").
-DESIGN_DISTRIBUTIONS: dict[str, dict[str, Any]] = {
-    "real": {
-        "void_shape": {"circle": 0.2, "ellipse": 0.5, "irregular": 0.3},
-        "void_count": (8, 3),
-        "base_size": (20, 5),
-        "brightness_factor": (0.6, 0.1),
-        "size_std": (7, 2),
-        "position_spread": (0.5, 0.15),
-    },
-    "close": {
-        "void_shape": {"circle": 0.25, "ellipse": 0.45, "irregular": 0.3},
-        "void_count": (10, 3),
-        "base_size": (18, 5),
-        "brightness_factor": (0.55, 0.1),
-        "size_std": (8, 2),
-        "position_spread": (0.55, 0.15),
-    },
-    "far": {
-        "void_shape": {"circle": 0.7, "ellipse": 0.2, "irregular": 0.1},
-        "void_count": (15, 3),
-        "base_size": (10, 5),
-        "brightness_factor": (0.4, 0.1),
-        "size_std": (3, 1),
-        "position_spread": (0.8, 0.1),
-    },
-}
+__all__ = ["main", "render_gallery"]
 
 _SHAPE_ABBREV = {"circle": "circ", "ellipse": "ell", "irregular": "irr"}
-
-
-def sample_params(
-    distribution: Mapping[str, Any], n: int, gen: np.random.Generator
-) -> list[dict[str, Any]]:
-    """Sample parameter sets: categorical shape, normals clipped to the bounds, count rounded.
-
-    Args:
-        distribution: One entry of :data:`DESIGN_DISTRIBUTIONS`.
-        n: Number of parameter sets.
-        gen: Random generator.
-
-    Returns:
-        ``n`` parameter dicts with plain Python values.
-    """
-    shapes = list(distribution["void_shape"])
-    probs = np.asarray([distribution["void_shape"][s] for s in shapes], dtype=float)
-    out: list[dict[str, Any]] = []
-    for _ in range(n):
-        p: dict[str, Any] = {
-            "void_shape": shapes[int(gen.choice(len(shapes), p=probs / probs.sum()))]
-        }
-        for key, (lo, hi) in PARAM_BOUNDS.items():
-            mean, std = distribution[key]
-            value = float(np.clip(gen.normal(mean, std), lo, hi))
-            p[key] = round(value) if key == "void_count" else round(value, 3)
-        out.append(p)
-    return out
 
 
 def _title(p: Mapping[str, Any]) -> str:
@@ -109,6 +47,7 @@ def render_gallery(
     seed: int = 0,
     columns: int = 6,
     rows: Sequence[str] = ("real", "close", "far"),
+    config: str | Path = "configs/experiment_config.yaml",
 ) -> Path:
     """Render the gallery PNG.
 
@@ -118,17 +57,19 @@ def render_gallery(
         image_size: Side length of each rendered tile in pixels.
         seed: Seed for parameter sampling and rendering.
         columns: Images per row (one extra column shows a mask overlay).
-        rows: Distribution names, one row each (keys of :data:`DESIGN_DISTRIBUTIONS`).
+        rows: Distribution names, one row each (keys of the config's ``param_distributions``).
+        config: Experiment config whose bounds and distributions are sampled.
 
     Returns:
         The written path.
     """
+    space = SearchSpace.from_config(load_config(config, check_paths=False))
     generator = VoidGenerator(base_chips, image_size=image_size)
     fig = Figure(figsize=(2.1 * (columns + 1), 2.75 * len(rows)), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), columns + 1, squeeze=False)
     for i, name in enumerate(rows):
-        params = sample_params(DESIGN_DISTRIBUTIONS[name], columns, rng(seed, "gallery", name))
+        params = space.sample(name, columns, rng(seed, "gallery", name))
         results = [
             generator.render(p, derive_seed(seed, "gallery", name, j)) for j, p in enumerate(params)
         ]
@@ -172,11 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Render a PNG grid of real / close / far synthetic void images.",
     )
     parser.add_argument("--out", type=Path, default=Path("docs/gallery.png"))
+    parser.add_argument("--config", type=Path, default=Path("configs/experiment_config.yaml"))
     parser.add_argument("--base-chips", type=Path, default=Path("data/base_chips"))
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(render_gallery(args.out, args.base_chips, args.image_size, args.seed))
+    print(render_gallery(args.out, args.base_chips, args.image_size, args.seed, config=args.config))
     return 0
 
 

@@ -360,12 +360,11 @@ def test_save_png_types(tmp_path: Path) -> None:
 
 
 def test_gallery_smoke(tmp_path: Path) -> None:
-    from bo_voids.generation.gallery import DESIGN_DISTRIBUTIONS, render_gallery, sample_params
+    from bo_voids.generation.gallery import render_gallery
 
-    sets = sample_params(DESIGN_DISTRIBUTIONS["far"], 20, np.random.default_rng(0))
-    for p in sets:
-        validate_params(p)
-        assert 3 <= p["void_count"] <= 20 and 0.1 <= p["position_spread"] <= 0.8
-    out = render_gallery(tmp_path / "g" / "gallery.png", DEFAULT_CHIPS, image_size=48, columns=2)
+    config = Path(__file__).resolve().parents[2] / "configs" / "experiment_config.yaml"
+    out = render_gallery(
+        tmp_path / "g" / "gallery.png", DEFAULT_CHIPS, image_size=48, columns=2, config=config
+    )
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size[0] > 200
