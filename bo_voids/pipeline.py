@@ -539,7 +539,8 @@ class OptimizationPipeline:
             pca_2d = self.projector.transform(embeddings)
         record = IterationRecord(k, embeddings, metadata, pca_2d, failures=list(failures))
         self.records.append(record)
-        scores = self._score(k)
+        per_set = self._per_set()  # scored once, used by the scores and history.csv
+        scores = self._score(k, per_set)
         if k == 0:
             scores["noise_floor"] = dict(self.noise_floor)
             scores["scorer"] = self.scorer.to_dict()
@@ -565,7 +566,7 @@ class OptimizationPipeline:
                 atomic_write_json(tmp / FAILURES, list(failures))
         fault_point("commit", k)
         record.folder = self.store.iteration_dir(k)
-        self.store.write_history(self._history_rows())
+        self.store.write_history(self._history_rows(per_set))
         self.store.update_manifest(
             iterations_completed=k,
             failed_evaluations=sum(len(r.failures) for r in self.records),
@@ -606,8 +607,7 @@ class OptimizationPipeline:
             out.append(row)
         return out
 
-    def _score(self, k: int) -> dict[str, Any]:
-        per_set = self._per_set()
+    def _score(self, k: int, per_set: list[dict[str, Any]]) -> dict[str, Any]:
         targets = self.target_embeddings
         ranked = sorted(per_set, key=lambda r: r["mmd2"])
         top = ranked[: self.config.bo.top_k]
@@ -648,7 +648,7 @@ class OptimizationPipeline:
             return float(self.noise_floor.get("q95", math.nan))
         return rescale_noise_floor(self.noise_floor, n_pool, m)["q95"]
 
-    def _history_rows(self) -> list[dict[str, Any]]:
+    def _history_rows(self, per_set: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         rows = []
         nearest: dict[str, list[float]] = {}
         targets = self.target_embeddings
@@ -656,7 +656,7 @@ class OptimizationPipeline:
             d = nearest_real_distances(rec.embeddings, targets)
             for m, dist in zip(rec.metadata, d, strict=True):
                 nearest.setdefault(m["param_set_id"], []).append(float(dist))
-        for row in self._per_set():
+        for row in per_set if per_set is not None else self._per_set():
             rows.append(
                 {
                     "iteration": row["iteration"],
