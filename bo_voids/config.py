@@ -212,7 +212,7 @@ class ExperimentConfig:
     stop_at_noise_floor: bool = True
     calibrate: bool = True
     optimizer: str = "botorch"
-    acquisition_function: str = "ucb"
+    acquisition_function: str = "ei"
     common_random_numbers: bool = True
     max_failure_fraction: float = 0.25
     executor: str = "local"
@@ -423,7 +423,7 @@ def config_from_dict(
         stop_at_noise_floor=r.boolean("stop_at_noise_floor", default=True),
         calibrate=r.boolean("calibrate", default=True),
         optimizer=r.choice("optimizer", OPTIMIZERS, default="botorch"),
-        acquisition_function=r.choice("acquisition_function", ACQUISITIONS, default="ucb"),
+        acquisition_function=r.choice("acquisition_function", ACQUISITIONS, default="ei"),
         common_random_numbers=r.boolean("common_random_numbers", default=True),
         max_failure_fraction=r.number("max_failure_fraction", default=0.25, low=0.0, high=1.0),
         executor=r.choice("executor", EXECUTORS, default="local"),

@@ -138,7 +138,7 @@ class BoTorchOptimizer(BaseOptimizer):
 
     name: ClassVar[str] = "botorch"
     default_options: ClassVar[dict[str, Any]] = {
-        "acquisition": "ucb",
+        "acquisition": "ei",
         "ucb_beta": 2.0,
         "surrogate": "mixed",
         "noise": "fixed+learned",
