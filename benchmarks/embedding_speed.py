@@ -27,17 +27,11 @@ import torch
 
 from bo_voids.embedding import DinoV2Embedder, HandcraftedEmbedder, dinov2_config
 from bo_voids.generation.voids import VoidGenerator
+from bo_voids.testing import REAL_MEANS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-MEANS = {
-    "void_shape": "ellipse",
-    "void_count": 8,
-    "base_size": 20.0,
-    "brightness_factor": 0.6,
-    "size_std": 7.0,
-    "position_spread": 0.5,
-}
+MEANS = REAL_MEANS
 
 
 def time_embedder(emb: Any, images: list[np.ndarray], batch: int, min_s: float) -> dict[str, float]:

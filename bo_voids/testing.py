@@ -24,6 +24,18 @@ TINY_DINOV2_CONFIG: dict[str, Any] = {
 }
 
 
+#: The centre of the design's ``real`` distribution (``configs/experiment_config.yaml``): a
+#: convenient "true" parameter set for tests and benchmarks.
+REAL_MEANS: dict[str, Any] = {
+    "void_shape": "ellipse",
+    "void_count": 8,
+    "base_size": 20.0,
+    "brightness_factor": 0.6,
+    "size_std": 7.0,
+    "position_spread": 0.5,
+}
+
+
 def make_tiny_dinov2(folder: str | Path, *, seed: int = 0, **overrides: Any) -> Path:
     """Save a tiny randomly initialised ``Dinov2Model`` as a Hugging Face-format folder.
 

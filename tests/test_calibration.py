@@ -27,6 +27,7 @@ from bo_voids.config import NormalDistribution, config_from_dict, load_config
 from bo_voids.metrics import MMDScorer
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.space import SearchSpace
+from bo_voids.testing import REAL_MEANS
 
 from .test_pipeline import tiny_config
 
@@ -101,14 +102,7 @@ def cfg(repo_root: Path):
 def _components() -> list[tuple[dict[str, Any], float]]:
     return [
         (
-            {
-                "void_shape": "ellipse",
-                "void_count": 8,
-                "base_size": 20.0,
-                "brightness_factor": 0.6,
-                "size_std": 7.0,
-                "position_spread": 0.5,
-            },
+            dict(REAL_MEANS),
             0.6,
         ),
         (

@@ -10,6 +10,7 @@ from bo_voids.config import ExperimentConfig, load_config
 from bo_voids.exceptions import ExperimentExistsError, ExperimentLockedError, ResumeMismatchError
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.state import ExperimentLock, ExperimentStore, load_experiment
+from bo_voids.testing import REAL_MEANS
 
 
 def tiny_config(repo_root: Path, tmp_path: Path, **changes) -> ExperimentConfig:
@@ -152,14 +153,7 @@ def test_target_image_folder(repo_root: Path, tmp_path: Path) -> None:
 
     gen = VoidGenerator(repo_root / "data" / "base_chips", image_size=64)
     targets = tmp_path / "targets"
-    params = {
-        "void_shape": "ellipse",
-        "void_count": 8,
-        "base_size": 20.0,
-        "brightness_factor": 0.6,
-        "size_std": 7.0,
-        "position_spread": 0.5,
-    }
+    params = REAL_MEANS
     for i in range(5):
         save_png(targets / f"real_{i}.png", gen.render(params, 1000 + i).image)
     cfg = tiny_config(repo_root, tmp_path, target_image_dir=str(targets), max_iterations=1)

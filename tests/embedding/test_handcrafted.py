@@ -13,17 +13,11 @@ from bo_voids.exceptions import EmbeddingError
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.metrics import MMDScorer
 from bo_voids.seeding import derive_seed
+from bo_voids.testing import REAL_MEANS
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 160
-MEANS = {
-    "void_shape": "ellipse",
-    "void_count": 8,
-    "base_size": 20.0,
-    "brightness_factor": 0.6,
-    "size_std": 7.0,
-    "position_spread": 0.5,
-}
+MEANS = REAL_MEANS
 
 
 @pytest.fixture(scope="module")
