@@ -22,17 +22,16 @@ actually generated the targets (what a perfect method could recover from 5 sets 
 Usage::
 
     python -m benchmarks.calibration_recovery --seeds 5 [--image-size 128] [--iterations 4]
-        [--optimizer random|botorch]
+        [--optimizer random|botorch] [--out DIR]
 
-Writes ``benchmarks/results/calibration_recovery_<optimizer>_it<iterations>_<size>.{csv,json,md}``.
+Writes ``calibration_recovery_<optimizer>_it<iterations>_<size>.{csv,json,md}`` under ``--out``
+(default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import platform
 import shutil
 import tempfile
 import time
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._results import RESULTS_DIR, cli_args, write_results
 from bo_voids.calibration import (
     CalibrationContext,
     calibrate_experiment,
@@ -52,7 +52,6 @@ from bo_voids.calibration import (
 from bo_voids.config import load_config
 from bo_voids.pipeline import OptimizationPipeline
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -134,8 +133,27 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], args: argparse.Namespace) -> str:
-    """The results table."""
+#: Per-seed columns of the Markdown table.
+SEED_COLUMNS = {
+    "seed": "seed",
+    "n_components": "comps",
+    "implied_mmd2": "implied MMD²",
+    "implied_p": "p",
+    "best_point_mmd2": "best MMD²",
+    "best_point_p": "p",
+    "top_k_pool_mmd2": "top-k MMD²",
+    "top_k_pool_p": "p",
+    "noise_floor_q95": "q95",
+    "implied_mean_error": "mean err",
+    "implied_std_error": "std err",
+    "implied_shape_tv": "TV",
+    "best_point_mean_error": "best mean err",
+    "best_point_shape_tv": "best TV",
+}
+
+
+def summary_markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """Paragraphs above the per-seed table: what is measured, and the mean ± std per method."""
 
     def ms(key: str, fmt: str = ".3f") -> str:
         s = summary[key]
@@ -144,13 +162,6 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], args: argparse
     n = len(rows)
     beats = sum(bool(r["implied_beats_best"]) for r in rows)
     lines = [
-        f"# Calibration recovery ({args.optimizer}, {args.iterations} iterations, "
-        f"image_size {args.image_size}, handcrafted embedder, {n} seeds)",
-        "",
-        "Errors vs the true `param_distributions.real` (|error| / range, mean over the 5 numeric "
-        "parameters; shape: total variation). MMD² and p-values on fresh renders, 5 sets x 3 "
-        "images each, same size as the real set. Mean ± std over seeds.",
-        "",
         "| method | mean err | std err | shape TV | fresh MMD² | perm. p | inside floor |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -171,28 +182,18 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], args: argparse
         inside = f"{key}_inside_floor"
         cells.append(f"{sum(bool(r[inside]) for r in rows)}/{n}" if inside in rows[0] else "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
+    return [
+        "Errors vs the true `param_distributions.real` (|error| / range, mean over the 5 numeric "
+        "parameters; shape: total variation). MMD² and p-values on fresh renders, 5 sets x 3 "
+        "images each, same size as the real set. Mean ± std over seeds.",
+        "\n".join(lines),
         f"Implied distribution beats the single best point (fresh MMD²) on {beats}/{n} seeds. "
         f"Noise floor q95 of the real set: {ms('noise_floor_q95', '.4f')}. Components: "
         f"{ms('n_components', '.1f')} of {ms('n_sets_evaluated', '.0f')} evaluated sets; "
         f"in-sample mixture MMD² {ms('fit_mmd2_in_sample', '.4f')} vs best single set "
         f"{ms('best_mmd2_in_sample', '.4f')}.",
-        "",
-        "| seed | comps | implied MMD² (p) | best MMD² (p) | top-k MMD² (p) | q95 | mean err | "
-        "std err | TV | best mean err | best TV |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Per seed:",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['seed']} | {r['n_components']} | {r['implied_mmd2']:.4f} ({r['implied_p']:.3f})"
-            f" | {r['best_point_mmd2']:.4f} ({r['best_point_p']:.3f}) | {r['top_k_pool_mmd2']:.4f}"
-            f" ({r['top_k_pool_p']:.3f}) | {r['noise_floor_q95']:.4f} | "
-            f"{r['implied_mean_error']:.3f} | {r['implied_std_error']:.3f} | "
-            f"{r['implied_shape_tv']:.3f} | {r['best_point_mean_error']:.3f} | "
-            f"{r['best_point_shape_tv']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--optimizer", choices=("random", "botorch"), default="random")
     p.add_argument("--keep", action="store_true", help="keep the experiment folders")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     args = p.parse_args(argv)
 
     # per-iteration plots dominate the run time at this size and are irrelevant here
@@ -226,24 +228,21 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(rows)
-    stem = f"calibration_recovery_{args.optimizer}_it{args.iterations}_{args.image_size}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / f"{stem}.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    meta = {
-        "args": vars(args),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "wall_s": time.perf_counter() - t0,
-    }
-    (RESULTS / f"{stem}.json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2) + "\n"
+    paths = write_results(
+        f"calibration_recovery_{args.optimizer}_it{args.iterations}_{args.image_size}",
+        rows,
+        out_dir=args.out,
+        meta={
+            "args": cli_args(args),
+            "wall_s": time.perf_counter() - t0,
+            "summary": summary,
+        },
+        columns=SEED_COLUMNS,
+        markdown_title=f"Calibration recovery ({args.optimizer}, {args.iterations} iterations, "
+        f"image_size {args.image_size}, handcrafted embedder, {len(rows)} seeds)",
+        notes=summary_markdown(rows, summary),
     )
-    md = markdown(rows, summary, args)
-    (RESULTS / f"{stem}.md").write_text(md)
-    print(md)
+    print(paths.md.read_text(encoding="utf-8"))
     return 0
 
 

@@ -16,17 +16,17 @@ For each seed:
 Usage::
 
     python -m benchmarks.embedder_sensitivity --embedder handcrafted [--image-size 256] [--seeds 3]
-    python -m benchmarks.embedder_sensitivity --calibrate   # print handcrafted scaling constants
+    python -m benchmarks.embedder_sensitivity --calibrate [--constants-out PATH]
 
-Writes ``benchmarks/results/embedder_sensitivity_<embedder>_<size>.{json,csv,png}``.
+Writes ``embedder_sensitivity_<embedder>_<size><tag>.{csv,json,md,png}`` under ``--out`` (default
+``benchmarks/results``). ``--calibrate`` instead refits the handcrafted embedder's constants
+(:func:`bo_voids.embedding.handcrafted.refit_constants`) and writes them to its package data, or
+to ``--constants-out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from benchmarks._results import RESULTS_DIR, cli_args, markdown_table, write_results
 from bo_voids.config import load_config
 from bo_voids.embedding import make_embedder
 from bo_voids.embedding.base import Embedder
@@ -42,10 +43,7 @@ from bo_voids.metrics import MMDScorer
 from bo_voids.seeding import derive_seed
 from bo_voids.space import SearchSpace
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-
-CALIBRATION_SIZES = (160, 256, 384, 512)
 
 SWEEPS: dict[str, list[Any]] = {
     "void_shape": ["circle", "ellipse", "irregular"],
@@ -191,43 +189,38 @@ def plot(summary: dict[str, Any], results: list[dict[str, Any]], path: Path, tit
 
 
 def calibrate(args: argparse.Namespace) -> None:
-    """Print the handcrafted embedder's generated constants (scaling and parameter head)."""
-    from bo_voids.embedding.handcrafted import (
-        FEATURE_NAMES,
-        HandcraftedEmbedder,
-        calibrate_scaling,
-        fit_param_head,
-    )
+    """Refit the handcrafted embedder's constants (scaling and head) and write their JSON."""
+    from bo_voids.embedding.handcrafted import constants_path, load_constants, refit_constants
 
     cfg = load_config(ROOT / "configs" / "experiment_config.yaml")
-    sp = SearchSpace.from_config(cfg)
-    # Mixed resolutions, so the constants hold for quickstart (160 px) to full (512 px) images.
-    gens = [VoidGenerator(ROOT / "data" / "base_chips", image_size=s) for s in CALIBRATION_SIZES]
-    sets = sp.sample_uniform(args.n_calibrate, derive_seed(0, "calibration"))
-    imgs = [
-        gens[i % len(gens)].render(p, derive_seed(0, "calibration", i)).image
-        for i, p in enumerate(sets)
-    ]
-    raw = HandcraftedEmbedder().raw_features(imgs)
-    scaling = calibrate_scaling(raw)
-    bounds = {k: (float(b.low), float(b.high)) for k, b in sp.bounds.items() if k != "void_shape"}
-    head = fit_param_head(raw, sets, bounds, scaling)
-    lines = ["FEATURE_SCALING: dict[str, tuple[float, float]] = {"]
-    lines += [f'    "{n}": ({c!r}, {s!r}),' for n, (c, s) in scaling.items()]
-    lines += [
-        "}",
-        "",
-        "#: Parameter-estimate head: target → [intercept, linear coefs, square coefs].",
-        "PARAM_HEAD: dict[str, list[float]] = {",
-    ]
-    for t, w in head.items():
-        lines.append(f'    "{t}": [')
-        for i in range(0, len(w), 6):
-            lines.append("        " + " ".join(f"{v!r}," for v in w[i : i + 6]))
-        lines.append("    ],")
-    lines.append("}")
-    print("\n".join(lines))
-    assert len(FEATURE_NAMES) == len(scaling)
+    out = Path(args.constants_out) if args.constants_out else constants_path()
+    before = load_constants(out) if out.exists() else None
+    after = refit_constants(
+        SearchSpace.from_config(cfg), ROOT / "data" / "base_chips", out, n_images=args.n_calibrate
+    )
+    same = before is not None and (before.scaling, before.head) == (after.scaling, after.head)
+    print(f"wrote {out} ({'unchanged constants' if same else 'new constants'})")
+
+
+def _csv_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long form of every measured MMD²: separation, sweep points and random sets."""
+    rows: list[dict[str, Any]] = []
+    for r in results:
+        seed = r["seed"]
+        for kind in ("close", "far"):
+            rows.append(_long("separation", seed, kind, "pooled", r[f"pooled_{kind}"]))
+        for name, vals in r["sweeps"].items():
+            rows += [
+                _long("sweep", seed, name, v, m) for v, m in zip(SWEEPS[name], vals, strict=True)
+            ]
+        rows += [
+            _long("random", seed, "distance", x["distance"], x["mmd2"]) for x in r["random_sets"]
+        ]
+    return rows
+
+
+def _long(kind: str, seed: int, parameter: str, value: Any, mmd2: float) -> dict[str, Any]:
+    return {"kind": kind, "seed": seed, "parameter": parameter, "value": value, "mmd2": mmd2}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
@@ -243,8 +236,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap.add_argument("--shape-weight", type=float, default=1.0)
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--calibrate", action="store_true", help="print handcrafted scaling constants")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
+    ap.add_argument("--calibrate", action="store_true", help="refit the handcrafted constants")
     ap.add_argument("--n-calibrate", type=int, default=1200)
+    ap.add_argument("--constants-out", default=None, help="--calibrate output (default: package)")
     args = ap.parse_args(argv)
     if args.calibrate:
         calibrate(args)
@@ -294,6 +289,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print("  per parameter |Δ| vs MMD²: " + ", ".join(f"{k} {v:.2f}" for k, v in pp.items()))
     print(f"wall {wall:.1f} s")
 
+    separation = [
+        {
+            k: r[k]
+            for k in (
+                "seed",
+                "pooled_close",
+                "pooled_far",
+                "perset_close",
+                "perset_far",
+                "noise_floor_q95",
+            )
+        }
+        for r in results
+    ]
     record = {
         "embedder": emb.describe(),
         "image_size": args.image_size,
@@ -303,43 +312,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "shape_weight": args.shape_weight,
         "ms_per_image": 1000 * bench.embed_s / bench.n_images,
         "wall_s": wall,
-        "machine": platform.processor() or platform.machine(),
-        "separation": [
-            {
-                k: r[k]
-                for k in (
-                    "seed",
-                    "pooled_close",
-                    "pooled_far",
-                    "perset_close",
-                    "perset_far",
-                    "noise_floor_q95",
-                )
-            }
-            for r in results
-        ],
+        "separation": separation,
         "sweeps": summ,
         "spearman": sp_vals,
         "spearman_mean": float(np.mean(sp_vals)),
         "spearman_per_param": pp,
     }
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
         stem = f"embedder_sensitivity_{emb.name}_{args.image_size}{args.tag}"
-        (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str))
-        with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["kind", "seed", "parameter", "value", "mmd2"])
-            for r in results:
-                w.writerow(["separation", r["seed"], "close", "pooled", r["pooled_close"]])
-                w.writerow(["separation", r["seed"], "far", "pooled", r["pooled_far"]])
-                for name, vals in r["sweeps"].items():
-                    for v, m in zip(SWEEPS[name], vals, strict=True):
-                        w.writerow(["sweep", r["seed"], name, v, m])
-                for rs in r["random_sets"]:
-                    w.writerow(["random", r["seed"], "distance", rs["distance"], rs["mmd2"]])
-        plot(summ, results, RESULTS / f"{stem}.png", f"{emb.fingerprint()} @ {args.image_size}px")
-        print(f"wrote {RESULTS / stem}.{{json,csv,png}}")
+        sweep_rows = [
+            {
+                "parameter": name,
+                "argmin": sw["argmin"],
+                "true_mean": sw["true_mean"],
+                "min_near_mean": sw["min_near_mean"],
+                "rises_both_sides": sw["rises_both_sides"],
+                "mean_curve": sw["mean_curve"],
+            }
+            for name, sw in summ.items()
+        ]
+        paths = write_results(
+            stem,
+            _csv_rows(results),
+            out_dir=args.out,
+            meta={"args": cli_args(args), **record},
+            markdown_title=f"Embedder sensitivity: {emb.fingerprint()} at {args.image_size} px",
+            notes=[
+                f"{args.seeds} seeds; {bench.n_images} images embedded at "
+                f"{record['ms_per_image']:.1f} ms/image. Separation (MMD² vs the real targets, "
+                "multi-bandwidth RBF):",
+                markdown_table(separation),
+                f"Spearman(normalised parameter distance, per-set MMD²) over {args.n_random} "
+                f"random sets: {', '.join(f'{v:.3f}' for v in sp_vals)} (mean "
+                f"{record['spearman_mean']:.3f}); per parameter |Δ| vs MMD²: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in pp.items())
+                + ".",
+                "One-at-a-time sweeps from the real means (mean over seeds):",
+            ],
+            table_rows=sweep_rows,
+        )
+        png = paths.md.with_suffix(".png")
+        plot(summ, results, png, f"{emb.fingerprint()} @ {args.image_size}px")
+        print(f"wrote {paths.md.with_suffix('')}.{{csv,json,md,png}}")
     return record
 
 

@@ -6,18 +6,14 @@ real distribution's means; DINOv2 resizes them to 256 and crops 224.
 
 Usage::
 
-    python -m benchmarks.embedding_speed [--quick]
+    python -m benchmarks.embedding_speed [--quick] [--no-dino] [--no-write] [--out DIR]
 
-Writes ``benchmarks/results/embedding_speed.{csv,json,md}``.
+Writes ``embedding_speed.{csv,json,md}`` under ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._results import RESULTS_DIR, cli_args, write_results
 from bo_voids.embedding import DinoV2Embedder, HandcraftedEmbedder, dinov2_config
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.testing import REAL_MEANS
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 MEANS = REAL_MEANS
 
@@ -49,7 +45,9 @@ def time_embedder(emb: Any, images: list[np.ndarray], batch: int, min_s: float) 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter timing windows")
+    ap.add_argument("--no-dino", action="store_true", help="handcrafted embedder only")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     args = ap.parse_args(argv)
     min_s = 1.0 if args.quick else 4.0
     gen = VoidGenerator(ROOT / "data" / "base_chips", image_size=512)
@@ -81,9 +79,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ("dinov2_vitb14", "float32", (1, 8, 32)),
         ("dinov2_vitb14", "bfloat16", (1, 8, 32)),
     ]
-    from transformers import Dinov2Model
+    for variant, dtype, batches in [] if args.no_dino else settings:
+        from transformers import Dinov2Model
 
-    for variant, dtype, batches in settings:
         torch.manual_seed(0)
         model = Dinov2Model(dinov2_config(variant)).eval()
         emb = DinoV2Embedder(variant, weights=model, device="cpu", dtype=dtype)
@@ -92,34 +90,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         del emb, model
 
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "load_avg_1_5_15": os.getloadavg(),
-        }
-        (RESULTS / "embedding_speed.json").write_text(
-            json.dumps({"meta": meta, "rows": rows}, indent=2)
+        paths = write_results(
+            "embedding_speed",
+            rows,
+            out_dir=args.out,
+            meta={"args": cli_args(args), "min_seconds_per_cell": min_s},
+            columns={
+                "embedder": "embedder",
+                "dtype": "dtype",
+                "batch": "batch",
+                "img_per_s": "img/s",
+                "ms_per_img": "ms/img",
+                "note": "note",
+            },
+            markdown_title="Embedding throughput (CPU)",
+            notes="The load average below is read at the end: other jobs may have shared the CPU.",
         )
-        with open(RESULTS / "embedding_speed.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        lines = [
-            f"# Embedding throughput (CPU, torch {meta['torch']}, {meta['threads']} threads, "
-            f"load average {meta['load_avg_1_5_15'][0]:.1f} at the end: other jobs shared the CPU)",
-            "",
-            "| embedder | dtype | batch | img/s | ms/img | note |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['embedder']} | {r['dtype']} | {r['batch']} | {r['img_per_s']:.1f} | "
-            f"{r['ms_per_img']:.1f} | {r['note']} |"
-            for r in rows
-        ]
-        (RESULTS / "embedding_speed.md").write_text("\n".join(lines) + "\n")
-        print(f"wrote {RESULTS}/embedding_speed.{{csv,json,md}}")
+        print(f"wrote {paths.md.with_suffix('')}.{{csv,json,md}}")
     return rows
 
 

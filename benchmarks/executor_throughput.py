@@ -11,16 +11,12 @@ on the same batch of parameter sets (drawn from the quickstart search space's ``
 distribution, independent seeds). Each executor is started (timed separately: process spawn,
 imports, evaluator build), warmed up on a small batch (lazy imports, first-call costs), then
 timed on the full batch ``--repeats`` times; the best repeat is reported. Prints a table and
-writes ``benchmarks/results/executor_throughput.{csv,json,md}``.
+writes ``executor_throughput.{csv,json,md}`` under ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
 from bo_voids.config import load_config
 from bo_voids.evaluation import (
     EvaluationExecutor,
@@ -42,7 +39,6 @@ from bo_voids.seeding import rng
 from bo_voids.space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 WORKERS = 2
 
 DINO_NOTE = (
@@ -147,66 +143,16 @@ def run(
     return rows
 
 
-def _write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    meta = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_end": load,
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "method": (
-            f"{args.sets} parameter sets x {args.replications} replications, image size "
-            f"{args.image_size}, {args.embedder} embedder; start executor (timed separately), "
-            f"warm up on {2 * WORKERS} sets, best of {args.repeats} timed batches"
-        ),
-        "dinov2_note": DINO_NOTE,
-    }
-    with open(RESULTS / "executor_throughput.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (RESULTS / "executor_throughput.json").write_text(
-        json.dumps({"meta": meta, "results": rows}, indent=2) + "\n"
-    )
-    lines = [
-        "# executor throughput",
-        "",
-        f"Python {meta['python']}, {meta['platform']}, {meta['cpu_count']} CPUs (load average "
-        f"at the end {load}); {meta['method']}.",
-        "",
-        _table(rows, markdown=True),
-        "",
-        "Images are compared bit for bit with the local executor's, embeddings by their largest "
-        "absolute difference.",
-        "",
-        DINO_NOTE,
-    ]
-    (RESULTS / "executor_throughput.md").write_text("\n".join(lines) + "\n")
-
-
-def _table(rows: list[dict[str, Any]], *, markdown: bool = False) -> str:
-    head = ["executor", "startup s", "batch s", "sets/s", "images/s", "vs local", "same images"]
-    body = [
-        [
-            r["executor"],
-            f"{r['startup_s']:.1f}",
-            f"{r['batch_s']:.2f}",
-            f"{r['sets_per_s']:.2f}",
-            f"{r['images_per_s']:.1f}",
-            f"{r['speedup_vs_local']:.2f}x",
-            "yes" if r["images_identical_to_local"] else "NO",
-        ]
-        for r in rows
-    ]
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-        lines += ["| " + " | ".join(b) + " |" for b in body]
-        return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join(fmt.format(*line) for line in [head, *body])
+#: Field → header of the printed and Markdown tables.
+COLUMNS = {
+    "executor": "executor",
+    "startup_s": "startup s",
+    "batch_s": "batch s",
+    "sets_per_s": "sets/s",
+    "images_per_s": "images/s",
+    "speedup_vs_local": "vs local",
+    "images_identical_to_local": "same images",
+}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -217,11 +163,30 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--replications", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--embedder", default="handcrafted")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     args = parser.parse_args(argv)
     rows = run(args.image_size, args.sets, args.replications, args.repeats, args.embedder)
-    _write(rows, args)
-    print(_table(rows))
-    print(f"\nwrote {RESULTS}/executor_throughput.{{csv,json,md}}")
+    method = (
+        f"{args.sets} parameter sets x {args.replications} replications, image size "
+        f"{args.image_size}, {args.embedder} embedder; start executor (timed separately), "
+        f"warm up on {2 * WORKERS} sets, best of {args.repeats} timed batches"
+    )
+    paths = write_results(
+        "executor_throughput",
+        rows,
+        out_dir=args.out,
+        meta={"args": cli_args(args), "method": method, "dinov2_note": DINO_NOTE},
+        columns=COLUMNS,
+        markdown_title="executor throughput",
+        notes=[
+            f"{method}.",
+            "Images are compared bit for bit with the local executor's, embeddings by their "
+            "largest absolute difference.",
+            DINO_NOTE,
+        ],
+    )
+    print_table(rows, COLUMNS)
+    print(f"\nwrote {paths.md.with_suffix('')}.{{csv,json,md}}")
     return rows
 
 

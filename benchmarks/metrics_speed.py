@@ -1,34 +1,30 @@
 """Speed of the scores in :mod:`bo_voids.metrics` on DINOv2-sized embeddings (d = 768).
 
-Run as ``python -m benchmarks.metrics_speed``. Prints a table and writes
-``benchmarks/results/metrics_speed.{csv,json,md}``. Each row is the best (minimum) over several
-repeats of the mean time per call (``timeit``), in microseconds. A naive per-permutation loop is
-included as a reference for the vectorised permutation test (see ``MEASUREMENTS.md``); it is
+Run as ``python -m benchmarks.metrics_speed [--quick] [--out DIR]``. Prints a table and writes
+``metrics_speed.{csv,json,md}`` under ``--out`` (default ``benchmarks/results``). Each row is the
+best (minimum) over several repeats of the mean time per call (``timeit``), in microseconds. A
+naive per-permutation loop is included as a reference for the vectorised permutation test; it is
 timed once. Every case runs twice: with OpenBLAS's default thread pool and limited to one
 thread (``threadpoolctl``); on a small VM the multi-threaded pool costs more than it saves on
 these small matrices. Timings on a shared machine are noisy: compare rows of one run only.
+``--quick`` times the small size only, with at most 3 repeats (a smoke run).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import platform
-import sys
+import argparse
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
 from bo_voids.metrics import MMDScorer, kid, mmd2, permutation_test
 from bo_voids.seeding import rng
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = ((24, 16), (300, 16))
 DIM = 768
 N_PERMUTATIONS = 1000
@@ -60,17 +56,31 @@ def _blas_threads() -> int:
     return max(pools, default=1)
 
 
-def run(blas_threads: int | None, with_naive: bool) -> list[dict[str, object]]:
-    """Time every case with the BLAS thread pool limited to ``blas_threads`` (None: default)."""
+def run(
+    blas_threads: int | None,
+    with_naive: bool,
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    max_repeat: int = 7,
+) -> list[dict[str, object]]:
+    """Time every case with the BLAS thread pool limited to ``blas_threads`` (None: default).
+
+    Args:
+        blas_threads: BLAS pool size; ``None`` keeps the library default.
+        with_naive: Also time the naive permutation loop (slow reference).
+        sizes: ``(n_synthetic, n_real)`` pairs.
+        max_repeat: Cap on the timeit repeats of each case.
+    """
     limit = threadpool_limits(blas_threads, user_api="blas") if blas_threads else nullcontext()
     with limit:
         threads = _blas_threads()
-        return _cases(threads, with_naive)
+        return _cases(threads, with_naive, sizes, max_repeat)
 
 
-def _cases(threads: int, with_naive: bool) -> list[dict[str, object]]:
+def _cases(
+    threads: int, with_naive: bool, sizes: Sequence[tuple[int, int]], max_repeat: int
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for n_syn, n_real in SIZES:
+    for n_syn, n_real in sizes:
         X = rng(0, "bench-metrics", n_syn).normal(size=(n_syn, DIM)).astype(np.float32)
         Y = rng(1, "bench-metrics", n_real).normal(size=(n_real, DIM)).astype(np.float32) + 0.1
         scorer = MMDScorer("multi").fit(Y)
@@ -99,7 +109,7 @@ def _cases(threads: int, with_naive: bool) -> list[dict[str, object]]:
                 us = (time.perf_counter() - start) * 1e6
             else:
                 fn()  # warm-up
-                us = _time_us(fn, repeat=repeat)
+                us = _time_us(fn, repeat=min(repeat, max_repeat))
             rows.append(
                 {
                     "metric": name,
@@ -114,55 +124,38 @@ def _cases(threads: int, with_naive: bool) -> list[dict[str, object]]:
     return rows
 
 
-def main() -> list[dict[str, object]]:
-    """Run every case with the default BLAS threads, then single-threaded (+ naive reference)."""
-    return run(None, with_naive=False) + run(1, with_naive=True)
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    """Time every case with the default BLAS threads, then single-threaded (+ naive reference).
 
-
-def _write(rows: list[dict[str, object]]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "method": "best of repeats of mean time per call (timeit), float32 inputs, d=768",
+    Writes ``metrics_speed.{csv,json,md}`` and prints the table.
+    """
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small size only, at most 3 repeats")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
+    args = ap.parse_args(argv)
+    kw = {"sizes": SIZES[:1], "max_repeat": 3} if args.quick else {}
+    rows = run(None, with_naive=False, **kw) + run(1, with_naive=True, **kw)
+    method = "best of repeats of mean time per call (timeit), float32 inputs, d=768"
+    columns = {
+        "metric": "metric",
+        "n_synthetic": "n_synthetic",
+        "n_real": "n_real",
+        "blas_threads": "BLAS threads",
+        "us_per_call": "µs / call",
+        "ms_per_call": "ms / call",
     }
-    with open(RESULTS / "metrics_speed.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (RESULTS / "metrics_speed.json").write_text(
-        json.dumps({"meta": meta, "results": rows}, indent=2) + "\n"
+    write_results(
+        "metrics_speed",
+        rows,
+        out_dir=args.out,
+        meta={"args": cli_args(args), "method": method, "dim": DIM},
+        columns=columns,
+        markdown_title="metrics speed",
+        notes=f"{method}.",
     )
-    lines = [
-        "# metrics speed",
-        "",
-        f"numpy {meta['numpy']}, Python {meta['python']}, {meta['platform']}, "
-        f"{meta['cpu_count']} CPUs; {meta['method']}.",
-        "",
-        "| metric | n_synthetic × d | n_real × d | BLAS threads | µs / call | ms / call |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['metric']} | {r['n_synthetic']}×{r['dim']} | {r['n_real']}×{r['dim']} "
-            f"| {r['blas_threads']} | {r['us_per_call']:,.1f} | {r['ms_per_call']:.3f} |"
-        )
-    (RESULTS / "metrics_speed.md").write_text("\n".join(lines) + "\n")
+    print_table(rows, columns)
+    return rows
 
 
 if __name__ == "__main__":
-    results = main()
-    _write(results)
-    width = max(len(str(r["metric"])) for r in results)
-    print(f"{'metric':<{width}}  {'sizes':>10}  {'BLAS thr':>8}  {'µs/call':>12}")
-    for r in results:
-        sizes = f"{r['n_synthetic']} vs {r['n_real']}"
-        print(
-            f"{r['metric']:<{width}}  {sizes:>10}  {r['blas_threads']:>8}  "
-            f"{r['us_per_call']:>12,.1f}"
-        )
-    print(f"\nwrote {RESULTS}/metrics_speed.{{csv,json,md}}")
+    main()

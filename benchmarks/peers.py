@@ -4,37 +4,38 @@ A user who does not pick BoTorch would most likely pick Optuna, so the acquisiti
 (:mod:`benchmarks.compare_acquisitions`) runs its two model-based samplers through exactly the same
 interface, scores and contract as the package's own optimisers:
 
-* the per-set MMD² of every evaluated parameter set is computed by :class:`BaseOptimizer`
-  (target-fitted kernel, unbiased MMD², exclusions), so Optuna sees the same objective values as
-  the GP and random search;
+* they receive the same :class:`~bo_voids.scoring.ObservationSet` as the package's optimisers
+  (target-fitted kernel, unbiased MMD², merged replications), so Optuna sees the same objective
+  values as the GP and random search;
 * the optimisers are **stateless** like the others: each call rebuilds an in-memory study from the
   whole history (``study.add_trial(optuna.trial.create_trial(...))``, one completed trial per
   scored set), then calls ``study.ask()`` ``batch_size`` times with a sampler seeded by the call
-  seed (``derive_seed(seed, "optimizer", n_observations)``), so a resumed run proposes exactly
-  what the uninterrupted one would have. The asked trials stay ``RUNNING``: TPE's
-  ``constant_liar`` and GPSampler's handling of running trials spread the batch out;
+  seed, so a resumed run proposes exactly what the uninterrupted one would have. The asked
+  trials stay ``RUNNING``: TPE's ``constant_liar`` and GPSampler's handling of running trials
+  spread the batch out;
 * proposals go through the base class's validation and de-duplication; ``current_best`` is ranked
   by the raw per-set MMD² (Optuna exposes no posterior mean).
 
-Optuna is imported lazily (it is a benchmark-only dependency, not a core one). The optimisers are
-not in :data:`bo_voids.optimizers.OPTIMIZERS` by default; :func:`register_peers` adds them for the
-duration of a benchmark so that ``make_optimizer("optuna_tpe", space, seed=0)`` works.
+Optuna is imported lazily (it is a benchmark-only dependency, not a core one). The peers are not
+in the package's registry (:data:`bo_voids.optimizers.OPTIMIZERS`, which stays unchanged);
+:func:`make_benchmark_optimizer` builds a peer or a package optimiser by name.
 
 Example:
-    >>> from benchmarks.peers import register_peers
-    >>> from bo_voids.optimizers import make_optimizer
-    >>> register_peers()  # doctest: +SKIP
-    >>> opt = make_optimizer("optuna_tpe", space, seed=0)  # doctest: +SKIP
+    >>> from benchmarks.peers import make_benchmark_optimizer
+    >>> opt = make_benchmark_optimizer("optuna_tpe", space, seed=0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bo_voids.exceptions import ConfigError
-from bo_voids.optimizers.base import BaseOptimizer, Proposal, SetRecord
+from bo_voids.optimizers import OPTIMIZERS, make_optimizer
+from bo_voids.optimizers.base import BaseOptimizer, Proposal
+from bo_voids.scoring import ObservationSet
 
 if TYPE_CHECKING:
     from bo_voids.space import SearchSpace
@@ -44,8 +45,8 @@ __all__ = [
     "OptunaGPOptimizer",
     "OptunaOptimizer",
     "OptunaTPEOptimizer",
+    "make_benchmark_optimizer",
     "optuna_available",
-    "register_peers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,6 @@ class OptunaOptimizer(BaseOptimizer):
         space: The search space.
         seed: Experiment seed.
         top_k: Number of sets in ``current_best``.
-        bandwidth: MMD² kernel bandwidth (``"multi"`` or ``"median"``).
         **options: Sampler options (see each subclass's ``default_options``).
     """
 
@@ -118,13 +118,20 @@ class OptunaOptimizer(BaseOptimizer):
         """
         raise NotImplementedError
 
-    def _propose(self, observations: list[SetRecord], batch_size: int, seed: int) -> Proposal:
+    def _propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int,
+        seed: int,
+        warm_state: Mapping[str, Any] | None,
+    ) -> Proposal:
         """Rebuild the study from the scored sets and ask ``batch_size`` trials.
 
         Args:
             observations: Valid scored sets (their ``mmd2`` is the objective, minimised).
             batch_size: Number of sets wanted.
             seed: The seed of this call.
+            warm_state: Unused (the study is rebuilt from the observations).
 
         Returns:
             A :class:`~bo_voids.optimizers.base.Proposal` ranked by the raw scores.
@@ -150,7 +157,7 @@ class OptunaOptimizer(BaseOptimizer):
                 trial = study.ask(fixed_distributions=distributions)
                 params.append(dict(trial.params))
         info = {"model": type(study.sampler).__name__, "n_trials": len(observations)}
-        return Proposal(params=params, predicted_mmd2=None, info=info)
+        return Proposal(next_params=tuple(params), info=info)
 
 
 class OptunaTPEOptimizer(OptunaOptimizer):
@@ -214,16 +221,24 @@ PEERS: dict[str, type[BaseOptimizer]] = {
 }
 
 
-def register_peers() -> list[str]:
-    """Add the Optuna peers to :data:`bo_voids.optimizers.OPTIMIZERS` (benchmark use only).
+def make_benchmark_optimizer(name: str, space: SearchSpace, **kwargs: Any) -> BaseOptimizer:
+    """Build a peer (``optuna_tpe``, ``optuna_gp``) or a package optimiser by name.
+
+    Args:
+        name: A key of :data:`PEERS` or of :data:`bo_voids.optimizers.OPTIMIZERS`.
+        space: The search space.
+        **kwargs: Passed to the optimiser.
 
     Returns:
-        The registered names (empty if Optuna is not installed).
-    """
-    if not optuna_available():
-        logger.warning("optuna is not installed: the Optuna peers are not registered")
-        return []
-    from bo_voids.optimizers import OPTIMIZERS
+        The optimiser.
 
-    OPTIMIZERS.update(PEERS)
-    return list(PEERS)
+    Raises:
+        ConfigError: Unknown name, or a peer asked for without Optuna installed.
+    """
+    if name in PEERS:
+        if not optuna_available():
+            raise ConfigError(f"{name} needs optuna: pip install -e '.[bench]'")
+        return PEERS[name](space, **kwargs)
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; valid: {sorted({*PEERS, *OPTIMIZERS})}")
+    return make_optimizer(name, space, **kwargs)

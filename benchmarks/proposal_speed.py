@@ -6,30 +6,27 @@ and each surrogate (``mixed``, ``onehot``), the GP is fitted once and each acqui
 ``ei``, ``nei``) is optimised for ``q = 8`` with the package defaults (``num_restarts=8``,
 ``raw_samples=256``, fit ``maxiter=100``, 4 alternating steps, one torch thread). One repetition
 per cell (the machine is shared; rows of one run are comparable, absolute values depend on the
-load, which is recorded). Writes ``benchmarks/results/proposal_speed{_quick}.{csv,json,md}``.
+load, which is recorded). Writes ``proposal_speed{_quick}.{csv,json,md}`` under ``--out``
+(default ``benchmarks/results``).
 Targets (2 CPU cores): fit + propose < 10 s at 300 and < 20 s at 1,000 observations.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import platform
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks._results import RESULTS_DIR, cli_args, write_results
 from bo_voids.optimizers import BoTorchOptimizer
 from bo_voids.optimizers.botorch_gp import _torch_threads
 from bo_voids.optimizers.synthetic import SyntheticProblem
+from bo_voids.scoring import ScoreBook
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {300: 10.0, 1000: 20.0}
 
 
@@ -40,7 +37,9 @@ def time_cell(
     sets = problem.space.sample_uniform(n, 1000 + n)
     emb, meta = problem.evaluate(sets, 0, "close")
     opt = BoTorchOptimizer(problem.space, surrogate=surrogate)
-    obs = [s for s in opt.score_history(emb, meta, problem.targets) if s.valid]
+    book = ScoreBook(problem.space, problem.targets)
+    book.add(emb, meta)
+    obs = book.observations().sets
     rows = []
     with warnings.catch_warnings(), torch.random.fork_rng(), _torch_threads(1):
         warnings.simplefilter("ignore")
@@ -81,6 +80,7 @@ def time_cell(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="64 and 150 sets, ucb, mixed only")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     args = ap.parse_args(argv)
     sizes = [64, 150] if args.quick else [64, 150, 300, 1000]
     surrogates = ["mixed"] if args.quick else ["mixed", "onehot"]
@@ -91,40 +91,32 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         for surrogate in surrogates:
             rows.extend(time_cell(problem, n, surrogate, acquisitions))
-    stem = "proposal_speed_quick" if args.quick else "proposal_speed"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    meta = {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": 1,
-        "q": 8,
-        "defaults": {k: v for k, v in BoTorchOptimizer.default_options.items()},
-        "wall_s": round(time.perf_counter() - t_start, 1),
-    }
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [
-        "# BoTorch proposal speed (q = 8, seconds, one repetition)",
-        "",
-        f"torch {meta['torch']}, {meta['cpu_count']} CPUs, 1 torch thread; defaults "
-        f"{meta['defaults']}. The machine was shared: `load` is the 1-min load average.",
-        "",
-        "| n | surrogate | acquisition | fit s | acqf s | total s | target s | acq value | load |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['n_observations']} | {r['surrogate']} | {r['acquisition']} | {r['fit_s']} | "
-            f"{r['acqf_s']} | {r['total_s']} | {r['target_s'] or ''} | {r['acq_value']} | "
-            f"{r['load_1min']} |"
-        )
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(
+        "proposal_speed_quick" if args.quick else "proposal_speed",
+        rows,
+        out_dir=args.out,
+        meta={
+            "args": cli_args(args),
+            "torch_threads": 1,
+            "q": 8,
+            "defaults": dict(BoTorchOptimizer.default_options),
+            "wall_s": round(time.perf_counter() - t_start, 1),
+        },
+        columns={
+            "n_observations": "n",
+            "surrogate": "surrogate",
+            "acquisition": "acquisition",
+            "fit_s": "fit s",
+            "acqf_s": "acqf s",
+            "total_s": "total s",
+            "target_s": "target s",
+            "acq_value": "acq value",
+            "load_1min": "load",
+        },
+        markdown_title="BoTorch proposal speed (q = 8, seconds, one repetition)",
+        notes=f"One torch thread; defaults {dict(BoTorchOptimizer.default_options)}. `load` is "
+        "the 1-min load average when the acquisition started (the machine may be shared).",
+    )
     return 0
 
 

@@ -1,30 +1,28 @@
 """Rendering speed of :class:`bo_voids.generation.VoidGenerator` (ms per image, one CPU core).
 
-Run as ``python -m benchmarks.render_speed``. Prints a table and writes
-``benchmarks/results/render_speed.{csv,json,md}``. Each row renders images of one shape at one
-size with 10 voids (``base_size`` 20, ``size_std`` 7, ``brightness_factor`` 0.6,
-``position_spread`` 0.5: the centre of the design's *real* distribution), each with a different
-seed; the time is the median over repeats of the mean time per image. A worst-case row (20
-irregular voids of ``base_size`` 40 spread over 0.8 of the image) bounds the cost from above.
+Run as ``python -m benchmarks.render_speed [--quick] [--out DIR]``. Prints a table and writes
+``render_speed.{csv,json,md}`` under ``--out`` (default ``benchmarks/results``). Each row renders
+images of one shape at one size with 10 voids (``base_size`` 20, ``size_std`` 7,
+``brightness_factor`` 0.6, ``position_spread`` 0.5: the centre of the design's *real*
+distribution), each with a different seed; the time is the median over repeats of the mean time
+per image. A worst-case row (20 irregular voids of ``base_size`` 40 spread over 0.8 of the image)
+bounds the cost from above.
+``--quick`` renders a tenth of the images, two repeats (a smoke run: noisy timings).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import platform
-import sys
+import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
 from bo_voids.generation import VoidGenerator
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 BASE_CHIPS = REPO / "data" / "base_chips"
 SIZES = (128, 256, 512)
 SHAPES = ("circle", "ellipse", "irregular")
@@ -56,15 +54,16 @@ def _ms_per_image(gen: VoidGenerator, params: dict[str, Any], n: int, repeat: in
     return float(np.median(runs) * 1e3)
 
 
-def main() -> list[dict[str, object]]:
+def measure(quick: bool = False) -> list[dict[str, object]]:
+    """Time every case at every size; one row per (size, case)."""
     rows: list[dict[str, object]] = []
     for size in SIZES:
         gen = VoidGenerator(BASE_CHIPS, image_size=size)
-        n = {128: 200, 256: 100, 512: 50}[size]
+        n = {128: 200, 256: 100, 512: 50}[size] // (10 if quick else 1)
         cases = [(shape, {"void_shape": shape, **TYPICAL}) for shape in SHAPES]
         cases.append(("worst case (20 irregular, r=40)", WORST))
         for label, params in cases:
-            ms = _ms_per_image(gen, params, n)
+            ms = _ms_per_image(gen, params, n, repeat=2 if quick else 5)
             rows.append(
                 {
                     "image_size": size,
@@ -77,53 +76,42 @@ def main() -> list[dict[str, object]]:
     return rows
 
 
-def _write(rows: list[dict[str, object]]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "method": "VoidGenerator.render, median over 5 repeats of the mean time per image "
-        "(different seed per image), single process",
-        "typical_params": TYPICAL,
-        "worst_params": WORST,
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    """Parse arguments, time the renders, write the result files and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a tenth of the images, 2 repeats")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
+    args = ap.parse_args(argv)
+    rows = measure(args.quick)
+    columns = {
+        "image_size": "image size",
+        "case": "case",
+        "void_count": "voids",
+        "ms_per_image": "ms / image",
+        "images_per_s": "images / s",
     }
-    with open(RESULTS / "render_speed.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (RESULTS / "render_speed.json").write_text(
-        json.dumps({"meta": meta, "results": rows}, indent=2) + "\n"
+    method = (
+        f"VoidGenerator.render, median over {2 if args.quick else 5} repeats of the mean time "
+        "per image (different seed per image), single process"
     )
-    lines = [
-        "# render speed",
-        "",
-        f"numpy {meta['numpy']}, Python {meta['python']}, {meta['platform']}, "
-        f"{meta['cpu_count']} CPUs; {meta['method']}. Typical parameters: 10 voids, "
-        "base_size 20, size_std 7, brightness_factor 0.6, position_spread 0.5.",
-        "",
-        "| image size | case | voids | ms / image | images / s |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['image_size']} | {r['case']} | {r['void_count']} "
-            f"| {r['ms_per_image']:.2f} | {r['images_per_s']:,.0f} |"
-        )
-    (RESULTS / "render_speed.md").write_text("\n".join(lines) + "\n")
+    write_results(
+        "render_speed",
+        rows,
+        out_dir=args.out,
+        meta={
+            "args": cli_args(args),
+            "method": method,
+            "typical_params": TYPICAL,
+            "worst_params": WORST,
+        },
+        columns=columns,
+        markdown_title="render speed",
+        notes=f"{method}. Typical parameters: 10 voids, base_size 20, size_std 7, "
+        "brightness_factor 0.6, position_spread 0.5.",
+    )
+    print_table(rows, columns)
+    return rows
 
 
 if __name__ == "__main__":
-    results = main()
-    _write(results)
-    width = max(len(str(r["case"])) for r in results)
-    print(f"{'size':>5}  {'case':<{width}}  {'ms/image':>9}  {'img/s':>8}")
-    for r in results:
-        print(
-            f"{r['image_size']:>5}  {r['case']:<{width}}  {r['ms_per_image']:>9.2f}  "
-            f"{r['images_per_s']:>8,.0f}"
-        )
-    print(f"\nwrote {RESULTS}/render_speed.{{csv,json,md}}")
+    main()

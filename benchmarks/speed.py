@@ -32,20 +32,15 @@ Writes ``speed.{csv,json,md}`` under ``--out``.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
-import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 PROPOSERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("random", "random", {}),
     ("botorch ucb", "botorch", {"acquisition": "ucb"}),
@@ -127,11 +122,10 @@ def embed_rows(quick: bool, dino: bool) -> list[dict[str, Any]]:
 
 def propose_rows(quick: bool, sizes: Sequence[int] = (16, 56, 96)) -> list[dict[str, Any]]:
     """Seconds per proposal of a batch of 8 against the number of observed sets."""
-    from benchmarks.peers import register_peers
-    from bo_voids.optimizers import make_optimizer
+    from benchmarks.peers import PEERS, make_benchmark_optimizer, optuna_available
     from bo_voids.optimizers.synthetic import SyntheticProblem
 
-    peers = set(register_peers())
+    peers = set(PEERS) if optuna_available() else set()
     problem = SyntheticProblem(seed=0)
     rows = []
     for n in sizes if not quick else sizes[:2]:
@@ -140,7 +134,7 @@ def propose_rows(quick: bool, sizes: Sequence[int] = (16, 56, 96)) -> list[dict[
         for label, name, kwargs in PROPOSERS:
             if name.startswith("optuna") and name not in peers:
                 continue
-            opt = make_optimizer(name, problem.space, seed=0, **kwargs)
+            opt = make_benchmark_optimizer(name, problem.space, seed=0, **kwargs)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t0 = time.perf_counter()
@@ -171,32 +165,6 @@ def metric_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(v: float) -> str:
-    if not np.isfinite(v):
-        return "n/a"
-    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-
-
-def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The unified table."""
-    lines = [
-        "# Cost of each stage (`python -m benchmarks.speed`)",
-        "",
-        f"{meta['platform']}, {meta['cpu_count']} CPUs, one torch and one BLAS thread; load "
-        f"average {meta['load_avg'][0]:.1f} at the end (other jobs shared the CPU: noisy). "
-        f"{meta['mode']}.",
-        "",
-        "| stage | case | size | value | unit | note |",
-        "|---|---|---|---:|---|---|",
-    ]
-    lines += [
-        f"| {r['stage']} | {r['case']} | {r['size']} | {_fmt(r['value'])} | {r['unit']} | "
-        f"{r['note']} |"
-        for r in rows
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run every stage and write ``speed.{csv,json,md}``.
 
@@ -206,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter timing windows, fewer sizes")
     ap.add_argument("--no-dino", action="store_true", help="skip the DINOv2 embedders")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     ap.add_argument(
         "--stages", default="render,embed,propose,metric", help="comma-separated subset"
     )
@@ -228,26 +196,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             new = stages[name]()
             rows += new
             print(f"{name}: {len(new)} rows in {time.perf_counter() - t0:.0f}s", flush=True)
-    meta = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_avg": os.getloadavg(),
-        "torch": torch.__version__,
-        "mode": "quick" if args.quick else "full",
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "speed.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "speed.json").write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=2, default=float), encoding="utf-8"
+    mode = "quick" if args.quick else "full"
+    paths = write_results(
+        "speed",
+        rows,
+        out_dir=args.out,
+        meta={"args": cli_args(args), "mode": mode, "torch_threads": 1, "blas_threads": 1},
+        markdown_title="Cost of each stage (`python -m benchmarks.speed`)",
+        notes=f"One torch and one BLAS thread; {mode} mode. Timings on a shared machine are "
+        "noisy: see the load average below.",
     )
-    text = markdown(rows, meta)
-    (out / "speed.md").write_text(text, encoding="utf-8")
-    print(text)
+    print_table(rows)
+    print(f"wrote {paths.md.with_suffix('')}.{{csv,json,md}}")
     return rows
 
 

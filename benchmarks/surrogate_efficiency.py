@@ -7,25 +7,22 @@ alternating steps) and random search run the same loop on
 iterations of 8 proposals, over several seeds (the initial design depends only on the seed, so
 every variant starts from the same points). The score is the normalised distance of the best
 *evaluated* set to the known optimum (lower is better). Writes
-``benchmarks/results/surrogate_efficiency{_quick}.{csv,json,md}``.
+``surrogate_efficiency{_quick}.{csv,json,md}`` under ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
 from bo_voids.optimizers import BoTorchOptimizer, RandomSearchOptimizer
 from bo_voids.optimizers.synthetic import SyntheticProblem, run_loop
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "random": None,
     "mixed (default: fixed+learned noise, maxiter 100)": {},
@@ -41,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 seeds, 2 iterations, 3 variants")
     ap.add_argument("--acquisition", default="ucb")
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     args = ap.parse_args(argv)
     seeds = range(2 if args.quick else args.seeds)
     n_iter = 2 if args.quick else 4
@@ -68,33 +66,28 @@ def main(argv: list[str] | None = None) -> int:
             "mean_final": round(float(np.mean(tr[:, -1])), 4),
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        print(row, flush=True)
+        print(f"{name}: median final {row['median_final']} ({row['seconds']} s)", flush=True)
         rows.append(row)
-    stem = "surrogate_efficiency_quick" if args.quick else "surrogate_efficiency"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2))
-    lines = [
-        "# Sample efficiency on the synthetic problem (distance of the best evaluated set to "
-        "the optimum; lower is better)",
-        "",
-        f"16 initial uniform sets + {n_iter} iterations of 8; {len(seeds)} seeds; "
+    columns = {
+        "variant": "variant",
+        "median_best_per_iter": "median best after each iteration",
+        "final_per_seed": "final per seed",
+        "median_final": "median final",
+        "mean_final": "mean final",
+        "seconds": "seconds",
+    }
+    write_results(
+        "surrogate_efficiency_quick" if args.quick else "surrogate_efficiency",
+        rows,
+        out_dir=args.out,
+        meta={"args": cli_args(args), "iterations": n_iter, "initial_sets": 16, "batch_size": 8},
+        columns=columns,
+        markdown_title="Sample efficiency on the synthetic problem (distance of the best "
+        "evaluated set to the optimum; lower is better)",
+        notes=f"16 initial uniform sets + {n_iter} iterations of 8; {len(seeds)} seeds; "
         f"acquisition {args.acquisition}.",
-        "",
-        "| variant | median best after each iteration | final per seed | median final | "
-        "mean final | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['variant']} | {r['median_best_per_iter']} | {r['final_per_seed']} | "
-            f"{r['median_final']} | {r['mean_final']} | {r['seconds']} |"
-        )
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    )
+    print_table(rows, columns)
     return 0
 
 

@@ -71,7 +71,7 @@ EMBEDDERS: tuple[str, ...] = ("auto", "dinov2", "handcrafted")
 DINO_MODELS: tuple[str, ...] = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 EXECUTORS: tuple[str, ...] = ("local", "processes", "dask")
-SURROGATES: tuple[str, ...] = ("mixed", "onehot")
+SURROGATES: tuple[str, ...] = ("composite", "mixed", "onehot")
 BANDWIDTHS: tuple[str, ...] = ("multi", "median")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -153,12 +153,14 @@ class BOSettings:
     """Settings of the BoTorch optimiser (``bo:`` section)."""
 
     ucb_beta: float = 2.0
-    surrogate: str = "mixed"
+    surrogate: str = "composite"
     num_restarts: int = 8
     raw_samples: int = 256
     maxiter: int = 100
     min_observations: int = 12
     top_k: int = 5
+    #: Slots of each batch that re-evaluate the best-ranked sets with new seeds.
+    replicate_slots: int = 1
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ class MetricSettings:
     bandwidth: str = "multi"
     noise_floor_splits: int = 50
     permutations: int = 500
+    #: Fresh, independently seeded images the final recommendation is re-scored on (0: off).
+    fresh_images: int = 12
 
 
 @dataclass(frozen=True)
@@ -431,12 +435,13 @@ def config_from_dict(
     bo = r.section("bo", required=False)
     kwargs["bo"] = BOSettings(
         ucb_beta=bo.number("ucb_beta", default=2.0, low=0.0, high=1e4),
-        surrogate=bo.choice("surrogate", SURROGATES, default="mixed"),
+        surrogate=bo.choice("surrogate", SURROGATES, default="composite"),
         num_restarts=bo.integer("num_restarts", default=8, low=1, high=1000),
         raw_samples=bo.integer("raw_samples", default=256, low=8, high=1_000_000),
         maxiter=bo.integer("maxiter", default=100, low=1, high=100_000),
         min_observations=bo.integer("min_observations", default=12, low=2, high=100_000),
         top_k=bo.integer("top_k", default=5, low=1, high=1000),
+        replicate_slots=bo.integer("replicate_slots", default=1, low=0, high=1023),
     )
     bo.finish()
     metric = r.section("metric", required=False)
@@ -444,6 +449,7 @@ def config_from_dict(
         bandwidth=metric.choice("bandwidth", BANDWIDTHS, default="multi"),
         noise_floor_splits=metric.integer("noise_floor_splits", default=50, low=1, high=100_000),
         permutations=metric.integer("permutations", default=500, low=10, high=1_000_000),
+        fresh_images=metric.integer("fresh_images", default=12, low=0, high=100_000),
     )
     metric.finish()
     dask = r.section("dask", required=False)

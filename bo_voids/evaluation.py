@@ -9,9 +9,10 @@ The BO loop stays in one driver process; evaluation fans out through an executor
 * ``dask`` — an existing Dask distributed cluster (``dask.scheduler_address``) or a
   ``LocalCluster`` started on the spot (``dask.local_workers``); see :mod:`bo_voids.distributed`.
 
-Every draw is seeded by (experiment seed, iteration, parameter-set index, replication) — or, with
-common random numbers, by (experiment seed, replication) for every synthetic set — so results are
-identical whichever executor ran them. Workers only return arrays and metadata; the driver alone
+Every draw is seeded by (experiment seed, iteration, dataset type, parameter-set index,
+replication) — or, with common random numbers, by (experiment seed, iteration, dataset type,
+replication): a *seed block* shared by the sets of one batch only — so results are identical
+whichever executor ran them. Workers only return arrays and metadata; the driver alone
 writes state.
 """
 
@@ -113,16 +114,22 @@ def render_seeds(
 ) -> tuple[int, ...]:
     """Render seeds of one parameter set's replications.
 
-    The real target sets always get independent seeds. With common random numbers every other
-    set's replication ``r`` shares one seed (the same chip, rotation and random draws), so
-    differences between parameter sets are not drowned by rendering noise.
+    The real target sets always get independent seeds. With common random numbers the sets of
+    one batch — one ``(iteration, dataset_type)``: iteration 0's close and far sets are separate
+    blocks — share a *seed block*: replication ``r`` of every set in the block uses one seed (the
+    same chip, rotation and random draws), so differences between the sets of a batch are not
+    drowned by rendering noise. Each batch gets a new block, so a set evaluated again in a later
+    iteration gets new images and the run does not minimise one fixed sample of scenarios.
     """
     if dataset_type == "real" or not common_random_numbers:
         return tuple(
             derive_seed(seed, "render", iteration, dataset_type, index, r)
             for r in range(replications)
         )
-    return tuple(derive_seed(seed, "render", "crn", r) for r in range(replications))
+    return tuple(
+        derive_seed(seed, "render", "block", iteration, dataset_type, r)
+        for r in range(replications)
+    )
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,14 @@ def format_summary(summary: Any) -> str:
             f"real-set noise floor {nf.get('mean', float('nan')):.4f} "
             f"± {nf.get('std', float('nan')):.4f}"
         )
+    rec = (summary.scores[-1].get("recommendation") or {}) if summary.scores else {}
+    if rec:
+        first = next((s["recommendation"] for s in summary.scores if s.get("recommendation")), rec)
+        lines.append(
+            f"Recommendation {rec['uid']}: MMD² on {rec['fresh_images']} fresh images "
+            f"{rec['fresh_mmd2']:.4f} (in sample {rec['mmd2_in_sample']:.4f}; iteration 0's "
+            f"recommendation scored {first['fresh_mmd2']:.4f} fresh) — the number to trust"
+        )
     lines.append("Best parameter sets:")
     for i, best in enumerate(summary.current_best[:5], 1):
         params = ", ".join(

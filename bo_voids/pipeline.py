@@ -1,31 +1,37 @@
-"""The fully automated calibration loop: ask → render → embed → score → tell → persist → plot.
+"""The calibration loop: evaluate → score → ask → persist → callbacks → check, top to bottom.
 
-Reads top to bottom like a training loop::
+::
 
     pipeline = OptimizationPipeline(load_config("configs/quickstart.yaml"))
     summary = pipeline.run_full_experiment()
 
-* **Iteration 0** samples the real / close / far parameter sets, renders them, embeds them and fits
-  the 2-D PCA once on all of iteration 0. The real set (or the images in ``target_image_dir``) is
-  the fixed target; the close and far sets are the optimiser's first observations.
-* **Iterations 1..N**: the optimiser proposes ``iteration_batch_size`` parameter sets from the whole
-  history → render ``replications_per_iteration`` seeded images each → embed → project with the
-  fixed PCA → score (MMD² against the targets) → persist atomically → plot → check convergence.
-* **Stops** when the pooled top-k distribution similarity falls below ``convergence_threshold``,
-  inside the real set's own noise floor, after ``early_stop_patience`` iterations without
-  improvement, or at ``max_iterations``.
+Each iteration ``k`` runs the same six steps (:meth:`OptimizationPipeline.step`):
 
-The optimiser is stateless (it derives everything from the history and the seed), so a resumed
-experiment proposes exactly what the uninterrupted one would have.
+1. **evaluate** — render ``replications`` seeded images of each parameter set and embed them
+   (iteration 0: the real / close / far sets of the config; iteration ``k ≥ 1``: the batch the
+   optimiser proposed after iteration ``k - 1``) through the executor;
+2. **score** — add the images to the :class:`~bo_voids.scoring.ScoreBook` (new sets scored,
+   re-evaluated sets merged);
+3. **ask** — the optimiser proposes the next batch from the scored observations; its model's
+   predictions rank the observed sets ("best", the recommendation);
+4. **persist** — the iteration folder (images, embeddings, metadata, scores, the proposal and the
+   model's warm-start state) is written atomically, then ``history.csv`` and the manifest;
+5. **callbacks** — plots (and any caller's callbacks) get an :class:`IterationEvent`;
+6. **check** — :func:`stop_reason` decides whether to stop.
+
+The optimiser is stateless (proposals derive from the observations, the seed of the iteration
+and the persisted warm-start state), so a resumed experiment proposes exactly what the
+uninterrupted one would have.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ from bo_voids.evaluation import (
     EvaluationExecutor,
     EvaluationResult,
     EvaluationTask,
+    Evaluator,
     EvaluatorSpec,
     fault_point,
     make_executor,
@@ -52,17 +59,11 @@ from bo_voids.exceptions import (
 )
 from bo_voids.generation.base_chips import load_base_images
 from bo_voids.generation.voids import save_png
-from bo_voids.metrics import (
-    MMDScorer,
-    epsilon_ball_share,
-    epsilon_from_real,
-    kid,
-    nearest_real_distances,
-    rescale_noise_floor,
-)
-from bo_voids.optimizers import optimizer_from_config
+from bo_voids.metrics import rescale_noise_floor
+from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.projection import PCAProjector
-from bo_voids.seeding import rng
+from bo_voids.scoring import TARGET_TYPES, RankedSet, RunScores, ScoreBook, target_clusters
+from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import SearchSpace
 from bo_voids.state import (
     FAILURES,
@@ -75,8 +76,8 @@ from bo_voids.state import (
 
 logger = logging.getLogger(__name__)
 
-#: Dataset types that are targets, not observations.
-TARGET_TYPES = frozenset({"real"})
+#: The file of an iteration folder holding the proposal made after that iteration.
+PROPOSAL_FILE = "proposals.json"
 
 
 @dataclass
@@ -86,20 +87,97 @@ class RunSummary:
     experiment_dir: Path
     iterations_completed: int
     stop_reason: str
-    current_best: list[dict[str, Any]]
+    current_best: list[RankedSet]
     scores: list[dict[str, Any]]
     noise_floor: dict[str, float]
     embedder: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def best(self) -> dict[str, Any]:
-        """The best parameter set (by the optimiser's ranking)."""
+    def best(self) -> RankedSet | dict[str, Any]:
+        """The recommended parameter set (the best by the package's one ranking)."""
         return self.current_best[0] if self.current_best else {}
+
+
+@dataclass(frozen=True)
+class IterationEvent:
+    """What a callback receives after every persisted iteration.
+
+    Attributes:
+        iteration: The iteration just persisted.
+        max_iterations: The run's iteration budget.
+        scores: Its run-level scores (``scores.json``).
+        proposal: The proposal made after it (the next batch and the model's ranking).
+        timings: Cumulative seconds per stage so far.
+        experiment_dir: The experiment folder.
+        pipeline: The running pipeline (its :attr:`OptimizationPipeline.book` holds every
+            observation).
+    """
+
+    iteration: int
+    max_iterations: int
+    scores: dict[str, Any]
+    proposal: Proposal
+    timings: Mapping[str, float]
+    experiment_dir: Path
+    pipeline: OptimizationPipeline
+
+
+#: A per-iteration callback (plots, trackers, progress).
+Callback = Callable[[IterationEvent], None]
+
+
+def stop_reason(
+    scores: Sequence[Mapping[str, Any]], config: ExperimentConfig, max_iterations: int
+) -> str | None:
+    """Why the run should stop after the iterations scored so far, or ``None`` to go on.
+
+    Stops when the distribution similarity is below ``convergence_threshold``, when it is inside
+    the noise floor of the real set (its ``noise_floor_pool_q95``, at the pool's sample size), when
+    it has not improved for ``early_stop_patience`` iterations, or at ``max_iterations``.
+    Iteration 0 alone is the initial design, never a convergence point.
+
+    Args:
+        scores: One ``scores.json`` record per completed iteration.
+        config: The experiment config.
+        max_iterations: The iteration budget.
+
+    Returns:
+        The reason, or ``None``.
+    """
+    if not scores:
+        return None
+    done = len(scores) - 1
+    if done >= 1:
+        last = float(scores[-1]["distribution_similarity"])
+        if last < config.convergence_threshold:
+            return (
+                f"converged: distribution similarity {last:.4f} < threshold "
+                f"{config.convergence_threshold}"
+            )
+        q95 = scores[-1].get("noise_floor_pool_q95")
+        if config.stop_at_noise_floor and q95 is not None and math.isfinite(q95) and last <= q95:
+            return (
+                f"inside the real set's noise floor: distribution similarity {last:.4f} <= "
+                f"{q95:.4f} (95th percentile of the null MMD² at the pool's size)"
+            )
+        values = [float(s["distribution_similarity"]) for s in scores]
+        best_at = int(np.nanargmin(values)) if np.isfinite(values).any() else 0
+        if len(values) - 1 - best_at >= config.early_stop_patience:
+            return (
+                f"no improvement for {config.early_stop_patience} iterations (best "
+                f"{values[best_at]:.4f} at iteration {best_at})"
+            )
+    if done >= max_iterations:
+        return f"reached max_iterations ({max_iterations})"
+    return None
 
 
 class OptimizationPipeline:
     """Runs one experiment end to end, with persistence and resume.
+
+    The constructor only stores and validates; the generator, the embedder's weights and the
+    executor are set up when the run starts.
 
     Args:
         config: A validated experiment config.
@@ -108,11 +186,15 @@ class OptimizationPipeline:
         overwrite: Replace an existing experiment folder.
         progress: Show progress bars.
         log: Called with one human-readable line per event (default: ``logger.info``).
-        executor: An evaluation executor to use instead of the one the config names.
+        optimizer: An optimiser to use instead of the one the config names.
+        executor: An evaluation executor to use instead of the one the config names; the caller
+            owns it (the pipeline does not close it).
+        callbacks: Called after every persisted iteration with an :class:`IterationEvent`, after
+            the built-in plots (``plots=False`` turns those off).
+        plots: Draw the plots after every iteration and at the end.
 
     Raises:
-        StateError: If the experiment folder exists and neither ``resume`` nor ``overwrite`` is set,
-            or if it is locked by another process.
+        ConfigError: An invalid optimiser setting.
     """
 
     def __init__(
@@ -123,7 +205,10 @@ class OptimizationPipeline:
         overwrite: bool = False,
         progress: bool = False,
         log: Callable[[str], None] | None = None,
+        optimizer: BaseOptimizer | None = None,
         executor: EvaluationExecutor | None = None,
+        callbacks: Sequence[Callback] = (),
+        plots: bool = True,
     ) -> None:
         self.config = config
         self.resume = resume
@@ -132,22 +217,25 @@ class OptimizationPipeline:
         self.log = log or logger.info
         self.store = ExperimentStore(config.experiment_dir)
         self.space = SearchSpace.from_config(config)
-        self.optimizer = optimizer_from_config(config, self.space)
+        self.optimizer = optimizer or optimizer_from_config(config, self.space)
         self.spec = EvaluatorSpec.from_config(config)
-        self._executor = executor
-        self.evaluator = None if executor is not None else self.spec.build()
-        self.embedder_info = self._embedder_info()
-        self.scorer = MMDScorer(bandwidth=config.metric.bandwidth)
+        self.callbacks = list(callbacks)
+        self.plots = plots
         self.projector = PCAProjector(n_components=config.pca_components)
         self.records: list[IterationRecord] = []
         self.scores: list[dict[str, Any]] = []
+        self.book: ScoreBook | None = None
+        self.proposal: Proposal | None = None
+        self.noise_floor: dict[str, float] = {}
         self.timings: dict[str, float] = {"render": 0.0, "embed": 0.0, "propose": 0.0, "write": 0.0}
         self.stop_reason = ""
-        self.noise_floor: dict[str, float] = {}
-        self._epsilon = math.nan
+        self.evaluator: Evaluator | None = None
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._embedder_info: dict[str, Any] | None = None
         self._lock = ExperimentLock(self.store.root)
-        self._last_proposal: dict[str, Any] | None = None
         self._targets: tuple[list[np.ndarray], list[str]] | None = None
+        self._max_iterations = config.max_iterations
         #: Whether this pipeline created or resumed the experiment folder (and may mark it).
         self.store_opened = False
 
@@ -163,42 +251,59 @@ class OptimizationPipeline:
             The run's :class:`RunSummary`.
         """
         n_iter = self.config.max_iterations if max_iterations is None else max_iterations
+        self._max_iterations = n_iter
         if self.config.target_image_dir is not None and not (
             self.resume and self.store.iteration_dir(0).is_dir()
         ):
             self._targets = self._load_targets()  # bad target images stop before any work
+        _ = self.embedder_info  # bad base chips or weights stop before anything is written
         with self._lock, self._executor_ctx() as executor:
             self._executor = executor
             self._open_store()
             if not self.records:
-                self.run_iteration_0()
-            for k in range(len(self.records), n_iter + 1):
-                if self.check_convergence(self.scores):
-                    break
-                t0 = time.perf_counter()
-                proposal = self.recommend()
-                self.timings["propose"] += time.perf_counter() - t0
-                fault_point("propose", k)
-                self.run_iteration_n(k, proposal["next_params"], proposal)
-            else:
-                if not self.check_convergence(self.scores):
-                    self.stop_reason = f"reached max_iterations ({n_iter})"
+                self.step(0, self._initial_tasks())
+            while (reason := stop_reason(self.scores, self.config, n_iter)) is None:
+                k = len(self.records)
+                assert self.proposal is not None
+                self.step(k, self._batch_tasks(k, self.proposal.next_params))
+            self.stop_reason = reason
             return self._finish()
 
-    def recommend(self) -> dict[str, Any]:
-        """Ask the optimiser for the next batch, from the whole history."""
-        embeddings, metadata = self.history_arrays()
-        return self.optimizer.recommend_next_batch(
-            embeddings, metadata, self.target_embeddings, self.config.iteration_batch_size
-        )
+    def step(self, k: int, tasks: Sequence[EvaluationTask]) -> IterationRecord:
+        """One iteration: evaluate → score → ask → persist → callbacks.
 
-    def run_iteration_0(self) -> IterationRecord:
-        """Sample real / close / far parameter sets, render, embed, fit the PCA, persist."""
+        Args:
+            k: The iteration number.
+            tasks: The parameter sets to render and embed.
+
+        Returns:
+            The persisted :class:`~bo_voids.state.IterationRecord`.
+        """
+        results, failures = self._evaluate(tasks)
+        self._check_failures(k, len(tasks), failures)
+        targets = self._evaluate_targets() if k == 0 else None
+        images, masks, embeddings, metadata = self._collect(k, results, targets)
+        if k == 0:
+            self._start_scoring(embeddings, metadata, len(failures))
+        assert self.book is not None
+        self.book.add(embeddings, metadata, iteration=k)
+        proposal = self._ask(k)
+        scores = self._run_scores(k, self.book.scores(k, proposal.predicted_mmd2))
+        scores["recommendation"] = self._fresh_score(k, scores["best"])
+        record = self._persist(k, images, masks, embeddings, metadata, scores, proposal, failures)
+        self._after_iteration(k, scores, proposal)
+        self.log(f"iteration {k}: {_status_line(scores)}")
+        return record
+
+    # ---- the steps ----------------------------------------------------------------------------
+
+    def _initial_tasks(self) -> list[EvaluationTask]:
+        """Iteration 0: the config's real (unless a target folder is given), close and far sets."""
         cfg = self.config
         tasks: list[EvaluationTask] = []
         for dtype in DATASET_TYPES:
             if dtype == "real" and cfg.target_image_dir is not None:
-                continue  # the real images come from the target folder
+                continue
             spec = cfg.dataset(dtype)
             for i, params in enumerate(
                 self.space.sample(dtype, spec.param_sets, rng(cfg.seed, dtype))
@@ -210,133 +315,146 @@ class OptimizationPipeline:
             f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images "
             f"({', '.join(DATASET_TYPES)})"
         )
-        extra_images: list[np.ndarray] = []
-        extra_emb = np.zeros((0, 0), dtype=np.float32)
-        extra_meta: list[dict[str, Any]] = []
-        if cfg.target_image_dir is not None:
-            extra_images, ids = self._targets or self._load_targets()
-            t0 = time.perf_counter()
-            extra_emb = self._embedder().embed(extra_images, progress=self.progress)
-            self.timings["embed"] += time.perf_counter() - t0
-            if not np.all(np.isfinite(extra_emb)):
-                bad = sorted({ids[i] for i in np.flatnonzero(~np.isfinite(extra_emb).all(axis=1))})
-                raise BoVoidsError(
-                    f"the embedder returned non-finite (NaN/inf) values for real target image(s) "
-                    f"{bad} in {cfg.target_image_dir}"
-                )
-            extra_meta = target_records(cfg.target_image_dir, ids)
-        results, failures = self._evaluate(tasks)
-        self._check_failures(0, len(tasks), failures)
-        n_real = len(extra_images) + sum(
-            len(r.task.seeds) for r in results if r.task.dataset_type in TARGET_TYPES
-        )
-        n_obs = sum(1 for r in results if r.task.dataset_type not in TARGET_TYPES)
-        if n_real < 2 or n_obs < 1:
-            raise FailureBudgetError(
-                f"iteration 0 is unusable after {len(failures)} failed evaluation(s): "
-                f"{n_real} real image(s) (MMD needs 2) and {n_obs} observed parameter set(s) "
-                "(needs 1) remain"
-            )
-        record = self._persist_iteration(
-            0, results, None, extra_images, extra_emb, extra_meta, failures
-        )
-        self.log(
-            f"iteration 0: {len(record.metadata)} images; noise floor of the real set "
-            f"{self.noise_floor['mean']:.4f} ± {self.noise_floor['std']:.4f} (q95 "
-            f"{self.noise_floor['q95']:.4f}); {self._status_line(self.scores[-1])}"
-        )
-        return record
+        return tasks
 
-    def run_iteration_n(
-        self,
-        iteration: int,
-        param_sets: Sequence[dict[str, Any]],
-        proposal: dict[str, Any] | None = None,
-    ) -> IterationRecord:
-        """Render, embed, score and persist the proposed parameter sets of one iteration."""
+    def _batch_tasks(self, k: int, param_sets: Sequence[Mapping[str, Any]]) -> list[EvaluationTask]:
         reps = self.config.replications_per_iteration
-        tasks = [
-            self._task(iteration, "synthetic", i, f"iter{iteration}_ps_{i:03d}", p, reps)
+        return [
+            self._task(k, "synthetic", i, f"iter{k}_ps_{i:03d}", p, reps)
             for i, p in enumerate(param_sets)
         ]
-        results, failures = self._evaluate(tasks)
-        self._check_failures(iteration, len(tasks), failures)
-        record = self._persist_iteration(iteration, results, proposal, failures=failures)
-        self.log(f"iteration {iteration}: {self._status_line(self.scores[-1])}")
+
+    def _ask(self, k: int) -> Proposal:
+        """Propose the batch of iteration ``k + 1`` from every observation through ``k``."""
+        assert self.book is not None
+        warm = self.proposal.state if self.proposal is not None else None
+        t0 = time.perf_counter()
+        proposal = self.optimizer.propose(
+            self.book.observations(),
+            self.config.iteration_batch_size,
+            seed=derive_seed(self.config.seed, "optimizer", k),
+            warm_state=warm,
+        )
+        self.timings["propose"] += time.perf_counter() - t0
+        fault_point("propose", k)
+        self.proposal = proposal
+        return proposal
+
+    def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> dict[str, Any] | None:
+        """Re-score the recommendation on fresh, independently seeded images.
+
+        The in-sample score of the best-ranked set is biased low (it was selected for being low:
+        the winner's curse); this one is not, and is never shown to the optimiser.
+        """
+        n = self.config.metric.fresh_images
+        if n < 2 or not best:
+            return None
+        rec = best[0]
+        seeds = tuple(derive_seed(self.config.seed, "fresh", k, r) for r in range(n))
+        task = EvaluationTask(k, "synthetic", 0, f"fresh_{k}", dict(rec["params"]), seeds)
+        results, _ = self._evaluate([task])
+        assert self.book is not None
+        fresh = float(self.book.scorer.score(results[0].embeddings)) if results else math.nan
+        return {
+            "uid": rec["uid"],
+            "params": dict(rec["params"]),
+            "mmd2_in_sample": rec["mmd2"],
+            "predicted_mmd2": rec["predicted_mmd2"],
+            "fresh_mmd2": fresh,
+            "fresh_images": n,
+            "fresh_seed_stream": ["fresh", k],
+        }
+
+    def _run_scores(self, k: int, scores: RunScores) -> dict[str, Any]:
+        out = scores.to_dict()
+        out["noise_floor_pool_q95"] = self._pool_floor(scores.pool_size)
+        if k == 0:
+            assert self.book is not None
+            out["noise_floor"] = dict(self.noise_floor)
+            out["scorer"] = self.book.scorer.to_dict()
+        return out
+
+    def _persist(
+        self,
+        k: int,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        embeddings: np.ndarray,
+        metadata: list[dict[str, Any]],
+        scores: dict[str, Any],
+        proposal: Proposal,
+        failures: Sequence[dict[str, Any]],
+    ) -> IterationRecord:
+        t0 = time.perf_counter()
+        pca_2d = self.projector.transform(embeddings)
+        record = IterationRecord(
+            k, embeddings, metadata, pca_2d, scores=scores, failures=list(failures)
+        )
+        record.proposals = _proposal_record(proposal)
+        with self.store.writing_iteration(k) as tmp:
+            for img, mask, m in zip(images, masks, metadata, strict=True):
+                # the folder is renamed into place as a whole: no per-file atomicity needed
+                save_png(tmp / "images" / m["image_file"], img, atomic=False, compress_level=1)
+                if mask is not None:
+                    m["mask_file"] = f"{m['sample_id']}_mask.png"
+                    save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
+            fault_point("write", k)
+            atomic_save_npy(tmp / "embeddings.npy", embeddings)
+            atomic_save_npy(tmp / "pca_2d.npy", pca_2d)
+            if k == 0:
+                self.projector.save(tmp / "pca_model.npz")
+            atomic_write_json(tmp / "metadata.json", metadata)
+            atomic_write_json(tmp / "scores.json", scores)
+            atomic_write_json(tmp / PROPOSAL_FILE, record.proposals)
+            if failures:
+                atomic_write_json(tmp / FAILURES, list(failures))
+        fault_point("commit", k)
+        record.folder = self.store.iteration_dir(k)
+        self.records.append(record)
+        self.scores.append(scores)
+        self._write_derived(k)
+        self.timings["write"] += time.perf_counter() - t0
         return record
 
-    def check_convergence(self, scores: Sequence[dict[str, Any]]) -> bool:
-        """Whether to stop, given the score records so far (sets :attr:`stop_reason`).
-
-        Stops when the distribution similarity is below ``convergence_threshold``, when it is
-        inside the real set's noise floor (below the 95th percentile of real-vs-real half-split
-        MMD², rescaled to the pool-vs-targets sample sizes with
-        :func:`~bo_voids.metrics.rescale_noise_floor`), or when it has not improved for
-        ``early_stop_patience`` iterations.
-        """
-        if len(scores) < 2:
-            return False  # iteration 0 alone is the initial design, never a stopping point
-        last = scores[-1]["distribution_similarity"]
-        cfg = self.config
-        if last < cfg.convergence_threshold:
-            self.stop_reason = (
-                f"converged: distribution similarity {last:.4f} < threshold "
-                f"{cfg.convergence_threshold}"
-            )
-            return True
-        q95 = scores[-1].get("noise_floor_pool_q95", self.noise_floor.get("q95", -math.inf))
-        if cfg.stop_at_noise_floor and q95 is not None and last <= q95:
-            self.stop_reason = (
-                f"inside the real set's noise floor: distribution similarity {last:.4f} <= "
-                f"{q95:.4f} (95th percentile of real-vs-real MMD², rescaled to the pool's size)"
-            )
-            return True
-        values = [s["distribution_similarity"] for s in scores]
-        best_at = int(np.argmin(values))
-        if len(values) - 1 - best_at >= cfg.early_stop_patience:
-            self.stop_reason = (
-                f"no improvement for {cfg.early_stop_patience} iterations (best "
-                f"{values[best_at]:.4f} at iteration {best_at})"
-            )
-            return True
-        return False
-
-    # ---- history ------------------------------------------------------------------------------
-
-    @property
-    def target_embeddings(self) -> np.ndarray:
-        """Embeddings of the real target images."""
-        rec = self.records[0]
-        mask = [m["dataset_type"] in TARGET_TYPES for m in rec.metadata]
-        return rec.embeddings[np.asarray(mask)]
-
-    def history_arrays(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """All embeddings and their metadata, concatenated over iterations."""
-        embeddings = np.concatenate([r.embeddings for r in self.records], axis=0)
-        metadata = [m for r in self.records for m in r.metadata]
-        return embeddings, metadata
+    def _after_iteration(self, k: int, scores: dict[str, Any], proposal: Proposal) -> None:
+        event = IterationEvent(
+            iteration=k,
+            max_iterations=self._max_iterations,
+            scores=scores,
+            proposal=proposal,
+            timings=dict(self.timings),
+            experiment_dir=self.store.root,
+            pipeline=self,
+        )
+        if self.plots:
+            self._plot()
+        for callback in self.callbacks:
+            callback(event)
 
     # ---- private: setup ---------------------------------------------------------------------
 
-    def _embedder(self) -> Any:
+    @property
+    def embedder_info(self) -> dict[str, Any]:
+        """Identity of the embedder (name, dim, fingerprint, settings); builds it on first use."""
+        if self._embedder_info is None:
+            emb = self._evaluator().embedder
+            self._embedder_info = {
+                "name": emb.name,
+                "dim": emb.dim,
+                "fingerprint": emb.fingerprint(),
+                **{k: v for k, v in emb.describe().items() if k not in {"name", "dim"}},
+            }
+        return self._embedder_info
+
+    def _evaluator(self) -> Evaluator:
         if self.evaluator is None:
             self.evaluator = self.spec.build()
-        return self.evaluator.embedder
+        return self.evaluator
 
-    def _embedder_info(self) -> dict[str, Any]:
-        emb = self._embedder()
-        return {
-            "name": emb.name,
-            "dim": emb.dim,
-            "fingerprint": emb.fingerprint(),
-            **{k: v for k, v in emb.describe().items() if k not in {"name", "dim"}},
-        }
-
-    def _executor_ctx(self) -> EvaluationExecutor:
-        if self._executor is not None:
-            return self._executor
-        assert self.evaluator is not None
-        return make_executor(self.config, self.spec, self.evaluator)
+    def _executor_ctx(self) -> contextlib.AbstractContextManager[EvaluationExecutor]:
+        if self._executor is not None and not self._owns_executor:
+            return contextlib.nullcontext(self._executor)
+        return make_executor(self.config, self.spec, self._evaluator())
 
     def _open_store(self) -> None:
         store = self.store
@@ -347,15 +465,12 @@ class OptimizationPipeline:
                 self.log(
                     f"resume: removed {len(removed)} partial leftover(s) of an interrupted write"
                 )
-            self.records = store.load_all()
+            self._restore(store.load_all())
             fields: dict[str, Any] = {"status": "running"}
             if self.records:
-                self._restore_from_iteration_0()
-                self.scores = [r.scores for r in self.records]
                 # a crash between renaming an iteration into place and updating history.csv /
                 # the manifest leaves them one iteration behind: both are derived, rebuild them
-                store.write_history(self._history_rows())
-                fields["iterations_completed"] = len(self.records) - 1
+                self._write_derived(len(self.records) - 1)
             store.update_manifest(**fields)
             self.store_opened = True
             self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
@@ -367,6 +482,28 @@ class OptimizationPipeline:
             )
         store.create(self.config, self.embedder_info, overwrite=self.overwrite)
         self.store_opened = True
+
+    def _restore(self, records: list[IterationRecord]) -> None:
+        """Rebuild the in-memory run (score book, PCA, last proposal) from persisted iterations."""
+        if not records:
+            return
+        first = records[0]
+        self.projector = PCAProjector.load(self.store.iteration_dir(0) / "pca_model.npz")
+        self._start_scoring(first.embeddings, first.metadata, len(first.failures))
+        self.noise_floor = first.scores.get("noise_floor", {}) or self.noise_floor
+        assert self.book is not None
+        for rec in records:
+            self.book.add(rec.embeddings, rec.metadata, iteration=rec.iteration)
+        self.records = records
+        self.scores = [r.scores for r in records]
+        last = records[-1].proposals or {}
+        self.proposal = Proposal(
+            next_params=tuple(last.get("next_params", [])),
+            predicted_mmd2=last.get("predicted_mmd2"),
+            replicates=tuple(last.get("replicates", [])),
+            info=dict(last.get("info", {})),
+            state=last.get("state"),
+        )
 
     def _load_targets(self) -> tuple[list[np.ndarray], list[str]]:
         """Load and check every real target image (``target_image_dir``) up front."""
@@ -380,13 +517,6 @@ class OptimizationPipeline:
             )
         return images, ids
 
-    def _restore_from_iteration_0(self) -> None:
-        folder = self.store.iteration_dir(0)
-        self.projector = PCAProjector.load(folder / "pca_model.npz")
-        self.scorer.fit(self.target_embeddings)
-        self.noise_floor = self.records[0].scores.get("noise_floor", {})
-        self._epsilon = epsilon_from_real(self.target_embeddings)
-
     def _task(
         self, iteration: int, dtype: str, index: int, ps_id: str, params: dict[str, Any], reps: int
     ) -> EvaluationTask:
@@ -394,6 +524,27 @@ class OptimizationPipeline:
             self.config.seed, iteration, dtype, index, reps, self.config.common_random_numbers
         )
         return EvaluationTask(iteration, dtype, index, ps_id, self.space.validate(params), seeds)
+
+    # ---- private: evaluation ------------------------------------------------------------------
+
+    def _evaluate_targets(
+        self,
+    ) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, Any]]] | None:
+        """Embed the images of ``target_image_dir`` (``None`` when the targets are simulated)."""
+        cfg = self.config
+        if cfg.target_image_dir is None:
+            return None
+        images, ids = self._targets or self._load_targets()
+        t0 = time.perf_counter()
+        emb = self._evaluator().embedder.embed(images, progress=self.progress)
+        self.timings["embed"] += time.perf_counter() - t0
+        if not np.all(np.isfinite(emb)):
+            bad = sorted({ids[i] for i in np.flatnonzero(~np.isfinite(emb).all(axis=1))})
+            raise BoVoidsError(
+                f"the embedder returned non-finite (NaN/inf) values for real target image(s) "
+                f"{bad} in {cfg.target_image_dir}"
+            )
+        return list(images), emb, target_records(cfg.target_image_dir, ids)
 
     def _evaluate(
         self, tasks: Sequence[EvaluationTask]
@@ -490,189 +641,133 @@ class OptimizationPipeline:
                 "optimiser would only propose the same batch again"
             )
 
-    # ---- private: scoring and persistence -----------------------------------------------------
-
-    def _persist_iteration(
+    def _collect(
         self,
         k: int,
         results: Sequence[EvaluationResult],
-        proposal: dict[str, Any] | None,
-        extra_images: Sequence[np.ndarray] = (),
-        extra_emb: np.ndarray | None = None,
-        extra_meta: Sequence[dict[str, Any]] = (),
-        failures: Sequence[dict[str, Any]] = (),
-    ) -> IterationRecord:
-        t0 = time.perf_counter()
-        images: list[np.ndarray] = list(extra_images)
-        masks: list[np.ndarray | None] = [None] * len(extra_images)
-        metadata: list[dict[str, Any]] = [dict(m) for m in extra_meta]
-        emb_parts = [extra_emb] if extra_emb is not None and len(extra_emb) else []
-        counters: dict[str, int] = {}
+        targets: tuple[list[np.ndarray], np.ndarray, list[dict[str, Any]]] | None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None], np.ndarray, list[dict[str, Any]]]:
+        """Images, masks, embeddings and metadata of one iteration, with the design's ids."""
+        images: list[np.ndarray] = []
+        masks: list[np.ndarray | None] = []
+        metadata: list[dict[str, Any]] = []
+        parts: list[np.ndarray] = []
+        if targets is not None:
+            t_images, t_emb, t_meta = targets
+            images.extend(t_images)
+            masks.extend([None] * len(t_images))
+            metadata.extend(dict(m) for m in t_meta)
+            parts.append(t_emb)
         for res in results:
             images.extend(res.images)
             masks.extend(res.masks)
-            emb_parts.append(res.embeddings)
-            metadata.extend(res.records)
+            parts.append(res.embeddings)
+            metadata.extend(dict(m) for m in res.records)
+        counters: dict[str, int] = {}
         for m in metadata:  # sample ids per (iteration, dataset_type), as in the design
             n = counters.get(m["dataset_type"], 0)
             counters[m["dataset_type"]] = n + 1
             m["sample_id"] = f"iter{k}_{m['dataset_type']}_{n:03d}"
             m["image_file"] = f"{m['sample_id']}.png"
             m["mask_file"] = None
-        embeddings = np.concatenate(emb_parts, axis=0).astype(np.float32)
-        if k == 0 and len(embeddings) and float(np.ptp(embeddings, axis=0).max()) == 0.0:
+        embeddings = np.concatenate(parts, axis=0).astype(np.float32)
+        return images, masks, embeddings, metadata
+
+    # ---- private: scoring ---------------------------------------------------------------------
+
+    def _start_scoring(
+        self, embeddings: np.ndarray, metadata: Sequence[Mapping[str, Any]], n_failed: int
+    ) -> None:
+        """Fix the targets, the kernel, the noise floor and the PCA from iteration 0."""
+        is_target = np.array([m["dataset_type"] in TARGET_TYPES for m in metadata], dtype=bool)
+        n_real, n_obs = (
+            int(is_target.sum()),
+            len({m["param_set_id"] for m in metadata})
+            - (len({m["param_set_id"] for m in metadata if m["dataset_type"] in TARGET_TYPES})),
+        )
+        if n_real < 2 or n_obs < 1:
+            raise FailureBudgetError(
+                f"iteration 0 is unusable after {n_failed} failed evaluation(s): "
+                f"{n_real} real image(s) (MMD needs 2) and {n_obs} observed parameter set(s) "
+                "(needs 1) remain"
+            )
+        if len(embeddings) and float(np.ptp(embeddings, axis=0).max()) == 0.0:
             raise BoVoidsError(
                 f"the {self.embedder_info.get('name')} embedder returned the same embedding for "
                 f"all {len(embeddings)} images of iteration 0: every score would be 0 and the run "
                 "would 'converge' at once. Check the embedder (weights, device) and the images"
             )
-        if k == 0:
-            pca_2d = self.projector.fit_transform(embeddings)
-            real = embeddings[[m["dataset_type"] in TARGET_TYPES for m in metadata]]
-            self.scorer.fit(real)
-            self.noise_floor = self.scorer.noise_floor(
-                n_splits=self.config.metric.noise_floor_splits,
-                random_state=rng(self.config.seed, "split"),
-            )
-            self._epsilon = epsilon_from_real(real)
-        else:
-            pca_2d = self.projector.transform(embeddings)
-        record = IterationRecord(k, embeddings, metadata, pca_2d, failures=list(failures))
-        self.records.append(record)
-        per_set = self._per_set()  # scored once, used by the scores and history.csv
-        scores = self._score(k, per_set)
-        if k == 0:
-            scores["noise_floor"] = dict(self.noise_floor)
-            scores["scorer"] = self.scorer.to_dict()
-        record.scores = scores
-        self.scores.append(scores)
-        with self.store.writing_iteration(k) as tmp:
-            for img, mask, m in zip(images, masks, metadata, strict=True):
-                # the folder is renamed into place as a whole: no per-file atomicity needed
-                save_png(tmp / "images" / m["image_file"], img, atomic=False, compress_level=1)
-                if mask is not None:
-                    m["mask_file"] = f"{m['sample_id']}_mask.png"
-                    save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
-            fault_point("write", k)
-            atomic_save_npy(tmp / "embeddings.npy", embeddings)
-            atomic_save_npy(tmp / "pca_2d.npy", pca_2d)
-            if k == 0:
-                self.projector.save(tmp / "pca_model.npz")
-            atomic_write_json(tmp / "metadata.json", metadata)
-            atomic_write_json(tmp / "scores.json", scores)
-            if proposal is not None:
-                atomic_write_json(tmp / "proposals.json", _proposal_record(proposal))
-            if failures:
-                atomic_write_json(tmp / FAILURES, list(failures))
-        fault_point("commit", k)
-        record.folder = self.store.iteration_dir(k)
-        self.store.write_history(self._history_rows(per_set))
-        self.store.update_manifest(
-            iterations_completed=k,
-            failed_evaluations=sum(len(r.failures) for r in self.records),
-            noise_floor=self.noise_floor,
-            latest_scores={key: v for key, v in scores.items() if key not in {"scorer", "per_set"}},
+        self.book = ScoreBook(
+            self.space,
+            embeddings[is_target],
+            target_groups=target_clusters(metadata),
+            bandwidth=self.config.metric.bandwidth,
+            top_k=self.config.bo.top_k,
         )
-        self.timings["write"] += time.perf_counter() - t0
-        self._plot()
-        return record
+        if not self.projector.fitted:
+            self.projector.fit(embeddings)
+        if not self.noise_floor:
+            self.noise_floor = self._noise_floor()
 
-    def _per_set(self) -> list[dict[str, Any]]:
-        """Per-set MMD² of every observed (non-target) set, in evaluation order."""
-        rows: dict[str, dict[str, Any]] = {}
-        for rec in self.records:
-            for i, m in enumerate(rec.metadata):
-                if m["dataset_type"] in TARGET_TYPES:
-                    continue
-                row = rows.setdefault(
-                    m["param_set_id"],
-                    {
-                        "param_set_id": m["param_set_id"],
-                        "iteration": rec.iteration,
-                        "dataset_type": m["dataset_type"],
-                        "params": m["params"],
-                        "rows": [],
-                        "void_area_pct": [],
-                    },
+    def _noise_floor(self) -> dict[str, float]:
+        assert self.book is not None
+        try:
+            return dict(
+                self.book.scorer.noise_floor(
+                    n_splits=self.config.metric.noise_floor_splits,
+                    random_state=rng(self.config.seed, "split"),
                 )
-                row["rows"].append(rec.embeddings[i])
-                row["void_area_pct"].append(m.get("void_area_pct", math.nan))
-        out = []
-        for row in rows.values():
-            emb = np.stack(row.pop("rows"))
-            row["embeddings"] = emb
-            row["mmd2"] = self.scorer.score(emb)
-            row["n_images"] = len(emb)
-            row["void_area_pct"] = float(np.mean(row["void_area_pct"]))
-            out.append(row)
-        return out
-
-    def _score(self, k: int, per_set: list[dict[str, Any]]) -> dict[str, Any]:
-        targets = self.target_embeddings
-        ranked = sorted(per_set, key=lambda r: r["mmd2"])
-        top = ranked[: self.config.bo.top_k]
-        pooled = np.concatenate([r["embeddings"] for r in top], axis=0)
-        rec = self.records[k]
-        own = rec.embeddings[[m["dataset_type"] not in TARGET_TYPES for m in rec.metadata]]
-        dists = nearest_real_distances(own, targets) if len(own) else np.zeros(0)
-        return {
-            "iteration": k,
-            "n_sets": len(per_set),
-            "best_mmd2": float(ranked[0]["mmd2"]),
-            "best_param_set_id": ranked[0]["param_set_id"],
-            "best_params": ranked[0]["params"],
-            "distribution_similarity": float(self.scorer.score(pooled)),
-            "pool_size": len(pooled),
-            "noise_floor_pool_q95": self._pool_floor(len(pooled)),
-            "kid": float(kid(pooled, targets)),
-            "iteration_best_mmd2": float(
-                min((r["mmd2"] for r in per_set if r["iteration"] == k), default=math.nan)
-            ),
-            "mean_nearest_real": float(dists.mean()) if len(dists) else math.nan,
-            "epsilon": float(self._epsilon),
-            "epsilon_ball_share": float(epsilon_ball_share(own, targets, self._epsilon))
-            if len(own)
-            else math.nan,
-            "top_k": [r["param_set_id"] for r in top],
-            "per_set": [
-                {"param_set_id": r["param_set_id"], "mmd2": r["mmd2"]}
-                for r in per_set
-                if r["iteration"] == k
-            ],
-        }
+            )
+        except ValueError as exc:
+            logger.warning("no noise floor: %s", exc)
+            return {"mean": math.nan, "std": math.nan, "q05": math.nan, "q95": math.nan}
 
     def _pool_floor(self, n_pool: int) -> float:
         """The real set's noise floor (q95) rescaled to a pool of ``n_pool`` vs all targets."""
-        m = len(self.target_embeddings)
+        assert self.book is not None
+        m = len(self.book.targets)
         if not self.noise_floor or n_pool < 2 or "half_size" not in self.noise_floor:
             return float(self.noise_floor.get("q95", math.nan))
         return rescale_noise_floor(self.noise_floor, n_pool, m)["q95"]
 
-    def _history_rows(self, per_set: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        rows = []
-        nearest: dict[str, list[float]] = {}
-        targets = self.target_embeddings
-        for rec in self.records:
-            d = nearest_real_distances(rec.embeddings, targets)
-            for m, dist in zip(rec.metadata, d, strict=True):
-                nearest.setdefault(m["param_set_id"], []).append(float(dist))
-        for row in per_set if per_set is not None else self._per_set():
+    # ---- private: derived files, plots, the end ----------------------------------------------
+
+    def _write_derived(self, k: int) -> None:
+        """``history.csv`` and the manifest, both derived from the iterations."""
+        self.store.write_history(self._history_rows())
+        latest = {key: v for key, v in self.scores[-1].items() if key not in {"scorer", "per_set"}}
+        self.store.update_manifest(
+            iterations_completed=k,
+            failed_evaluations=sum(len(r.failures) for r in self.records),
+            noise_floor=self.noise_floor,
+            latest_scores=latest,
+        )
+
+    def _history_rows(self) -> list[dict[str, Any]]:
+        """One row per observation (replications merged), then the simulated target sets."""
+        assert self.book is not None
+        rows: list[dict[str, Any]] = []
+        for obs in self.book.all_sets():
+            rec = obs.to_record()
             rows.append(
                 {
-                    "iteration": row["iteration"],
-                    "param_set_id": row["param_set_id"],
-                    "dataset_type": row["dataset_type"],
-                    **{name: row["params"][name] for name in PARAMETER_NAMES},
-                    "mmd2": row["mmd2"],
-                    "n_images": row["n_images"],
-                    "mean_nearest_real": float(np.mean(nearest[row["param_set_id"]])),
-                    "void_area_pct": row["void_area_pct"],
+                    "iteration": rec["iteration"],
+                    "param_set_id": rec["uid"],
+                    "dataset_type": rec["dataset_type"],
+                    **{name: rec["params"].get(name) for name in PARAMETER_NAMES},
+                    "mmd2": rec["mmd2"],
+                    "n_images": rec["n_images"],
+                    "mean_nearest_real": rec["mean_nearest_real"],
+                    "void_area_pct": rec["void_area_pct"],
+                    "iterations": " ".join(str(i) for i in rec["iterations"]),
                 }
             )
         real_sets: dict[str, dict[str, Any]] = {}
+        counts: dict[str, int] = {}
         for m in self.records[0].metadata:
             if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
                 real_sets.setdefault(m["param_set_id"], m)
+                counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
         for ps_id, m in real_sets.items():
             rows.append(
                 {
@@ -681,22 +776,13 @@ class OptimizationPipeline:
                     "dataset_type": m["dataset_type"],
                     **{name: m["params"][name] for name in PARAMETER_NAMES},
                     "mmd2": math.nan,
-                    "n_images": sum(
-                        1 for x in self.records[0].metadata if x["param_set_id"] == ps_id
-                    ),
+                    "n_images": counts[ps_id],
                     "mean_nearest_real": math.nan,
                     "void_area_pct": math.nan,
+                    "iterations": "0",
                 }
             )
         return rows
-
-    def _status_line(self, s: dict[str, Any]) -> str:
-        nf = s.get("noise_floor_pool_q95", self.noise_floor.get("q95", math.nan))
-        return (
-            f"best MMD² {s['best_mmd2']:.4f} ({s['best_param_set_id']}), distribution similarity "
-            f"{s['distribution_similarity']:.4f} (noise floor q95 {nf:.4f}), ε-share "
-            f"{s['epsilon_ball_share']:.2f}"
-        )
 
     def _plot(self) -> None:
         t0 = time.perf_counter()
@@ -727,21 +813,19 @@ class OptimizationPipeline:
         self.timings["calibrate"] = time.perf_counter() - t0
 
     def _finish(self) -> RunSummary:
-        t0 = time.perf_counter()
-        final = self.recommend()
-        self.timings["propose"] += time.perf_counter() - t0
-        self._last_proposal = final
-        current_best = final.get("current_best", [])
+        assert self.proposal is not None
+        current_best = list(self.scores[-1].get("best", []))
         self.store.update_manifest(
             status="completed",
             stop_reason=self.stop_reason,
             current_best=current_best,
-            next_params=final.get("next_params", []),
+            next_params=list(self.proposal.next_params),
             timings=self.timings,
         )
         if self.config.calibrate:
             self._calibrate()
-        self._plot()  # final plots show the completed status (and calibration)
+        if self.plots:
+            self._plot()  # final plots show the completed status (and calibration)
         return RunSummary(
             experiment_dir=self.store.root,
             iterations_completed=len(self.records) - 1,
@@ -752,6 +836,34 @@ class OptimizationPipeline:
             embedder=self.embedder_info,
             timings=dict(self.timings),
         )
+
+    # ---- views ---------------------------------------------------------------------------------
+
+    @property
+    def target_embeddings(self) -> np.ndarray:
+        """Embeddings of the real target images."""
+        assert self.book is not None
+        return self.book.targets
+
+    def history_arrays(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """All embeddings and their metadata, concatenated over iterations."""
+        embeddings = np.concatenate([r.embeddings for r in self.records], axis=0)
+        return embeddings, [m for r in self.records for m in r.metadata]
+
+    def iter_records(self) -> Iterator[IterationRecord]:
+        """The persisted iterations, in order."""
+        return iter(self.records)
+
+
+def _status_line(s: Mapping[str, Any]) -> str:
+    nf = s.get("noise_floor_pool_q95", math.nan)
+    fresh = (s.get("recommendation") or {}).get("fresh_mmd2", math.nan)
+    return (
+        f"best {s['best_param_set_id']} (MMD² {s['best_mmd2']:.4f} in sample, {fresh:.4f} on "
+        f"fresh images, {s['ranking']} ranking), "
+        f"distribution similarity {s['distribution_similarity']:.4f} (noise floor q95 "
+        f"{nf:.4f}), ε-share {s['epsilon_ball_share']:.2f}"
+    )
 
 
 def _failed_result(task: EvaluationTask, exc: BaseException) -> EvaluationResult:
@@ -767,11 +879,12 @@ def _failed_result(task: EvaluationTask, exc: BaseException) -> EvaluationResult
     )
 
 
-def _proposal_record(proposal: dict[str, Any]) -> dict[str, Any]:
-    scores = proposal.get("scores", {})
+def _proposal_record(proposal: Proposal) -> dict[str, Any]:
+    """``proposals.json``: the proposal made after an iteration (the next batch)."""
     return {
-        "next_params": proposal.get("next_params", []),
-        "current_best": proposal.get("current_best", []),
-        "distribution_similarity": scores.get("distribution_similarity"),
-        "info": proposal.get("info", {}),
+        "next_params": [dict(p) for p in proposal.next_params],
+        "replicates": list(proposal.replicates),
+        "predicted_mmd2": dict(proposal.predicted_mmd2) if proposal.predicted_mmd2 else None,
+        "info": proposal.info,
+        "state": proposal.state,
     }

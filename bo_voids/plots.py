@@ -38,6 +38,8 @@ from bo_voids.config import (
     CategoricalDistribution,
     NormalDistribution,
 )
+from bo_voids.scoring import TARGET_TYPES, score_book_from_iterations
+from bo_voids.space import SearchSpace
 from bo_voids.state import ExperimentRun, atomic_write_bytes, load_experiment
 
 __all__ = [
@@ -133,86 +135,64 @@ def _num(value: Any) -> float:
 def set_summaries(run: ExperimentRun) -> list[SetSummary]:
     """Every parameter set of a run with its MMD², in evaluation order.
 
-    MMD² comes from each iteration's ``scores.json`` (``per_set``), completed from
-    ``history.csv`` for sets it does not list.
+    The observed sets come from :func:`~bo_voids.scoring.score_book_from_iterations` (the one
+    grouping and score of the package: a set evaluated in several iterations is one entry); the
+    simulated target sets follow with ``nan`` MMD².
 
     Args:
         run: The loaded run.
 
     Returns:
-        One :class:`SetSummary` per parameter set (target sets included, with ``nan`` MMD²).
+        One :class:`SetSummary` per parameter set.
     """
-    sets: dict[str, SetSummary] = {}
-    for it in run.iterations:
-        for row, meta in enumerate(it.metadata):
-            ps_id = str(meta.get("param_set_id"))
-            summary = sets.get(ps_id)
-            if summary is None:
-                summary = sets[ps_id] = SetSummary(
-                    param_set_id=ps_id,
-                    iteration=int(meta.get("iteration", it.iteration)),
-                    dataset_type=str(meta.get("dataset_type", "synthetic")),
-                    params=meta.get("params"),
-                )
-            summary.images.append((it.iteration, row))
-        for rec in it.scores.get("per_set") or []:
-            ps = sets.get(str(rec.get("param_set_id")))
-            if ps is not None:
-                ps.mmd2 = _num(rec.get("mmd2"))
-    for row in run.history:
-        ps = sets.get(row.get("param_set_id", ""))
-        if ps is not None and not math.isfinite(ps.mmd2):
-            ps.mmd2 = _num(row.get("mmd2"))
-    return list(sets.values())
+    if not run.iterations:
+        return []
+    book = score_book_from_iterations(
+        SearchSpace.from_config(run.config),
+        run.iterations,
+        bandwidth=run.config.metric.bandwidth,
+        top_k=run.config.bo.top_k,
+    )
+    out = [
+        SetSummary(
+            param_set_id=o.uid,
+            iteration=o.first_iteration,
+            dataset_type=o.dataset_type,
+            params=dict(o.params),
+            mmd2=o.mmd2,
+            images=list(zip(o.image_iterations.tolist(), o.local_rows.tolist(), strict=True)),
+        )
+        for o in book.all_sets()
+    ]
+    targets: dict[str, SetSummary] = {}
+    for row, meta in enumerate(run.iterations[0].metadata):
+        if meta.get("dataset_type") not in TARGET_TYPES:
+            continue
+        ps_id = str(meta.get("param_set_id"))
+        summary = targets.setdefault(
+            ps_id,
+            SetSummary(ps_id, 0, str(meta["dataset_type"]), meta.get("params")),
+        )
+        summary.images.append((0, row))
+    return out + list(targets.values())
 
 
 def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
-    """The best parameter sets of a run, best first.
+    """The best parameter sets of a run, best first: the last iteration's ranking.
 
-    Uses the optimiser's final ranking (``run.current_best``) when the run has finished, else the
-    last iteration's ``top_k``.
+    The ranking is the package's one definition (:func:`~bo_voids.scoring.rank_observations`),
+    persisted in every ``scores.json``, so it is the same while the run goes on and after.
 
     Args:
         run: The loaded run.
         k: At most this many sets.
 
     Returns:
-        Records with ``param_set_id``, ``iteration``, ``params``, ``mmd2`` and, when the optimiser
-        gave one, ``predicted_mmd2``.
+        Records with ``param_set_id``, ``iteration``, ``params``, ``mmd2``, ``predicted_mmd2``
+        and ``n_images``.
     """
-    summaries = {s.param_set_id: s for s in set_summaries(run)}
-    out: list[dict[str, Any]] = []
-    if run.current_best:
-        for rec in run.current_best[:k]:
-            ps = summaries.get(str(rec.get("param_set_id")))
-            out.append(
-                {
-                    "param_set_id": str(rec.get("param_set_id")),
-                    "iteration": rec.get("iteration", ps.iteration if ps else None),
-                    "params": rec.get("params") or (ps.params if ps else None),
-                    "mmd2": _num(rec.get("mmd2", ps.mmd2 if ps else None)),
-                    "predicted_mmd2": _num(rec.get("predicted_mmd2")),
-                }
-            )
-        return out
     last = run.iterations[-1].scores if run.iterations else {}
-    ids = list(last.get("top_k") or [])
-    if not ids:  # no ranking stored: rank by raw MMD²
-        scored = [s for s in summaries.values() if math.isfinite(s.mmd2)]
-        ids = [s.param_set_id for s in sorted(scored, key=lambda s: s.mmd2)]
-    for ps_id in ids[:k]:
-        ps = summaries.get(ps_id)
-        if ps is not None:
-            out.append(
-                {
-                    "param_set_id": ps_id,
-                    "iteration": ps.iteration,
-                    "params": ps.params,
-                    "mmd2": ps.mmd2,
-                    "predicted_mmd2": math.nan,
-                }
-            )
-    return out
+    return [dict(rec) for rec in (last.get("best") or [])[:k]]
 
 
 def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:

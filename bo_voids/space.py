@@ -3,16 +3,23 @@
 This is the only module that knows how a categorical, an integer and a continuous parameter become
 numbers. Two encodings are offered:
 
-* **unit** (:meth:`SearchSpace.encode`): every column in ``[0, 1]`` — continuous and integer
-  parameters scaled by their bounds, the categorical column holding the category *index* scaled to
-  ``index / (k - 1)``. Used for distances and for samplers that want a box.
+* **unit** (:meth:`SearchSpace.encode`): every column in ``[0, 1]`` — continuous parameters
+  scaled by their bounds; a categorical or integer parameter with ``k`` values splits ``[0, 1]``
+  into ``k`` equal cells, value ``i`` (the ``i``-th category, or ``low + i``) owning
+  ``[i / k, (i + 1) / k)`` and encoded by the cell's centre ``(i + 0.5) / k``. Used for
+  distances and for samplers that want a box (Sobol, random search).
 * **raw** (:meth:`SearchSpace.to_raw`): natural units — the categorical column holds the category
   index ``0..k-1`` (for a categorical kernel), the integer column the integer, continuous columns
   their value. The BoTorch optimiser works here with a ``Normalize`` input transform built from
   :attr:`SearchSpace.raw_bounds`.
 
-Decoding (either form) rounds integers, clips to bounds and restores the category, so any point an
-acquisition optimiser returns becomes a valid parameter set.
+Decoding (either form) clips to bounds and restores the category and the integer, so any point an
+acquisition optimiser returns becomes a valid parameter set. The unit decode takes the cell a
+coordinate falls in (``floor(u · k)``, ``u = 1`` belonging to the last cell), so a uniform draw
+on the cube gives every category and every integer value, the end values included, the same
+probability ``1 / k``; rounding ``u · (k - 1)`` instead would give the two end values half the
+mass of the others. The raw decode rounds to the nearest index or integer, which is what an
+optimiser working in raw units expects.
 
 Example:
     >>> space = SearchSpace.from_config(cfg)  # doctest: +SKIP
@@ -220,22 +227,45 @@ class SearchSpace:
                 out[p.name] = v
         return out
 
+    def _n_levels(self, p: Parameter) -> int:
+        """Number of values of a categorical or integer parameter (its unit-cube cells)."""
+        return round(p.high - p.low) + 1
+
     def encode(self, params: Mapping[str, Any]) -> np.ndarray:
-        """Encode one parameter set into the unit cube: ``(d,)`` with values in ``[0, 1]``."""
+        """Encode one parameter set into the unit cube: ``(d,)`` with values in ``[0, 1]``.
+
+        Continuous values are scaled by their bounds; a categorical or integer value ``i``
+        (counted from the lower bound) of ``k`` becomes the centre ``(i + 0.5) / k`` of its cell,
+        so :meth:`decode` maps it back exactly.
+        """
         raw = self.to_raw(params)
         lo, hi = self.raw_bounds
-        span = np.where(hi > lo, hi - lo, 1.0)
-        return (raw - lo) / span
+        out = np.empty(self.dim)
+        for j, p in enumerate(self.parameters):
+            if p.kind == "continuous":
+                out[j] = (raw[j] - lo[j]) / (hi[j] - lo[j]) if hi[j] > lo[j] else 0.0
+            else:
+                out[j] = (raw[j] - lo[j] + 0.5) / self._n_levels(p)
+        return out
 
     def decode(self, u: Sequence[float] | np.ndarray) -> ParamSet:
-        """Decode a unit-cube point (rounding integers, clipping, restoring the category).
+        """Decode a unit-cube point (clipping, restoring the category and the integer).
 
+        A categorical or integer column with ``k`` values takes value ``min(floor(u · k), k - 1)``
+        (counted from the lower bound), so uniform ``u`` gives each value mass ``1 / k``.
         ``decode(encode(p))`` restores categories and integers exactly and continuous values to
         within floating-point rounding (about ``1e-15`` of the range); see :meth:`same`.
         """
         u = np.clip(np.asarray(u, dtype=float).reshape(-1), 0.0, 1.0)
+        if u.shape[0] != self.dim or not np.all(np.isfinite(u)):
+            raise ValueError(f"expected {self.dim} finite unit-cube values, got {u!r}")
         lo, hi = self.raw_bounds
-        return self.from_raw(lo + u * (hi - lo))
+        raw = lo + u * (hi - lo)
+        for j, p in enumerate(self.parameters):
+            if p.kind != "continuous":
+                k = self._n_levels(p)
+                raw[j] = lo[j] + min(int(np.floor(u[j] * k)), k - 1)
+        return self.from_raw(raw)
 
     def encode_many(self, param_sets: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Encode several parameter sets into the unit cube: ``n x d``."""

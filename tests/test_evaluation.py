@@ -82,12 +82,17 @@ def test_render_seeds_are_deterministic() -> None:
     assert render_seeds(3, 2, "far", 5, 4, False) != render_seeds(4, 2, "far", 5, 4, False)
 
 
-def test_crn_shares_seeds_across_sets() -> None:
-    ref = render_seeds(0, 0, "close", 0, 3, True)
-    for iteration, dtype, index in [(0, "far", 0), (0, "close", 7), (5, "synthetic", 2)]:
-        assert render_seeds(0, iteration, dtype, index, 3, True) == ref
+def test_crn_seed_blocks_are_shared_within_a_batch_only() -> None:
+    ref = render_seeds(0, 3, "synthetic", 0, 3, True)
+    assert render_seeds(0, 3, "synthetic", 7, 3, True) == ref  # same batch: same block
     # a prefix: replication r has the same seed whatever the number of replications
-    assert render_seeds(0, 4, "synthetic", 1, 5, True)[:3] == ref
+    assert render_seeds(0, 3, "synthetic", 1, 5, True)[:3] == ref
+    blocks = [
+        render_seeds(0, it, dtype, 0, 3, True)
+        for it, dtype in [(0, "close"), (0, "far"), (1, "synthetic"), (2, "synthetic")]
+    ]
+    seen = [s for b in [*blocks, ref] for s in b]
+    assert len(set(seen)) == len(seen)  # every batch (and iteration 0's close / far) is new
 
 
 def test_real_sets_are_independent_even_with_crn() -> None:

@@ -9,18 +9,23 @@ from bo_voids.exceptions import BoVoidsError, StateError
 from bo_voids.metrics import (
     MULTI_BANDWIDTH_MULTIPLIERS,
     MMDScorer,
+    NullBand,
+    PermutationResult,
     epsilon_ball_share,
     epsilon_from_real,
     kid,
     median_bandwidth,
     mmd2,
     nearest_real_distances,
+    null_band_from_statistics,
+    null_variance_factor,
     pairwise_sq_dists,
     per_set_mmd2,
     permutation_test,
     pooled_mmd2,
     rbf_kernel,
     resolve_bandwidths,
+    split_null_band,
 )
 from bo_voids.seeding import rng
 
@@ -191,14 +196,17 @@ def test_kid_matches_definition() -> None:
 # -------------------------------------------------------------------------- permutation test
 def test_permutation_test_matches_mmd2_and_is_deterministic() -> None:
     X, Y = _gauss(14, 24, 16), _gauss(15, 16, 16, 0.3)
-    stat, p = permutation_test(X, Y, n_permutations=200, random_state=3)
+    result = permutation_test(X, Y, n_permutations=200, random_state=3)
+    stat, p = result  # unpacks like the historical (statistic, p_value) tuple
     assert stat == pytest.approx(mmd2(X, Y), abs=1e-12)
-    assert permutation_test(X, Y, n_permutations=200, random_state=3) == (stat, p)
+    assert permutation_test(X, Y, n_permutations=200, random_state=3) == result
     assert 1 / 201 <= p <= 1.0
+    assert (result.scheme, result.exact, result.n_permutations) == ("image", False, 200)
+    assert result.min_attainable_p == pytest.approx(1 / 201)
     stat_b, _ = permutation_test(X, Y, n_permutations=20, unbiased=False, bandwidth="multi")
     assert stat_b == pytest.approx(mmd2(X, Y, unbiased=False, bandwidth="multi"), abs=1e-12)
     gen = np.random.default_rng(0)
-    assert 0 < permutation_test(X, Y, n_permutations=20, random_state=gen)[1] <= 1
+    assert 0 < permutation_test(X, Y, n_permutations=20, random_state=gen).p_value <= 1
 
 
 def test_permutation_p_value_roughly_uniform_under_null() -> None:
@@ -206,7 +214,7 @@ def test_permutation_p_value_roughly_uniform_under_null() -> None:
         [
             permutation_test(
                 _gauss(r, 15, 4), _gauss(5000 + r, 15, 4), n_permutations=200, random_state=r
-            )[1]
+            ).p_value
             for r in range(100)
         ]
     )
@@ -224,6 +232,214 @@ def test_permutation_p_value_small_under_clear_shift() -> None:
 def test_permutation_test_rejects_bad_count() -> None:
     with pytest.raises(ValueError, match="n_permutations"):
         permutation_test(_gauss(1, 4, 2), _gauss(2, 4, 2), n_permutations=0)
+
+
+# --------------------------------------------------------- clustered samples: model and tests
+# Simulated clustered model (the shape of sets × renders): cluster means ~ N(0, τ² I), renders
+# ~ N(mean, σ² I). Sibling renders are closer to each other than to other clusters, as target
+# renders of one parameter set are.
+D, TAU, SIGMA, SETS, REPS = 8, 1.0, 0.5, 5, 3
+GROUPS = np.repeat(np.arange(SETS), REPS)
+
+
+def _clustered(g: np.random.Generator, sets: int = SETS, shift: float = 0.0) -> np.ndarray:
+    means = g.normal(0.0, TAU, size=(sets, D)) + shift
+    return (means[:, None, :] + g.normal(0.0, SIGMA, size=(sets, REPS, D))).reshape(-1, D)
+
+
+def _rates(shift: float, draws: int, seed: int) -> tuple[float, float]:
+    """Rejection rates at α = 0.05 of the cluster and the image test, fresh 5 × 3 vs 5 × 3."""
+    g = np.random.default_rng(seed)
+    cluster = image = 0
+    for i in range(draws):
+        T = _clustered(g)
+        X = _clustered(g, shift=shift)
+        bw = list(MMDScorer().fit(T).bandwidths_)  # the run's kernel: fixed by the targets
+        res = permutation_test(X, T, 500, i, bandwidth=bw, x_groups=GROUPS, y_groups=GROUPS)
+        assert res.scheme == "cluster" and res.exact
+        cluster += res.rejects(0.05)
+        if shift == 0.0:
+            image += permutation_test(X, T, 500, i, bandwidth=bw).rejects(0.05)
+    return cluster / draws, image / draws
+
+
+def test_cluster_permutation_test_holds_its_level_and_image_level_does_not() -> None:
+    """On a clustered null the cluster test rejects ≈ 5 %; permuting images rejects most draws.
+
+    The exact cluster test's rate is 12/252 = 0.048 in expectation; 300 draws give sd 0.012.
+    The image-level test treats 15 correlated renders as 15 independent images, so its permuted
+    statistics are too small: it rejects a true null ≈ 90 % of the time here (73 % on the real
+    generator, see ``benchmarks/null_calibration.py``).
+    """
+    cluster, image = _rates(0.0, draws=300, seed=0)
+    assert 0.02 <= cluster <= 0.09
+    assert image > 0.5
+
+
+def test_cluster_permutation_test_rejects_a_clear_alternative() -> None:
+    cluster, _ = _rates(1.5, draws=100, seed=1)  # every cluster mean shifted by 1.5 τ per axis
+    assert cluster >= 0.8
+
+
+def test_exact_enumeration_of_cluster_splits() -> None:
+    g = np.random.default_rng(2)
+    X, Y = _clustered(g), _clustered(g, shift=10.0)  # nothing in common
+    res = permutation_test(X, Y, 1000, x_groups=GROUPS, y_groups=GROUPS)
+    assert res.exact and res.n_distinct_splits == 252 and res.n_permutations == 252
+    assert (res.n_x_units, res.n_y_units) == (5, 5)
+    # the observed split and its mirror (X and Y swapped) give the same MMD²
+    assert res.min_attainable_p == pytest.approx(2 / 252)
+    assert res.p_value == pytest.approx(2 / 252)
+    sampled = permutation_test(X, Y, 100, random_state=0, x_groups=GROUPS, y_groups=GROUPS)
+    assert not sampled.exact and sampled.n_distinct_splits == 252
+    assert sampled.n_permutations == 100 and sampled.min_attainable_p == pytest.approx(1 / 101)
+    assert sampled.p_value == pytest.approx(1 / 101)
+    # iid images are enumerated too when there are few splits: C(6, 3) = 20
+    tiny = permutation_test(X[:3], Y[:3], 1000)
+    assert tiny.scheme == "image" and tiny.exact and tiny.n_distinct_splits == 20
+    assert tiny.p_value == pytest.approx(2 / 20)
+
+
+def test_permutation_result_serialises_and_labels_are_per_sample() -> None:
+    g = np.random.default_rng(3)
+    X, Y = _clustered(g), _clustered(g)
+    res = permutation_test(X, Y, 300, random_state=0, x_groups=GROUPS, y_groups=GROUPS)
+    assert isinstance(res, PermutationResult)
+    data = json.loads(json.dumps(res.to_dict()))
+    assert data["scheme"] == "cluster" and data["n_distinct_splits"] == 252
+    # labels are namespaced per sample: "0" in X and "0" in Y are different clusters
+    named = permutation_test(
+        X, Y, 300, x_groups=[f"s{i}" for i in GROUPS], y_groups=[f"s{i}" for i in GROUPS]
+    )
+    assert named == res
+    with pytest.raises(ValueError, match="x_groups has 14 labels"):
+        permutation_test(X, Y, x_groups=GROUPS[:-1])
+
+
+def test_mixed_cluster_sizes_skip_splits_with_too_few_images() -> None:
+    g = np.random.default_rng(4)
+    one_set = _clustered(g, sets=1)  # 3 renders of a single set
+    iid = g.normal(size=(5, D))  # 5 independent images: 5 units of size 1
+    res = permutation_test(one_set, iid, 1000, x_groups=[0, 0, 0])
+    # 6 units, 1 goes to X: only the 3-render cluster leaves X with 2 images, so the observed
+    # split is the only valid one and the test can say nothing
+    assert res.scheme == "cluster" and res.exact
+    assert res.n_distinct_splits == 1 and res.p_value == 1.0 and res.min_attainable_p == 1.0
+
+
+# ------------------------------------------------------------------------------- null bands
+def test_simulated_null_band_covers_fresh_null_draws() -> None:
+    """The band of simulated null draws is exceeded by ≈ 5 % of fresh null draws."""
+    g = np.random.default_rng(5)
+    exceed = total = 0
+    for _ in range(5):  # a few target folders, 200 band draws and 200 fresh draws each
+        T = _clustered(g)
+        scorer = MMDScorer().fit(T)
+        sims = [scorer.score(_clustered(g)) for _ in range(200)]
+        band = null_band_from_statistics(sims, n_sets=SETS, n_reps=REPS, n_reference=len(T))
+        assert band.scheme == "simulated" and band.n_draws == 200 and band.n_judged == 15
+        assert band.q05 < band.q50 < band.q95
+        # sibling renders make the clustered null's mean positive even for the unbiased MMD²
+        assert band.mean > 0
+        fresh = np.array([scorer.score(_clustered(g)) for _ in range(200)])
+        exceed += int(np.sum(fresh > band.q95))
+        total += fresh.size
+        assert band.contains(band.q50) and not band.contains(band.q95 + 1.0)
+    assert 0.02 <= exceed / total <= 0.09
+
+
+def test_cluster_split_band_covers_fresh_null_draws() -> None:
+    """Whole-cluster splits of the targets, rescaled to the judged sizes, give a ≈ 5 % band.
+
+    Targets: 15 clusters × 3 renders (with 5 target clusters the band has only 10 distinct
+    values and is exceeded ≈ 13 % of the time, as documented in ``split_null_band``). The old
+    half-split floor, by contrast, is exceeded by most fresh null draws.
+    """
+    g = np.random.default_rng(6)
+    groups = np.repeat(np.arange(15), REPS)
+    draws = 250
+    exceed = exceed_old = 0
+    for i in range(draws):
+        T = _clustered(g, sets=15)
+        scorer = MMDScorer().fit(T)
+        band = split_null_band(T, groups, SETS, REPS, scorer=scorer, random_state=i)
+        x = scorer.score(_clustered(g))
+        exceed += x > band.q95
+        exceed_old += x > scorer.noise_floor(n_splits=50, random_state=i)["q95"]
+    assert band.scheme == "cluster-split" and band.split == (5, 10)
+    assert band.n_distinct == 3003 and band.n_draws == 200 and band.sibling_excess > 0
+    assert 0.02 <= exceed / draws <= 0.09
+    assert exceed_old / draws > 0.3
+
+
+def test_split_band_enumerates_small_folders_and_rescales() -> None:
+    g = np.random.default_rng(7)
+    T = _clustered(g)  # 5 clusters: a 5-set pseudo-sample would leave nothing to score against
+    band = split_null_band(T, GROUPS, SETS, REPS, n_splits=200)
+    assert band.split == (3, 2) and band.n_distinct == 10 and band.n_draws == 10
+    assert 0 < band.scale < 1  # 3 vs 2 clusters spread more than 5 vs 5 would
+    assert "10 distinct splits" in band.note
+    iid = split_null_band(g.normal(size=(16, D)), None, 8, n_splits=100, random_state=0)
+    assert iid.scheme == "image-split" and iid.split == (8, 8)
+    # 8 vs the 8 left over, rescaled to 8 vs all 16 targets
+    assert iid.scale == pytest.approx(
+        np.sqrt(null_variance_factor(8, 16) / null_variance_factor(8, 8))
+    )
+    assert iid.sibling_excess == 0.0 and iid.note is None and iid.n_draws == 100
+    assert abs(iid.mean) < iid.std  # iid unbiased null: mean 0
+    noted = split_null_band(g.normal(size=(16, D)), None, 4, 3, n_splits=50)
+    assert "iid" in noted.note
+    assert split_null_band(T, GROUPS, 5, 3, n_splits=50, random_state=1) == split_null_band(
+        T, GROUPS, 5, 3, n_splits=50, random_state=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("n_targets", "groups", "n_sets", "n_reps", "needs"),
+    [
+        (9, np.repeat([0, 1, 2], 3), 5, 3, "at least 4 target clusters"),
+        (6, np.repeat([0, 1], 3), 1, 3, "at least 3 target clusters"),
+        (3, None, 3, None, "at least 4 target images"),
+        (3, None, 1, 3, "at least 4 target images"),
+        (12, None, 1, None, "judged sample has 1 image"),
+    ],
+)
+def test_split_band_degrades_to_nan_with_a_reason(
+    n_targets: int, groups: object, n_sets: int, n_reps: int | None, needs: str
+) -> None:
+    T = np.random.default_rng(8).normal(size=(n_targets, D))
+    band = split_null_band(T, groups, n_sets, n_reps)
+    assert not band.available and np.isnan(band.q95) and needs in band.reason
+    assert band.contains(0.0) is None and band.n_draws == 0
+
+
+def test_split_band_minimum_cases_run() -> None:
+    g = np.random.default_rng(9)
+    assert split_null_band(_clustered(g, sets=3), np.repeat([0, 1, 2], 3), 1, 3).available
+    assert split_null_band(_clustered(g, sets=4), np.repeat(range(4), 3), 5, 3).available
+    assert split_null_band(g.normal(size=(4, D)), None, 2).available
+    with pytest.raises(StateError):
+        split_null_band(g.normal(size=(8, D)), None, 2, scorer=MMDScorer())
+    with pytest.raises(ValueError, match="groups has 3 labels"):
+        split_null_band(g.normal(size=(8, D)), [0, 0, 1], 2)
+
+
+def test_null_band_round_trip_and_degenerate_statistics() -> None:
+    band = null_band_from_statistics(np.linspace(0, 1, 11), n_sets=5, n_reps=3, n_reference=15)
+    assert band.q50 == pytest.approx(0.5) and band.q95 == pytest.approx(0.95)
+    data = json.loads(json.dumps(band.to_dict()))
+    assert data["n_judged"] == 15 and NullBand.from_dict(data) == band
+    split = split_null_band(_clustered(np.random.default_rng(10)), GROUPS, 5, 3)
+    again = NullBand.from_dict(json.loads(json.dumps(split.to_dict())))
+    assert again == split and again.split == (3, 2)
+    empty = null_band_from_statistics([np.nan, 1.0], n_sets=5, n_reference=15)
+    assert not empty.available and "1 finite" in empty.reason and empty.n_reps == 1
+    rebuilt = NullBand.from_dict(json.loads(json.dumps(empty.to_dict())))
+    assert rebuilt.reason == empty.reason and np.isnan(rebuilt.q95)
+    with pytest.raises(ValueError, match="scheme"):
+        NullBand.from_dict({**data, "scheme": "half-split"})
+    with pytest.raises(ValueError, match="NullBand"):
+        NullBand.from_dict({"scheme": "simulated"})
 
 
 # ------------------------------------------------------------------------------- per sample
@@ -244,6 +460,14 @@ def test_nearest_distances_and_epsilon_ball_on_hand_built_points() -> None:
     assert epsilon_ball_share(np.array([[0.5], [5.0], [8.4]]), line) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="quantile"):
         epsilon_from_real(line, 1.5)
+    # across clusters: {0, 1} and {3, 7}; a sibling is never a neighbour -> 3, 2, 2, 6
+    assert epsilon_from_real(line, groups=["a", "a", "b", "b"]) == pytest.approx(2.5)
+    assert epsilon_from_real(line, 1.0, groups=[0, 0, 1, 1]) == pytest.approx(6.0)
+    assert np.isnan(epsilon_from_real(line, groups=[0, 0, 0, 0]))
+    assert np.isnan(epsilon_from_real(line[:1], groups=[0]))
+    share = epsilon_ball_share(np.array([[0.5], [5.0]]), line, real_groups=[0, 0, 1, 1])
+    assert share == pytest.approx(1.0)  # ε = 2.5: both within 2.5 of a real point
+    assert np.isnan(epsilon_ball_share(line, line, real_groups=[1, 1, 1, 1]))
     with pytest.raises(ValueError, match="epsilon"):
         epsilon_ball_share(line, line, -1.0)
 

@@ -82,10 +82,14 @@ def test_existing_experiment_exit_2(config_file: Path, capsys) -> None:
 def test_runtime_failure_exit_1(config_file: Path, monkeypatch, capsys) -> None:
     from bo_voids.pipeline import OptimizationPipeline
 
-    def boom(self, *a, **k):
-        raise BoVoidsError("renderer exploded")
+    original = OptimizationPipeline.step
 
-    monkeypatch.setattr(OptimizationPipeline, "run_iteration_n", boom)
+    def boom(self, k, *a, **kw):
+        if k >= 1:
+            raise BoVoidsError("renderer exploded")
+        return original(self, k, *a, **kw)
+
+    monkeypatch.setattr(OptimizationPipeline, "step", boom)
     assert optimize.main(["--config", str(config_file), "--quiet", "--no-report"]) == 1
     err = capsys.readouterr().err
     assert "renderer exploded" in err and "--resume" in err
@@ -94,10 +98,14 @@ def test_runtime_failure_exit_1(config_file: Path, monkeypatch, capsys) -> None:
 def test_interrupt_exit_130(config_file: Path, monkeypatch, tmp_path: Path) -> None:
     from bo_voids.pipeline import OptimizationPipeline
 
-    def interrupt(self, *a, **k):
-        raise KeyboardInterrupt
+    original = OptimizationPipeline.step
 
-    monkeypatch.setattr(OptimizationPipeline, "run_iteration_n", interrupt)
+    def interrupt(self, k, *a, **kw):
+        if k >= 1:
+            raise KeyboardInterrupt
+        return original(self, k, *a, **kw)
+
+    monkeypatch.setattr(OptimizationPipeline, "step", interrupt)
     assert optimize.main(["--config", str(config_file), "--quiet", "--no-report"]) == 130
     assert load_experiment(tmp_path / "exp").manifest["status"] == "interrupted"
 

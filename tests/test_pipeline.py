@@ -99,16 +99,14 @@ def test_resume_after_interruption_matches_uninterrupted(
 
     cut = tiny_config(repo_root, tmp_path / "cut", max_iterations=3)
     pipe = OptimizationPipeline(cut)
-    original = pipe.run_iteration_n
-    calls = {"n": 0}
+    original = pipe.step
 
-    def crash(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def crash(k, *args, **kwargs):
+        if k == 2:
             raise KeyboardInterrupt  # interrupted while evaluating iteration 2
-        return original(*args, **kwargs)
+        return original(k, *args, **kwargs)
 
-    monkeypatch.setattr(pipe, "run_iteration_n", crash)
+    monkeypatch.setattr(pipe, "step", crash)
     with pytest.raises(KeyboardInterrupt):
         pipe.run_full_experiment()
     assert ExperimentStore(cut.experiment_dir).completed_iterations() == [0, 1]

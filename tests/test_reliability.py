@@ -554,21 +554,22 @@ def test_sigterm_stops_like_ctrl_c(
     import signal
 
     before = signal.getsignal(signal.SIGTERM)
-    original = OptimizationPipeline.run_iteration_n
+    original = OptimizationPipeline.step
 
-    def terminate(self, *args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler interrupts this sleep
-        return original(self, *args, **kwargs)
+    def terminate(self, k, *args, **kwargs):
+        if k >= 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this sleep
+        return original(self, k, *args, **kwargs)
 
-    monkeypatch.setattr(OptimizationPipeline, "run_iteration_n", terminate)
+    monkeypatch.setattr(OptimizationPipeline, "step", terminate)
     code, err = run_cli(capsys, "--config", str(config_file))
     assert code == 143 and "terminated (SIGTERM)" in err and "--resume" in err
     assert signal.getsignal(signal.SIGTERM) == before
     store = ExperimentStore(cfg.experiment_dir)
     assert store.read_manifest()["status"] == "interrupted"
     assert store.completed_iterations() == [0] and not (store.root / ".lock").exists()
-    monkeypatch.setattr(OptimizationPipeline, "run_iteration_n", original)
+    monkeypatch.setattr(OptimizationPipeline, "step", original)
     assert run_cli(capsys, "--config", str(config_file), "--resume")[0] == 0
 
 
@@ -690,13 +691,13 @@ def test_infinite_embeddings_and_scores_are_excluded(problem, name, monkeypatch)
     sets = problem.space.sample_uniform(8, 5)
     emb, meta = _history(problem, sets)
     emb[0, 0] = np.inf
-    uid = f"iter1/{meta[0]['param_set_id']}"
+    uid = meta[0]["param_set_id"]
     opt = make_optimizer(name, problem.space, seed=0, **FAST[name])
     with pytest.warns(FallbackWarning, match=uid):
         out = opt.recommend_next_batch(emb, meta, problem.targets, 4)
     assert out["info"]["n_excluded"] == 1 and len(out["next_params"]) == 4
     # a non-finite score (not embedding) is excluded the same way, naming the set
-    import bo_voids.optimizers.base as base
+    import bo_voids.scoring as base
 
     real_score = base.MMDScorer.score
     last = meta[-1]["param_set_id"]

@@ -53,6 +53,37 @@ def test_decode_rounds_and_clips(space: SearchSpace) -> None:
     assert space.decode([1.2, -0.5, 0.5, 0.5, 0.5, 0.5])["void_shape"] == "irregular"
 
 
+def test_encode_uses_cell_centres(space: SearchSpace) -> None:
+    p = {**space.distribution_means("real"), "void_shape": "circle", "void_count": 20}
+    u = space.encode(p)
+    shape, count = (
+        space.parameter_names.index("void_shape"),
+        space.parameter_names.index("void_count"),
+    )
+    assert u[shape] == pytest.approx(1 / 6)  # centre of [0, 1/3)
+    assert u[count] == pytest.approx(17.5 / 18)  # 18 integers 3..20: the last cell's centre
+    assert space.decode(u) == space.validate(p)
+
+
+def test_uniform_unit_cube_gives_equal_mass_to_categories_and_integers(space: SearchSpace) -> None:
+    """A uniform (Sobol-like) draw on the cube decodes to uniform categories and integers."""
+    n = 36_000
+    u = np.random.default_rng(0).uniform(size=(n, space.dim))
+    draws = space.decode_many(u)
+    shapes = [d["void_shape"] for d in draws]
+    for shape in ("circle", "ellipse", "irregular"):
+        # binomial sd at n = 36,000 and p = 1/3 is 0.0025
+        assert abs(shapes.count(shape) / n - 1 / 3) < 0.01, shape
+    counts = np.bincount([d["void_count"] for d in draws], minlength=21)[3:]
+    assert counts.size == 18
+    # every value, the end values 3 and 20 included, gets 1/18 (sd 0.0012 at this n)
+    np.testing.assert_allclose(counts / n, 1 / 18, atol=0.006)
+    # the cube's corners belong to the end values
+    lo, hi = space.decode(np.zeros(space.dim)), space.decode(np.ones(space.dim))
+    assert (lo["void_shape"], lo["void_count"]) == ("circle", 3)
+    assert (hi["void_shape"], hi["void_count"]) == ("irregular", 20)
+
+
 def test_validate_names_parameter(space: SearchSpace) -> None:
     p = space.distribution_means("real")
     with pytest.raises(ConfigError, match="void_count must lie within"):

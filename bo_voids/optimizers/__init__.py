@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bo_voids.config import SURROGATES
 from bo_voids.exceptions import ConfigError
-from bo_voids.optimizers.base import BaseOptimizer, Proposal, SetRecord
-from bo_voids.optimizers.botorch_gp import ACQUISITIONS, SURROGATES, BoTorchOptimizer
+from bo_voids.optimizers.base import BaseOptimizer, BatchRecommendation, Proposal
+from bo_voids.optimizers.botorch_gp import ACQUISITIONS, BoTorchOptimizer
+from bo_voids.optimizers.composite_gp import CompositeGPOptimizer
 from bo_voids.optimizers.random_search import RandomSearchOptimizer
 
 if TYPE_CHECKING:
@@ -27,10 +29,11 @@ __all__ = [
     "OPTIMIZERS",
     "SURROGATES",
     "BaseOptimizer",
+    "BatchRecommendation",
     "BoTorchOptimizer",
+    "CompositeGPOptimizer",
     "Proposal",
     "RandomSearchOptimizer",
-    "SetRecord",
     "make_optimizer",
     "optimizer_from_config",
 ]
@@ -39,6 +42,7 @@ __all__ = [
 OPTIMIZERS: dict[str, type[BaseOptimizer]] = {
     RandomSearchOptimizer.name: RandomSearchOptimizer,
     BoTorchOptimizer.name: BoTorchOptimizer,
+    CompositeGPOptimizer.name: CompositeGPOptimizer,
 }
 
 
@@ -48,7 +52,7 @@ def make_optimizer(name: str, space: SearchSpace, **kwargs: Any) -> BaseOptimize
     Args:
         name: A key of :data:`OPTIMIZERS` (``"random"``, ``"botorch"``).
         space: The search space.
-        **kwargs: Passed to the optimiser (``seed``, ``top_k``, ``bandwidth``, options).
+        **kwargs: Passed to the optimiser (``seed``, ``top_k``, options).
 
     Returns:
         The optimiser.
@@ -68,7 +72,7 @@ def make_optimizer(name: str, space: SearchSpace, **kwargs: Any) -> BaseOptimize
 def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOptimizer:
     """Build the optimiser an experiment config asks for.
 
-    Maps ``cfg.optimizer``, ``cfg.seed``, ``cfg.metric.bandwidth``, ``cfg.bo.top_k`` and, for
+    Maps ``cfg.optimizer``, ``cfg.seed``, ``cfg.bo.top_k`` and, for
     ``"botorch"``, ``cfg.acquisition_function`` and the other ``cfg.bo`` settings.
 
     Args:
@@ -84,8 +88,15 @@ def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOpti
     kwargs: dict[str, Any] = {
         "seed": cfg.seed,
         "top_k": cfg.bo.top_k,
-        "bandwidth": cfg.metric.bandwidth,
     }
+    if cfg.optimizer == BoTorchOptimizer.name and cfg.bo.surrogate == "composite":
+        kwargs.update(
+            acquisition=cfg.acquisition_function,
+            ucb_beta=cfg.bo.ucb_beta,
+            maxiter=cfg.bo.maxiter,
+            replicate_slots=cfg.bo.replicate_slots,
+        )
+        return make_optimizer(CompositeGPOptimizer.name, space, **kwargs)
     if cfg.optimizer == BoTorchOptimizer.name:
         kwargs.update(
             acquisition=cfg.acquisition_function,
@@ -95,5 +106,6 @@ def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOpti
             raw_samples=cfg.bo.raw_samples,
             maxiter=cfg.bo.maxiter,
             min_observations=cfg.bo.min_observations,
+            replicate_slots=cfg.bo.replicate_slots,
         )
     return make_optimizer(cfg.optimizer, space, **kwargs)

@@ -1,36 +1,29 @@
-"""The optimiser interface: score the history, ask a subclass for a batch, enforce the contract.
+"""The optimiser interface: propose the next batch from scored observations.
 
-Every optimiser (random search, the BoTorch GP, any later peer) derives from
-:class:`BaseOptimizer` and implements one method, :meth:`BaseOptimizer._propose`. The base class
-does everything the optimisers share, so they all behave the same at the edges:
+Every optimiser (random search, the BoTorch GPs, any later peer) derives from
+:class:`BaseOptimizer` and implements one method, :meth:`BaseOptimizer._propose`. Optimisers do not
+score anything: they receive an :class:`~bo_voids.scoring.ObservationSet` (one record per distinct
+parameter set, scored by :mod:`bo_voids.scoring`) and return a :class:`Proposal`. The base class
+does what they share, so they all behave the same at the edges:
 
-1. **Observations.** The image rows of ``all_metadata`` are grouped into evaluated parameter sets
-   by ``(iteration, param_set_id)``. Rows whose ``dataset_type`` is ``'real'`` or ``'target'`` are
-   the targets themselves and are skipped; ``close`` / ``far`` rows of iteration 0 and every
-   ``synthetic`` row are observations.
-2. **Per-set score.** An :class:`~bo_voids.metrics.MMDScorer` is fitted on the target embeddings
-   (so its bandwidths are fixed by the targets and every set is scored with the same kernel) and
-   applied to the embeddings of each set's replications: the unbiased MMD² of that set.
-3. **Per-set variance** (``mmd2_var``, always ``> 0``): the delete-one jackknife over the set's
-   replications (Efron & Stein 1981), ``(n - 1) / n * sum_i (θ_(-i) - θ_(·))²``, which for a
-   U-statistic is a conservative (upward-biased) estimate of the variance of the score. With
-   ``n = 3`` replications that estimate has only 2 degrees of freedom, so it is moderated towards
-   the median over all sets (Smyth 2004, "moderated variances": a pooled prior worth
-   ``PRIOR_DOF`` degrees of freedom) and floored. Sets with 2 replications (no unbiased
-   leave-one-out score) get the pooled value.
-4. **Exclusions.** A set with a non-finite embedding, invalid parameters, fewer than 2 replications
-   or a non-finite score is excluded with a :class:`~bo_voids.exceptions.FallbackWarning` that
-   names it; it still counts as evaluated for duplicate detection.
-5. **Contract on proposals.** Whatever a subclass returns is validated through the search space;
+1. **Contract on proposals.** Whatever a subclass returns is validated through the search space;
    exact duplicates (``space.key``) of an evaluated set or of an earlier point of the same batch are
    replaced by a perturbed copy of the point or, failing that, by a uniform random point.
-6. **Determinism.** Nothing is kept between calls: every call is seeded from
-   ``derive_seed(seed, "optimizer", n_observations)``, so a resumed run gets identical proposals.
+2. **Replication.** With ``replicate_slots = r > 0`` the last ``r`` slots of a batch re-evaluate
+   the ``r`` best-ranked observed sets (new seeds; their records merge the images) instead of new
+   points, so the incumbent's score sharpens rather than staying a lucky draw.
+3. **Determinism.** Nothing is kept between calls: all randomness derives from the ``seed`` of the
+   call, and a model's warm-start state comes in and goes out explicitly (``warm_state`` /
+   :attr:`Proposal.state`), so a resumed run gets identical proposals.
+
+:meth:`BaseOptimizer.recommend_next_batch` is the design's interface (raw embeddings and metadata
+in, the design's dict out): a thin adapter that scores through :class:`~bo_voids.scoring.ScoreBook`,
+calls :meth:`BaseOptimizer.propose` and returns a :class:`BatchRecommendation`.
 
 Example:
     >>> opt = make_optimizer("random", space, seed=0)  # doctest: +SKIP
-    >>> out = opt.recommend_next_batch(emb, meta, targets, batch_size=8)  # doctest: +SKIP
-    >>> len(out["next_params"])  # doctest: +SKIP
+    >>> proposal = opt.propose(book.observations(), batch_size=8, seed=1)  # doctest: +SKIP
+    >>> len(proposal.next_params)  # doctest: +SKIP
     8
 """
 
@@ -38,113 +31,87 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import numpy as np
+import torch
 
-from bo_voids.exceptions import ConfigError, FallbackWarning
-from bo_voids.metrics import MMDScorer, nearest_real_distances
+from bo_voids.exceptions import ConfigError
+from bo_voids.scoring import (
+    TARGET_TYPES,
+    ObservationRecord,
+    ObservationSet,
+    RankedSet,
+    ScoreBook,
+    rank_observations,
+    ranked_records,
+)
 from bo_voids.seeding import derive_seed
-from bo_voids.space import SearchSpace
+from bo_voids.space import ParamSet, SearchSpace
 
 logger = logging.getLogger(__name__)
 
-#: ``dataset_type`` values that are the targets themselves, never observations.
-TARGET_TYPES: frozenset[str] = frozenset({"real", "target"})
-#: ``dataset_type`` values accepted in metadata.
-DATASET_TYPES: frozenset[str] = frozenset({"real", "close", "far", "synthetic", "target"})
-#: Prior degrees of freedom of the pooled variance in the moderated per-set variance.
-PRIOR_DOF: float = 4.0
-#: Relative floor of a per-set variance (times the pooled variance) and its absolute floor.
-VAR_REL_FLOOR: float = 1e-2
-VAR_ABS_FLOOR: float = 1e-12
 #: Tries at perturbing a duplicate proposal before drawing a uniform random point instead.
 _PERTURB_TRIES: int = 20
 
 
-@dataclass
-class SetRecord:
-    """One evaluated parameter set and its score.
-
-    Attributes:
-        uid: ``"iter{iteration}/{param_set_id}"``, unique over the history.
-        iteration: Iteration the set was evaluated in.
-        param_set_id: Its id within the iteration.
-        dataset_type: ``close``, ``far`` or ``synthetic``.
-        params: The validated parameter set.
-        rows: Row indices of its images in ``all_embeddings``.
-        mmd2: Unbiased MMD² of its replications against the targets (``nan`` if excluded).
-        mmd2_var: Moderated variance of ``mmd2`` (``> 0``; ``nan`` if excluded).
-        jackknife_var: The raw jackknife variance before moderation (``nan`` if unavailable).
-        valid: Whether the set is a usable observation.
-        reason: Why it was excluded (empty when valid).
-    """
-
-    uid: str
-    iteration: int
-    param_set_id: str
-    dataset_type: str
-    params: dict[str, Any]
-    rows: np.ndarray
-    mmd2: float = math.nan
-    mmd2_var: float = math.nan
-    jackknife_var: float = math.nan
-    valid: bool = True
-    reason: str = ""
-
-    @property
-    def n(self) -> int:
-        """Number of replications (images) of the set."""
-        return int(self.rows.size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The per-set record reported in ``scores['per_set']``."""
-        return {
-            "uid": self.uid,
-            "iteration": self.iteration,
-            "param_set_id": self.param_set_id,
-            "dataset_type": self.dataset_type,
-            "params": dict(self.params),
-            "mmd2": float(self.mmd2),
-            "mmd2_var": float(self.mmd2_var),
-            "n": self.n,
-            "valid": self.valid,
-            "reason": self.reason,
-        }
-
-
-@dataclass
+@dataclass(frozen=True)
 class Proposal:
-    """What a subclass returns from :meth:`BaseOptimizer._propose`.
+    """An optimiser's answer: the next batch and its model's view of the observed sets.
 
     Attributes:
-        params: Proposed parameter sets, best first (may hold fewer or more than ``batch_size``;
-            extras are used to replace duplicates, missing ones are drawn at random).
-        predicted_mmd2: Model prediction of MMD² at each observed set (aligned with the
-            ``observations`` passed in), used to rank ``current_best``; ``None`` ranks by the raw
-            score.
-        info: Anything worth recording (model, acquisition, timings, fallback reason).
+        next_params: Parameter sets to render next (``batch_size`` of them after
+            :meth:`BaseOptimizer.propose`; a subclass may return more, used as spares for
+            duplicates, or fewer, filled at random).
+        predicted_mmd2: The model's predicted MMD² (posterior mean) at each observed set, by
+            ``uid``; ``None`` for a model-free optimiser (the raw scores then rank).
+        replicates: ``uid`` of each observed set that ``next_params`` deliberately re-evaluates.
+        info: What is worth recording (model, acquisition, timings, fallback reason).
+        state: JSON-serialisable warm-start state of the model (hyper-parameters), to be passed
+            back as ``warm_state`` in the next call; ``None`` when there is none.
     """
 
-    params: list[dict[str, Any]]
-    predicted_mmd2: np.ndarray | None = None
+    next_params: tuple[ParamSet, ...]
+    predicted_mmd2: Mapping[str, float] | None = None
+    replicates: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    state: Mapping[str, Any] | None = None
+
+    def ranking(self, observations: ObservationSet, k: int) -> list[RankedSet]:
+        """The ``k`` best observed sets under this proposal's model (see ``rank_observations``)."""
+        return ranked_records(observations.sets, self.predicted_mmd2, k)
+
+
+class DistributionScores(TypedDict):
+    """``scores`` of :class:`BatchRecommendation`."""
+
+    distribution_similarity: float
+    per_sample_distances: np.ndarray
+    per_sample_rows: np.ndarray
+    per_set: list[ObservationRecord]
+
+
+class BatchRecommendation(TypedDict):
+    """The design's return value of ``recommend_next_batch``."""
+
+    next_params: list[ParamSet]
+    current_best: list[RankedSet]
+    scores: DistributionScores
+    info: dict[str, Any]
 
 
 class BaseOptimizer(ABC):
-    """Base class of every optimiser: stateless, seeded, scored with a target-fitted MMD².
+    """Base class of every optimiser: stateless, seeded, fed with scored observations.
 
     Args:
         space: The search space; proposals are decoded and validated through it.
-        seed: Experiment seed; each call derives its own seed from it and the history size.
-        top_k: Number of parameter sets reported in ``current_best`` (and pooled for
-            ``distribution_similarity``).
-        bandwidth: Kernel bandwidth of the MMD² score (``"multi"`` or ``"median"``).
-        **options: Optimiser-specific options (see each subclass); unknown ones raise.
+        seed: Experiment seed (used when a call gives none).
+        top_k: Number of parameter sets reported in ``current_best``.
+        **options: Optimiser-specific options (see each subclass's ``default_options``, plus
+            ``replicate_slots``); unknown ones raise.
 
     Raises:
         ConfigError: An invalid argument or an option the optimiser does not know.
@@ -153,6 +120,8 @@ class BaseOptimizer(ABC):
     name: ClassVar[str] = "base"
     #: Options a subclass accepts, with their defaults.
     default_options: ClassVar[dict[str, Any]] = {}
+    #: Options every optimiser accepts.
+    common_options: ClassVar[dict[str, Any]] = {"replicate_slots": 0}
 
     def __init__(
         self,
@@ -160,7 +129,6 @@ class BaseOptimizer(ABC):
         *,
         seed: int = 0,
         top_k: int = 5,
-        bandwidth: str = "multi",
         **options: Any,
     ) -> None:
         if not isinstance(space, SearchSpace):
@@ -169,21 +137,79 @@ class BaseOptimizer(ABC):
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
             raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
-        if bandwidth not in ("multi", "median"):
-            raise ConfigError(f"bandwidth must be 'multi' or 'median', got {bandwidth!r}")
-        unknown = sorted(set(options) - set(self.default_options))
+        known = {**self.common_options, **self.default_options}
+        unknown = sorted(set(options) - set(known))
         if unknown:
             raise ConfigError(
                 f"unknown option(s) {unknown} for optimizer {self.name!r}; "
-                f"valid options: {sorted(self.default_options)}"
+                f"valid options: {sorted(known)}"
             )
         self.space = space
         self.seed = int(seed)
         self.top_k = int(top_k)
-        self.bandwidth = bandwidth
-        self.options: dict[str, Any] = {**self.default_options, **options}
+        self.options: dict[str, Any] = {**known, **options}
+        r = self.options["replicate_slots"]
+        if isinstance(r, bool) or not isinstance(r, int | np.integer) or r < 0:
+            raise ConfigError(f"replicate_slots must be an integer >= 0, got {r!r}")
 
     # ---- the interface -------------------------------------------------------------------------
+
+    def propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int = 8,
+        seed: int | None = None,
+        warm_state: Mapping[str, Any] | None = None,
+    ) -> Proposal:
+        """Propose the next batch from the scored observations.
+
+        Args:
+            observations: Valid scored observations and the targets (from
+                :meth:`~bo_voids.scoring.ScoreBook.observations`).
+            batch_size: Number of parameter sets to propose.
+            seed: Seed of this call (default: derived from the experiment seed and the number of
+                observations).
+            warm_state: A previous :attr:`Proposal.state` to warm-start the model from.
+
+        Returns:
+            A :class:`Proposal` with exactly ``batch_size`` valid parameter sets, none an exact
+            duplicate of an evaluated set or of another point of the batch, except the
+            deliberate replicates listed in ``replicates``.
+
+        Raises:
+            ValueError: A non-positive or non-integer ``batch_size``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = int(batch_size)
+        call_seed = (
+            derive_seed(self.seed, "optimizer", len(observations)) if seed is None else int(seed)
+        )
+        n_rep = min(int(self.options["replicate_slots"]), batch_size - 1, len(observations))
+        raw = self._propose(observations, batch_size - n_rep, call_seed, warm_state)
+        rng = np.random.default_rng(derive_seed(call_seed, "fill"))
+        fresh, n_replaced = self._finalize(
+            raw.next_params, set(observations.evaluated_keys), batch_size - n_rep, rng
+        )
+        replicates = [s for s, _ in rank_observations(observations.sets, raw.predicted_mmd2)]
+        replicates = replicates[:n_rep]
+        info = {
+            "optimizer": self.name,
+            "seed": call_seed,
+            "n_observations": len(observations),
+            "n_duplicates_replaced": n_replaced,
+            "ranking": "model" if raw.predicted_mmd2 is not None else "raw",
+            **raw.info,
+        }
+        return Proposal(
+            next_params=(*fresh, *(dict(s.params) for s in replicates)),
+            predicted_mmd2=raw.predicted_mmd2,
+            replicates=tuple(s.uid for s in replicates),
+            info=info,
+            state=raw.state,
+        )
 
     def recommend_next_batch(
         self,
@@ -191,118 +217,87 @@ class BaseOptimizer(ABC):
         all_metadata: Sequence[Mapping[str, Any]],
         target_embeddings: np.ndarray,
         batch_size: int = 8,
-    ) -> dict[str, Any]:
-        """Score every evaluated parameter set and propose the next batch.
+        *,
+        bandwidth: str = "multi",
+    ) -> BatchRecommendation:
+        """The design's interface: score the raw history, propose the next batch.
 
         Args:
             all_embeddings: `(N, D)` embeddings of every image so far (all iterations).
             all_metadata: `N` metadata records, one per row of ``all_embeddings``, with keys
-                ``iteration``, ``dataset_type``, ``param_set_id``, ``replication_seed`` and
-                ``params``.
+                ``iteration``, ``dataset_type``, ``param_set_id`` and ``params``.
             target_embeddings: `(M, D)` embeddings of the real target images.
             batch_size: Number of parameter sets to propose.
+            bandwidth: Kernel bandwidth of the MMD² score.
 
         Returns:
-            ``{'next_params': list of batch_size parameter sets,
-            'current_best': top_k records {'params', 'param_set_id', 'iteration', 'uid', 'mmd2',
-            'mmd2_var', 'predicted_mmd2', 'n_images'} (best first),
-            'scores': {'distribution_similarity': MMD² of the pooled images of the current
-            top_k sets vs the targets, 'per_sample_distances': `(S,)` nearest-real distance of
-            every non-target image (``nan`` for a non-finite row), 'per_sample_rows': `(S,)` their
-            rows in ``all_embeddings``, 'per_set': list of per-set records},
-            'info': {'optimizer', 'seed', 'n_observations', 'n_excluded', ...}}``.
+            A :class:`BatchRecommendation`: ``next_params``, ``current_best`` (the ``top_k``
+            best observed sets, by the model when there is one), ``scores``
+            (``distribution_similarity`` of their pooled images vs the targets,
+            ``per_sample_distances`` / ``per_sample_rows`` of every non-target image,
+            ``per_set`` records) and ``info``.
 
         Raises:
             ValueError: Inconsistent shapes, a non-positive ``batch_size``, unusable targets or
                 malformed metadata.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-            raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        batch_size = int(batch_size)
-        emb, targets = _check_arrays(all_embeddings, all_metadata, target_embeddings)
-        scorer = MMDScorer(bandwidth=self.bandwidth, unbiased=True).fit(targets)
-        sets = self._collect_sets(emb, all_metadata)
-        _score_sets(sets, emb, scorer)
-        obs = [s for s in sets if s.valid]
-        call_seed = derive_seed(self.seed, "optimizer", len(obs))
-        evaluated = {self.space.key(s.params) for s in sets}
-
-        proposal = self._propose(obs, batch_size, call_seed)
-        rng = np.random.default_rng(derive_seed(call_seed, "fill"))
-        next_params, n_replaced = self._finalize(proposal.params, evaluated, batch_size, rng)
-
-        predicted = proposal.predicted_mmd2
-        if predicted is not None and (
-            len(predicted) != len(obs) or not np.all(np.isfinite(predicted))
-        ):
-            predicted = None
-        rank_by = predicted if predicted is not None else np.array([s.mmd2 for s in obs])
-        order = np.argsort(rank_by, kind="stable")[: self.top_k] if obs else np.array([], int)
-        current_best = [
-            {
-                "params": dict(obs[i].params),
-                "param_set_id": obs[i].param_set_id,
-                "iteration": obs[i].iteration,
-                "uid": obs[i].uid,
-                "mmd2": float(obs[i].mmd2),
-                "mmd2_var": float(obs[i].mmd2_var),
-                "predicted_mmd2": float(rank_by[i]),
-                "n_images": obs[i].n,
-            }
-            for i in order
-        ]
-        scores = self._scores(emb, all_metadata, targets, scorer, [obs[i] for i in order], sets)
-        info = {
-            "optimizer": self.name,
-            "seed": call_seed,
-            "n_observations": len(obs),
-            "n_excluded": len(sets) - len(obs),
-            "n_duplicates_replaced": n_replaced,
-            "ranking": "model" if predicted is not None else "raw",
-            "bandwidths": list(scorer.bandwidths_ or ()),
-            **proposal.info,
-        }
+        emb = np.asarray(all_embeddings, dtype=np.float64)
+        if emb.ndim != 2:
+            raise ValueError(f"all_embeddings must be a 2-D (N, D) array, got shape {emb.shape}")
+        if len(all_metadata) != emb.shape[0]:
+            raise ValueError(
+                f"all_metadata has {len(all_metadata)} records but all_embeddings has "
+                f"{emb.shape[0]} rows; they must match one to one"
+            )
+        book = ScoreBook(self.space, target_embeddings, bandwidth=bandwidth, top_k=self.top_k)
+        book.add(emb, all_metadata)
+        obs = book.observations()
+        proposal = self.propose(obs, batch_size)
+        best = proposal.ranking(obs, self.top_k)
+        pooled = book.pooled_embeddings([b["uid"] for b in best]) if best else np.zeros((0, 1))
+        rows = np.array(
+            [i for i, m in enumerate(all_metadata) if m.get("dataset_type") not in TARGET_TYPES],
+            dtype=np.intp,
+        )
+        dists = np.full(rows.size, math.nan)
+        for s in book.all_sets():
+            dists[np.searchsorted(rows, s.rows)] = s.nearest_real
         return {
-            "next_params": next_params,
-            "current_best": current_best,
-            "scores": scores,
-            "info": info,
+            "next_params": list(proposal.next_params),
+            "current_best": best,
+            "scores": {
+                "distribution_similarity": float(book.scorer.score(pooled))
+                if len(pooled) >= 2
+                else math.nan,
+                "per_sample_distances": dists,
+                "per_sample_rows": rows,
+                "per_set": [s.to_record() for s in book.all_sets()],
+            },
+            "info": {
+                **proposal.info,
+                "n_excluded": sum(not s.valid for s in book.all_sets()),
+                "bandwidths": list(book.scorer.bandwidths_ or ()),
+            },
         }
-
-    def score_history(
-        self,
-        all_embeddings: np.ndarray,
-        all_metadata: Sequence[Mapping[str, Any]],
-        target_embeddings: np.ndarray,
-    ) -> list[SetRecord]:
-        """Group the history into parameter sets and score each (as ``recommend_next_batch`` does).
-
-        Args:
-            all_embeddings: `(N, D)` embeddings of every image so far.
-            all_metadata: `N` metadata records.
-            target_embeddings: `(M, D)` target embeddings.
-
-        Returns:
-            Every evaluated set, valid or excluded (see ``SetRecord.valid``), in first-seen order.
-        """
-        emb, targets = _check_arrays(all_embeddings, all_metadata, target_embeddings)
-        sets = self._collect_sets(emb, all_metadata)
-        _score_sets(sets, emb, MMDScorer(bandwidth=self.bandwidth, unbiased=True).fit(targets))
-        return sets
 
     @abstractmethod
-    def _propose(self, observations: list[SetRecord], batch_size: int, seed: int) -> Proposal:
+    def _propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int,
+        seed: int,
+        warm_state: Mapping[str, Any] | None,
+    ) -> Proposal:
         """Propose parameter sets from the scored observations.
 
         Args:
-            observations: Valid, scored sets (``mmd2`` finite, ``mmd2_var > 0``).
-            batch_size: Number of sets wanted.
+            observations: Valid, scored sets (``mmd2`` finite, ``mmd2_var > 0``) and targets.
+            batch_size: Number of new sets wanted.
             seed: The seed of this call; all randomness must derive from it.
+            warm_state: A previous :attr:`Proposal.state`, or ``None``.
 
         Returns:
-            A :class:`Proposal`.
+            A :class:`Proposal` (the base class validates, de-duplicates and fills it).
         """
 
     # ---- shared helpers ------------------------------------------------------------------------
@@ -318,58 +313,11 @@ class BaseOptimizer(ABC):
         Returns:
             ``n`` valid parameter sets.
         """
-        import torch  # local: random search must not pay for importing torch
-
         engine = torch.quasirandom.SobolEngine(self.space.dim, scramble=True, seed=seed % 2**31)
         if skip:
             engine.fast_forward(skip)
         u = engine.draw(n, dtype=torch.float64).numpy()
         return self.space.decode_many(u)
-
-    def _collect_sets(
-        self, emb: np.ndarray, metadata: Sequence[Mapping[str, Any]]
-    ) -> list[SetRecord]:
-        groups: dict[tuple[int, str], list[int]] = {}
-        for i, m in enumerate(metadata):
-            dtype = m.get("dataset_type")
-            if dtype not in DATASET_TYPES:
-                raise ValueError(
-                    f"metadata row {i}: dataset_type must be one of {sorted(DATASET_TYPES)}, "
-                    f"got {dtype!r}"
-                )
-            if dtype in TARGET_TYPES:
-                continue
-            try:
-                key = (int(m["iteration"]), str(m["param_set_id"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"metadata row {i} lacks iteration/param_set_id: {exc!r}") from exc
-            groups.setdefault(key, []).append(i)
-        sets: list[SetRecord] = []
-        for (iteration, psid), rows in groups.items():
-            first = metadata[rows[0]]
-            uid = f"iter{iteration}/{psid}"
-            rec = SetRecord(
-                uid=uid,
-                iteration=iteration,
-                param_set_id=psid,
-                dataset_type=str(first.get("dataset_type")),
-                params=dict(first.get("params") or {}),
-                rows=np.asarray(rows, dtype=np.intp),
-            )
-            try:
-                rec.params = self.space.validate(rec.params)
-            except (ConfigError, TypeError, ValueError) as exc:
-                _exclude(rec, f"invalid parameters ({exc})")
-                sets.append(rec)
-                continue
-            if any(not self.space.same(metadata[r]["params"], rec.params) for r in rows[1:]):
-                _exclude(rec, "its images disagree on the parameters")
-            elif not np.all(np.isfinite(emb[rec.rows])):
-                _exclude(rec, "non-finite (NaN/inf) embeddings")
-            elif rec.n < 2:
-                _exclude(rec, "fewer than 2 replications (the unbiased MMD² needs 2)")
-            sets.append(rec)
-        return sets
 
     def _finalize(
         self,
@@ -423,108 +371,10 @@ class BaseOptimizer(ABC):
             if self.space.key(cand) not in seen:
                 return cand
 
-    def _scores(
-        self,
-        emb: np.ndarray,
-        metadata: Sequence[Mapping[str, Any]],
-        targets: np.ndarray,
-        scorer: MMDScorer,
-        best: list[SetRecord],
-        sets: list[SetRecord],
-    ) -> dict[str, Any]:
-        rows = np.array(
-            [i for i, m in enumerate(metadata) if m.get("dataset_type") not in TARGET_TYPES],
-            dtype=np.intp,
-        )
-        dists = np.full(rows.size, np.nan)
-        if rows.size:
-            finite = np.all(np.isfinite(emb[rows]), axis=1)
-            if finite.any():
-                dists[finite] = nearest_real_distances(emb[rows[finite]], targets)
-        if best:
-            pooled = np.concatenate([s.rows for s in best])
-            similarity = float(scorer.score(emb[pooled])) if pooled.size >= 2 else math.nan
-        else:
-            similarity = math.nan
-        return {
-            "distribution_similarity": similarity,
-            "per_sample_distances": dists,
-            "per_sample_rows": rows,
-            "per_set": [s.to_dict() for s in sets],
-        }
-
 
 # ---------------------------------------------------------------------------------------------
 # Private helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_arrays(
-    all_embeddings: Any, all_metadata: Sequence[Mapping[str, Any]], target_embeddings: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    emb = np.asarray(all_embeddings, dtype=np.float64)
-    if emb.ndim != 2:
-        raise ValueError(f"all_embeddings must be a 2-D (N, D) array, got shape {emb.shape}")
-    if len(all_metadata) != emb.shape[0]:
-        raise ValueError(
-            f"all_metadata has {len(all_metadata)} records but all_embeddings has "
-            f"{emb.shape[0]} rows; they must match one to one"
-        )
-    targets = np.asarray(target_embeddings, dtype=np.float64)
-    if targets.ndim != 2 or targets.shape[0] < 2:
-        raise ValueError(f"target_embeddings must be (M >= 2, D), got shape {targets.shape}")
-    if emb.shape[0] and targets.shape[1] != emb.shape[1]:
-        raise ValueError(
-            f"target_embeddings has {targets.shape[1]} features, all_embeddings {emb.shape[1]}"
-        )
-    if not np.all(np.isfinite(targets)):
-        raise ValueError("target_embeddings contains NaN or inf")
-    return emb, targets
-
-
-def _exclude(rec: SetRecord, reason: str) -> None:
-    rec.valid = False
-    rec.reason = reason
-    warnings.warn(
-        f"parameter set {rec.uid} is excluded from the observations: {reason}",
-        FallbackWarning,
-        stacklevel=4,
-    )
-    logger.warning("excluding parameter set %s: %s", rec.uid, reason)
-
-
-def _score_sets(sets: list[SetRecord], emb: np.ndarray, scorer: MMDScorer) -> None:
-    """Fill ``mmd2``, ``jackknife_var`` and the moderated ``mmd2_var`` of each valid set."""
-    for rec in sets:
-        if not rec.valid:
-            continue
-        X = emb[rec.rows]
-        try:
-            rec.mmd2 = float(scorer.score(X))
-            if rec.n >= 3:
-                loo = np.array([scorer.score(np.delete(X, i, axis=0)) for i in range(rec.n)])
-                rec.jackknife_var = float((rec.n - 1) / rec.n * np.sum((loo - loo.mean()) ** 2))
-        except (ValueError, FloatingPointError) as exc:
-            _exclude(rec, f"its MMD² cannot be computed ({exc})")
-            continue
-        if not math.isfinite(rec.mmd2):
-            _exclude(rec, "non-finite MMD² score")
-    valid = [s for s in sets if s.valid]
-    jk = np.array([s.jackknife_var for s in valid if math.isfinite(s.jackknife_var)])
-    pooled = float(np.median(jk)) if jk.size and np.median(jk) > 0 else math.nan
-    if not math.isfinite(pooled):
-        # No usable replication spread: fall back to a small share of the spread between sets.
-        y = np.array([s.mmd2 for s in valid])
-        spread = float(np.var(y)) if y.size > 1 else 0.0
-        pooled = max(1e-2 * spread, VAR_ABS_FLOOR)
-    floor = max(VAR_REL_FLOOR * pooled, VAR_ABS_FLOOR)
-    for s in valid:
-        if math.isfinite(s.jackknife_var):
-            dof = s.n - 1.0
-            moderated = (dof * s.jackknife_var + PRIOR_DOF * pooled) / (dof + PRIOR_DOF)
-        else:
-            moderated = pooled
-        s.mmd2_var = float(max(moderated, floor))
 
 
 def _loose_raw(space: SearchSpace, params: Mapping[str, Any]) -> np.ndarray:

@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar
@@ -67,7 +67,7 @@ from botorch.acquisition import (
     qProbabilityOfImprovement,
     qUpperConfidenceBound,
 )
-from botorch.exceptions import BotorchError, ModelFittingError
+from botorch.exceptions import CandidateGenerationError, ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.models.gpytorch import GPyTorchModel
@@ -82,24 +82,29 @@ from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
 from gpytorch.constraints import GreaterThan
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.utils.errors import NanError, NotPSDError
 
 from bo_voids.exceptions import ConfigError, FallbackWarning
-from bo_voids.optimizers.base import BaseOptimizer, Proposal, SetRecord
+from bo_voids.optimizers.base import BaseOptimizer, Proposal
+from bo_voids.scoring import Observation, ObservationSet
 from bo_voids.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
 ACQUISITIONS: tuple[str, ...] = ("ucb", "ei", "nei", "pi")
+#: Scalar surrogates of this optimiser (``bo.surrogate: composite`` is
+#: :class:`~bo_voids.optimizers.composite_gp.CompositeGPOptimizer`).
 SURROGATES: tuple[str, ...] = ("mixed", "onehot")
 NOISE_MODELS: tuple[str, ...] = ("fixed+learned", "fixed", "learned")
 ACQF_OPTIMIZERS: tuple[str, ...] = ("alternating", "enumerate")
-#: Errors of fitting or optimising that trigger the random fallback instead of a crash.
-_RECOVERABLE: tuple[type[BaseException], ...] = (
+#: Numerical failures of fitting or optimising that trigger the Sobol fallback; anything else
+#: is a programming error and propagates.
+RECOVERABLE: tuple[type[BaseException], ...] = (
     ModelFittingError,
-    BotorchError,  # CandidateGenerationError, UnsupportedError, ...
-    RuntimeError,  # NotPSDError, NanError, torch.linalg.LinAlgError
-    ValueError,
-    ArithmeticError,
+    CandidateGenerationError,
+    NotPSDError,
+    NanError,
+    torch.linalg.LinAlgError,
 )
 
 
@@ -110,7 +115,6 @@ class BoTorchOptimizer(BaseOptimizer):
         space: The search space.
         seed: Experiment seed.
         top_k: Number of sets in ``current_best``.
-        bandwidth: MMD² kernel bandwidth (``"multi"`` or ``"median"``).
         acquisition: ``"ucb"``, ``"ei"``, ``"nei"`` or ``"pi"``.
         ucb_beta: ``beta`` of UCB (``mean + sqrt(beta) * std`` in BoTorch's q-form).
         surrogate: ``"mixed"`` (``MixedSingleTaskGP``) or ``"onehot"`` (``SingleTaskGP``).
@@ -187,13 +191,20 @@ class BoTorchOptimizer(BaseOptimizer):
 
     # ---- proposal ------------------------------------------------------------------------------
 
-    def _propose(self, observations: list[SetRecord], batch_size: int, seed: int) -> Proposal:
+    def _propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int,
+        seed: int,
+        warm_state: Mapping[str, Any] | None,
+    ) -> Proposal:
         """Fit the GP and optimise the batch acquisition (or fall back to Sobol).
 
         Args:
             observations: Valid scored sets.
             batch_size: ``q``, the number of sets wanted.
             seed: The seed of this call (torch draws happen inside ``fork_rng``).
+            warm_state: Unused: this model is refitted from scratch at every call.
 
         Returns:
             A :class:`~bo_voids.optimizers.base.Proposal`, ranked by the GP posterior mean.
@@ -207,8 +218,9 @@ class BoTorchOptimizer(BaseOptimizer):
             "acqf_optimizer": o["acqf_optimizer"],
             "fallback": None,
         }
-        n = len(observations)
-        y = np.array([s.mmd2 for s in observations], dtype=np.float64)
+        sets = list(observations.sets)
+        n = len(sets)
+        y = observations.mmd2
         if n < o["min_observations"]:
             return self._fallback(
                 f"only {n} scored parameter sets (min_observations={o['min_observations']}); "
@@ -232,11 +244,11 @@ class BoTorchOptimizer(BaseOptimizer):
             torch.manual_seed(seed)
             try:
                 t0 = time.perf_counter()
-                model = self.fit_model(observations)
+                model = self.fit_model(sets)
                 info["fit_seconds"] = time.perf_counter() - t0
                 info["model"] = type(model).__name__
                 t0 = time.perf_counter()
-                X_train = self._train_X(observations)
+                X_train = self._train_X(sets)
                 with torch.no_grad():
                     mean = model.posterior(X_train).mean.squeeze(-1)
                 predicted = (-mean).numpy().astype(np.float64)
@@ -244,8 +256,8 @@ class BoTorchOptimizer(BaseOptimizer):
                 cand, acq_value = self.optimize_acquisition(acqf, batch_size)
                 info["propose_seconds"] = time.perf_counter() - t0
                 info["acq_value"] = float(acq_value)
-            except _RECOVERABLE as exc:
-                logger.debug("GP step failed", exc_info=True)
+            except RECOVERABLE as exc:
+                logger.warning("GP step failed; falling back to Sobol", exc_info=True)
                 failure = f"GP fit/acquisition failed ({type(exc).__name__}: {exc})"
         # Outside catch_warnings, so that the FallbackWarning reaches the caller.
         _record_warnings(caught, info)
@@ -253,13 +265,17 @@ class BoTorchOptimizer(BaseOptimizer):
             return self._fallback(failure, batch_size, seed, info)
         if not np.all(np.isfinite(cand)) or not np.all(np.isfinite(predicted)):
             return self._fallback("non-finite candidates or predictions", batch_size, seed, info)
-        params = [self.space.from_raw(row) for row in cand]
+        params = tuple(self.space.from_raw(row) for row in cand)
         info["noise_learned"] = _learned_noise(model)
-        return Proposal(params=params, predicted_mmd2=predicted, info=info)
+        return Proposal(
+            next_params=params,
+            predicted_mmd2={s.uid: float(v) for s, v in zip(sets, predicted, strict=True)},
+            info=info,
+        )
 
     # ---- building blocks (public so benchmarks can time them separately) ------------------------
 
-    def fit_model(self, observations: list[SetRecord]) -> GPyTorchModel:
+    def fit_model(self, observations: Sequence[Observation]) -> GPyTorchModel:
         """Build and fit the surrogate of ``-MMD²`` on the observed sets.
 
         With more than ``fit_subsample`` observations the hyper-parameters are fitted on a seeded
@@ -426,7 +442,7 @@ class BoTorchOptimizer(BaseOptimizer):
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _train_X(self, observations: list[SetRecord]) -> torch.Tensor:
+    def _train_X(self, observations: Sequence[Observation]) -> torch.Tensor:
         return torch.tensor(
             np.stack([self.space.to_raw(s.params) for s in observations]), dtype=torch.float64
         )
@@ -439,7 +455,7 @@ class BoTorchOptimizer(BaseOptimizer):
         if warn:
             warnings.warn(f"BoTorchOptimizer falls back to Sobol: {reason}", FallbackWarning, 4)
         logger.warning("BoTorchOptimizer falls back to Sobol proposals: %s", reason)
-        return Proposal(params=self.sobol_batch(batch_size, seed), predicted_mmd2=None, info=info)
+        return Proposal(next_params=tuple(self.sobol_batch(batch_size, seed)), info=info)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,17 +1,19 @@
-"""Uniform random search: the baseline, and the GP's initial design and fallback.
+"""Uniform random search: the baseline every optimiser is compared with.
 
 Example:
     >>> opt = RandomSearchOptimizer(space, seed=0)  # doctest: +SKIP
-    >>> opt.recommend_next_batch(emb, meta, targets)["next_params"]  # doctest: +SKIP
+    >>> opt.propose(book.observations(), 8, seed=1).next_params  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from bo_voids.optimizers.base import BaseOptimizer, Proposal, SetRecord
+from bo_voids.optimizers.base import BaseOptimizer, Proposal
+from bo_voids.scoring import ObservationSet
 
 
 class RandomSearchOptimizer(BaseOptimizer):
@@ -26,22 +28,28 @@ class RandomSearchOptimizer(BaseOptimizer):
         space: The search space.
         seed: Experiment seed.
         top_k: Number of sets in ``current_best``.
-        bandwidth: MMD² kernel bandwidth (``"multi"`` or ``"median"``).
     """
 
     name: ClassVar[str] = "random"
     default_options: ClassVar[dict[str, Any]] = {}
 
-    def _propose(self, observations: list[SetRecord], batch_size: int, seed: int) -> Proposal:
+    def _propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int,
+        seed: int,
+        warm_state: Mapping[str, Any] | None,
+    ) -> Proposal:
         """Draw ``batch_size`` uniform parameter sets.
 
         Args:
-            observations: Scored sets (unused except for their count, which is in ``seed``).
+            observations: Scored sets (unused: the draw depends on the seed alone).
             batch_size: Number of sets wanted.
             seed: The seed of this call.
+            warm_state: Unused (there is no model).
 
         Returns:
             A :class:`~bo_voids.optimizers.base.Proposal` ranked by the raw scores.
         """
         params = self.space.sample_uniform(batch_size, np.random.default_rng(seed))
-        return Proposal(params=params, predicted_mmd2=None, info={"model": "none"})
+        return Proposal(next_params=tuple(params), info={"model": "none"})

@@ -14,11 +14,23 @@ from bo_voids.embedding import (
     available_embedders,
     make_embedder,
 )
-from bo_voids.embedding.dinov2 import convert_original_state_dict, dinov2_config
+from bo_voids.embedding import dinov2 as dinov2_module
+from bo_voids.embedding.dinov2 import (
+    BF16_MIN_COSINE,
+    convert_original_state_dict,
+    cpu_bf16_support,
+    dinov2_config,
+)
 from bo_voids.exceptions import EmbeddingError, FallbackWarning
 from bo_voids.testing import make_tiny_dinov2, save_dinov2_state_dict
 
 CROP = 56
+BF16_OK, BF16_WHY = cpu_bf16_support()
+needs_bf16 = pytest.mark.skipif(not BF16_OK, reason=f"no native CPU bfloat16: {BF16_WHY}")
+
+
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +65,19 @@ def test_folder_weights_shape_dtype_determinism(tiny: Path, images: list[np.ndar
     assert not np.allclose(a[0], a[1])
 
 
-def test_batch_size_invariance(tiny: Path, images: list[np.ndarray]) -> None:
+def test_image_already_at_resize_size(tiny: Path) -> None:
+    # 64 px grayscale = resize_size for crop 56: no interpolation, the 3-channel view is shared.
     emb = DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu")
+    assert emb.resize_size == 64
+    g = np.random.default_rng(1)
+    out = emb.embed([g.random((64, 64)).astype(np.float32), g.random((64, 64, 3))])
+    assert out.shape == (2, 32) and np.isfinite(out).all()
+
+
+def test_batch_size_invariance(tiny: Path, images: list[np.ndarray]) -> None:
+    emb = DinoV2Embedder(
+        "dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu", dtype="float32"
+    )
     np.testing.assert_allclose(
         emb.embed(images, batch_size=1), emb.embed(images, batch_size=4), atol=1e-5
     )
@@ -78,14 +101,58 @@ def test_state_dict_without_config_wrong_variant_is_clear(tiny: Path, tmp_path: 
         DinoV2Embedder("dinov2_vits14", weights=pth, device="cpu")
 
 
+@needs_bf16
 def test_bfloat16_close_to_float32(tiny: Path, images: list[np.ndarray]) -> None:
-    a = DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu").embed(images)
-    b = DinoV2Embedder(
-        "dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu", dtype="bfloat16"
-    ).embed(images)
+    kw = {"weights": tiny, "crop_size": CROP, "device": "cpu"}
+    a = DinoV2Embedder("dinov2_vits14", dtype="float32", **kw).embed(images)
+    b = DinoV2Embedder("dinov2_vits14", dtype="bfloat16", **kw).embed(images)
     assert b.dtype == np.float32
-    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cos.min() > 0.99
+    assert row_cosine(a, b).min() >= BF16_MIN_COSINE
+
+
+@needs_bf16
+def test_auto_picks_bfloat16_on_a_bf16_cpu(tiny: Path, images: list[np.ndarray]) -> None:
+    kw = {"weights": tiny, "crop_size": CROP, "device": "cpu"}
+    auto = DinoV2Embedder("dinov2_vits14", **kw)
+    assert auto.dtype_name == "bfloat16"
+    desc = auto.describe()
+    assert desc["dtype"] == "bfloat16" and desc["dtype_requested"] == "auto"
+    assert desc["bf16_probe_min_cosine"] >= BF16_MIN_COSINE
+    assert "bfloat16" in desc["dtype_reason"] and BF16_WHY in desc["dtype_reason"]
+    explicit = DinoV2Embedder("dinov2_vits14", dtype="bfloat16", **kw)
+    np.testing.assert_array_equal(auto.embed(images), explicit.embed(images))
+    assert auto.fingerprint() == explicit.fingerprint()
+    assert auto.fingerprint().endswith(":bfloat16")
+
+
+def test_auto_keeps_float32_when_bf16_drifts(
+    tiny: Path, images: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A threshold no bfloat16 run can reach: the probe must reject bfloat16.
+    monkeypatch.setattr(dinov2_module, "cpu_bf16_support", lambda: (True, "pretend bf16 CPU"))
+    monkeypatch.setattr(dinov2_module, "BF16_MIN_COSINE", 1.5)
+    kw = {"weights": tiny, "crop_size": CROP, "device": "cpu"}
+    auto = DinoV2Embedder("dinov2_vits14", **kw)
+    assert auto.dtype_name == "float32" and auto.bf16_probe_cosine is not None
+    assert "-> float32" in auto.dtype_reason
+    ref = DinoV2Embedder("dinov2_vits14", dtype="float32", **kw)
+    np.testing.assert_array_equal(auto.embed(images), ref.embed(images))
+    assert auto.fingerprint() == ref.fingerprint()
+
+
+def test_auto_float32_without_native_bf16(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dinov2_module, "cpu_bf16_support", lambda: (False, "no bf16 here"))
+    auto = DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu")
+    assert auto.dtype_name == "float32" and auto.bf16_probe_cosine is None
+    assert "no bf16 here" in auto.describe()["dtype_reason"]
+
+
+def test_cpu_bf16_support_agrees_with_cpuinfo() -> None:
+    ok, why = cpu_bf16_support()
+    assert isinstance(ok, bool) and why
+    flags = dinov2_module._cpuinfo_flags()
+    if flags and "flags" in Path("/proc/cpuinfo").read_text() and ok:
+        assert {"avx512_bf16", "amx_bf16"} & flags
 
 
 def test_offline_error_says_where_and_how(empty_hf_cache: Path) -> None:
@@ -140,21 +207,21 @@ def test_explicit_dinov2_offline_raises(empty_hf_cache: Path) -> None:
 
 def test_fingerprints_differ(tiny: Path, tmp_path: Path) -> None:
     other = make_tiny_dinov2(tmp_path / "other", seed=1)
-    a = DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu")
+    a = DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu", dtype="float32")
     b = DinoV2Embedder("dinov2_vits14", weights=other, crop_size=CROP, device="cpu")
     c = DinoV2Embedder(
         "dinov2_vits14", weights=tiny, crop_size=CROP, device="cpu", dtype="bfloat16"
     )
     d = DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=70, device="cpu")
+    assert a.fingerprint().endswith(":float32") and c.fingerprint().endswith(":bfloat16")
     h = HandcraftedEmbedder()
     prints = {e.fingerprint() for e in (a, b, c, d, h, HandcraftedEmbedder(work_size=192))}
     assert len(prints) == 6
-    assert (
-        a.fingerprint()
-        == DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=CROP).fingerprint()
-    )
+    auto = DinoV2Embedder("dinov2_vits14", weights=tiny, crop_size=CROP)
+    assert auto.fingerprint() == (c if auto.dtype_name == "bfloat16" else a).fingerprint()
     desc = a.describe()
     assert desc["dim"] == 32 and desc["fingerprint"] == a.fingerprint()
+    assert desc["dtype"] == "float32" and desc["dtype_reason"] == "requested"
 
 
 def test_known_configs_and_key_conversion() -> None:

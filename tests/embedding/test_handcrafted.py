@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bo_voids.embedding import HandcraftedEmbedder, make_embedder
-from bo_voids.embedding.handcrafted import FEATURE_NAMES, HEAD_TARGETS, calibrate_scaling
+from bo_voids.embedding.handcrafted import (
+    FEATURE_NAMES,
+    FEATURE_SCALING,
+    HEAD_TARGETS,
+    PARAM_HEAD,
+    HandcraftedConstants,
+    calibrate_scaling,
+    constants_path,
+    load_constants,
+    refit_constants,
+    write_constants,
+)
 from bo_voids.exceptions import EmbeddingError
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.metrics import MMDScorer
@@ -79,6 +92,80 @@ def test_rejects_bad_input(emb: HandcraftedEmbedder) -> None:
         emb.embed([np.zeros((4, 4, 4, 4))])
     with pytest.raises(EmbeddingError):
         HandcraftedEmbedder(group_weights={"colour": 1.0})
+
+
+# Exact identity of the packaged hc-1 constants: SHA-256 of their canonical JSON, and the
+# fingerprint they give with the default settings. A refit or an edit of the file changes both.
+CONSTANTS_SHA256 = "06bba744e67bc2716b928f0a08d4e71eb76459f1dee446352d5e414e85ee8f0b"
+FINGERPRINT = "handcrafted:hc-1:426658cfc6e51d41"
+# Embedding of the raw features centre + scale * linspace(-2, 2): the first 38 coordinates check
+# the scaling and group weights, the last 8 the head.
+EXPECTED_EMBEDDING = np.array(
+    [
+        -0.15811388, -0.14956719, -0.14102049, -0.1324738, -0.123927094, -0.1153804,
+        -0.106833704, -0.09828701, -0.08974031, -0.08119362, -0.11486486, -0.10135135,
+        -0.08783784, -0.074324325, -0.04596865, -0.035753395, -0.02553814, -0.015322884,
+        -0.005107628, 0.005107628, 0.015322884, 0.023888743, 0.03344424, 0.042999737,
+        0.052555233, 0.06211073, 0.071666226, 0.08122172, 0.09077722, 0.11585424,
+        0.12688798, 0.13792172, 0.14895546, 0.1599892, 0.17102294, 0.1287335,
+        0.13653554, 0.14433756, -0.14815736, 0.039784968, 2.2296922, 1.357404,
+        3.2991476, -0.06259039, 3.5935662, 1.7309908,
+    ],
+    dtype=np.float32,
+)  # fmt: skip
+
+
+def test_packaged_constants_are_the_fitted_ones() -> None:
+    canon = {
+        "scaling": {n: list(FEATURE_SCALING[n]) for n in FEATURE_NAMES},
+        "head": {t: PARAM_HEAD[t] for t in HEAD_TARGETS},
+    }
+    text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
+    assert hashlib.sha256(text.encode()).hexdigest() == CONSTANTS_SHA256
+    emb = HandcraftedEmbedder()
+    assert emb.fingerprint() == FINGERPRINT
+    centre = np.array([FEATURE_SCALING[n][0] for n in FEATURE_NAMES])
+    scale = np.array([FEATURE_SCALING[n][1] for n in FEATURE_NAMES])
+    out = emb.embed_raw((centre + scale * np.linspace(-2, 2, len(centre)))[None])[0]
+    # rtol of a few float32 ulps: only the BLAS summation order of the head may differ by machine
+    np.testing.assert_allclose(out, EXPECTED_EMBEDDING, rtol=1e-6, atol=0)
+
+
+def test_constants_file_roundtrip(tmp_path: Path) -> None:
+    packaged = load_constants()
+    assert packaged.scaling == FEATURE_SCALING and packaged.head == PARAM_HEAD
+    path = write_constants(tmp_path / "c.json", packaged)
+    assert load_constants(path) == packaged
+    # the packaged file is exactly what write_constants produces (no hand edits)
+    assert path.read_bytes() == constants_path().read_bytes()
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**data, "feature_version": "hc-0"}), encoding="utf-8")
+    with pytest.raises(EmbeddingError, match="feature version"):
+        load_constants(bad)
+    del data["feature_scaling"]["img_mean"]
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(EmbeddingError, match="do not match"):
+        load_constants(bad)
+    with pytest.raises(EmbeddingError, match="cannot read"):
+        load_constants(tmp_path / "missing.json")
+
+
+def test_refit_writes_usable_constants(space, tmp_path: Path) -> None:
+    out = tmp_path / "refit.json"
+    fitted = refit_constants(
+        space, REPO / "data" / "base_chips", out, n_images=24, sizes=(96, 128), seed=3
+    )
+    assert isinstance(fitted, HandcraftedConstants)
+    loaded = load_constants(out)
+    assert loaded == fitted and loaded.reference["n_images"] == 24
+    emb = HandcraftedEmbedder(scaling=loaded.scaling, head=loaded.head)
+    assert emb.fingerprint() != FINGERPRINT
+    img = VoidGenerator(REPO / "data" / "base_chips", image_size=96).render(MEANS, 0).image
+    assert np.isfinite(emb.embed([img])).all()
+    # the packaged constants are untouched by a refit to another path
+    assert HandcraftedEmbedder().fingerprint() == FINGERPRINT
 
 
 def test_calibrate_scaling_shape() -> None:

@@ -13,6 +13,7 @@ from bo_voids.exceptions import ConfigError, FallbackWarning
 from bo_voids.optimizers import (
     OPTIMIZERS,
     BoTorchOptimizer,
+    CompositeGPOptimizer,
     RandomSearchOptimizer,
     make_optimizer,
     optimizer_from_config,
@@ -23,6 +24,7 @@ from bo_voids.space import SearchSpace
 # Small budgets: the contract is about behaviour, not the quality of the search.
 FAST: dict[str, dict] = {
     "random": {},
+    "composite": {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "min_observations": 6},
     "botorch": {"num_restarts": 2, "raw_samples": 32, "maxiter": 30, "min_observations": 6},
 }
 assert set(FAST) == set(OPTIMIZERS), "add fast settings for every registered optimiser"
@@ -121,7 +123,7 @@ def test_nan_embeddings_excluded_with_warning(problem, name):
     emb = emb.copy()
     bad = next(i for i, m in enumerate(meta) if m["dataset_type"] == "synthetic")
     emb[bad, 0] = np.nan
-    uid = f"iter1/{meta[bad]['param_set_id']}"
+    uid = f"iter1/{meta[bad]['param_set_id']}"  # ids repeat per iteration in this history
     with pytest.warns(FallbackWarning, match=uid):
         out = make(name, problem.space).recommend_next_batch(emb, meta, problem.targets, 8)
     check_batch(problem.space, out["next_params"], sets, 8)  # the failed set is not re-proposed
@@ -184,13 +186,19 @@ def test_bad_inputs_raise(problem, name):
         opt.recommend_next_batch(emb[:-1], meta, problem.targets)
     with pytest.raises(ValueError, match="batch_size"):
         opt.recommend_next_batch(emb, meta, problem.targets, 0)
-    with pytest.raises(ValueError, match="target_embeddings"):
+    with pytest.raises(ValueError, match="features"):
         opt.recommend_next_batch(emb, meta, problem.targets[:, :3])
 
 
 def test_registry_and_unknown_names(problem):
-    assert OPTIMIZERS == {"random": RandomSearchOptimizer, "botorch": BoTorchOptimizer}
-    with pytest.raises(ConfigError, match=r"valid optimizers: \['botorch', 'random'\]"):
+    assert OPTIMIZERS == {
+        "random": RandomSearchOptimizer,
+        "botorch": BoTorchOptimizer,
+        "composite": CompositeGPOptimizer,
+    }
+    with pytest.raises(
+        ConfigError, match=r"valid optimizers: \['botorch', 'composite', 'random'\]"
+    ):
         make_optimizer("tpe", problem.space)
     with pytest.raises(ConfigError, match="unknown option"):
         make_optimizer("random", problem.space, acquisition="ucb")
@@ -204,11 +212,34 @@ def test_optimizer_from_config(config_path):
     cfg = load_config(config_path, check_paths=False)
     space = SearchSpace.from_config(cfg)
     cfg = cfg.replace(optimizer="botorch", acquisition_function="nei", seed=11)
+    composite = optimizer_from_config(cfg, space)
+    assert isinstance(composite, CompositeGPOptimizer)
+    assert composite.options["acquisition"] == "nei"
+    cfg = cfg.replace(bo={**cfg.to_dict()["bo"], "surrogate": "mixed"})
     opt = optimizer_from_config(cfg, space)
     assert isinstance(opt, BoTorchOptimizer)
     assert opt.seed == 11 and opt.options["acquisition"] == "nei"
     assert opt.options["num_restarts"] == cfg.bo.num_restarts
     assert opt.options["ucb_beta"] == cfg.bo.ucb_beta and opt.top_k == cfg.bo.top_k
-    assert opt.bandwidth == cfg.metric.bandwidth
     rnd = optimizer_from_config(cfg.replace(optimizer="random"), space)
     assert isinstance(rnd, RandomSearchOptimizer)
+
+
+@pytest.mark.parametrize("name", ["botorch", "composite"])
+def test_model_does_not_fall_back_on_a_healthy_problem(problem, name):
+    emb, meta, _ = history(problem, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        out = make(name, problem.space).recommend_next_batch(emb, meta, problem.targets, 4)
+    assert out["info"]["fallback"] is None and out["info"]["ranking"] == "model"
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_replicate_slots_re_evaluate_the_best_sets(problem, name):
+    emb, meta, sets = history(problem, 12)
+    opt = make(name, problem.space, replicate_slots=1)
+    out = opt.recommend_next_batch(emb, meta, problem.targets, 4)
+    best = out["current_best"][0]
+    assert len(out["next_params"]) == 4
+    assert problem.space.key(out["next_params"][-1]) == problem.space.key(best["params"])
+    check_batch(problem.space, out["next_params"][:3], sets, 3)

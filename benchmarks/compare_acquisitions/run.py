@@ -1,0 +1,192 @@
+"""One benchmark run through the pipeline's public seams, and the fresh re-scoring of its picks.
+
+The pipeline runs unchanged (``optimizer=`` injects a peer, ``callbacks=`` records the
+recommendation after every iteration); nothing is subclassed. After the run, the recommendation
+at each checkpoint — and the oracle point, the mean of the realised target sets — is re-rendered
+on :data:`~benchmarks.compare_acquisitions.specs.N_FRESH` images whose seeds depend on the
+(seed, iteration) only, so every method's pick is judged on the same images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from benchmarks.compare_acquisitions.specs import (
+    CHECKPOINTS,
+    METHODS,
+    N_FRESH,
+    NUMERIC,
+    TARGETS,
+    RunSpec,
+    build_config,
+)
+
+RESULT_FILE = "bench_result.json"
+
+
+def run_one(spec: RunSpec) -> dict[str, Any]:
+    """Run (or resume, or reuse) one experiment and judge its recommendations.
+
+    Args:
+        spec: The run.
+
+    Returns:
+        ``{"spec", "fingerprint", "iteration0_sha", "rows", "seconds"}``; ``rows`` holds one
+        record per checkpoint (and one ``oracle`` record).
+    """
+    import torch
+
+    from bo_voids.evaluation import EvaluationTask
+    from bo_voids.pipeline import IterationEvent, OptimizationPipeline
+    from bo_voids.seeding import derive_seed
+    from bo_voids.space import SearchSpace
+    from bo_voids.state import atomic_write_json, read_json
+
+    torch.set_num_threads(1)
+    path = spec.run_dir / RESULT_FILE
+    if path.exists():
+        old = read_json(path)
+        if old.get("fingerprint") == spec.fingerprint():
+            return old
+    cfg = build_config(spec)
+    space = SearchSpace.from_config(cfg)
+    optimizer = None
+    if "peer" in METHODS[spec.method]:
+        from benchmarks.peers import make_benchmark_optimizer
+
+        optimizer = make_benchmark_optimizer(
+            METHODS[spec.method]["peer"], space, seed=cfg.seed, top_k=cfg.bo.top_k
+        )
+    picks: dict[int, dict[str, Any]] = {}
+
+    def record(event: IterationEvent) -> None:
+        best = event.scores.get("best") or []
+        if best:
+            picks[event.iteration] = {
+                "params": dict(best[0]["params"]),
+                "mmd2_in_sample": best[0]["mmd2"],
+                "n_images": best[0]["n_images"],
+            }
+
+    t0 = time.perf_counter()
+    resume = (spec.run_dir / "experiment.json").exists()
+    pipe = OptimizationPipeline(
+        cfg,
+        resume=resume,
+        overwrite=not resume,
+        optimizer=optimizer,
+        callbacks=[record],
+        plots=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.run_full_experiment()
+    if len(picks) < len(pipe.scores):  # a resumed run: earlier iterations from disk
+        for k, s in enumerate(pipe.scores):
+            if k not in picks and s.get("best"):
+                b = s["best"][0]
+                picks[k] = {
+                    "params": dict(b["params"]),
+                    "mmd2_in_sample": b["mmd2"],
+                    "n_images": b["n_images"],
+                }
+    assert pipe.book is not None and pipe.evaluator is not None
+    evaluator, scorer = pipe.evaluator, pipe.book.scorer
+    real_sets = _realised_sets(pipe.records[0].metadata)
+    truth = _true_means(cfg, spec.target)
+    realised = _mean_point(real_sets)
+
+    def fresh(params: Mapping[str, Any], k: int) -> float:
+        seeds = tuple(derive_seed(spec.seed, "bench-fresh", k, r) for r in range(N_FRESH))
+        task = EvaluationTask(k, "synthetic", 0, f"fresh_{k}", dict(params), seeds)
+        return float(scorer.score(evaluator.evaluate_one(task).embeddings))
+
+    rows = []
+    checkpoints = sorted({c for c in CHECKPOINTS if c <= spec.iterations} | {spec.iterations})
+    for k in [c for c in checkpoints if c in picks]:
+        p = picks[k]["params"]
+        rows.append(
+            {
+                "target": spec.target,
+                "method": spec.method,
+                "seed": spec.seed,
+                "iteration": k,
+                "fresh_mmd2": fresh(p, k),
+                "mmd2_in_sample": picks[k]["mmd2_in_sample"],
+                "n_images": picks[k]["n_images"],
+                **_errors(space, p, truth, "true"),
+                **_errors(space, p, realised, "realised"),
+                "shape": p["void_shape"],
+                "shape_right": int(p["void_shape"] == truth["void_shape"]),
+                **{f"param_{n}": p[n] for n in NUMERIC},
+            }
+        )
+    oracle = {
+        "target": spec.target,
+        "method": "oracle",
+        "seed": spec.seed,
+        "iteration": -1,
+        "fresh_mmd2": fresh(realised, 10_000),
+        **_errors(space, realised, truth, "true"),
+    }
+    emb0 = pipe.records[0].embeddings
+    result = {
+        "spec": spec.__dict__,
+        "fingerprint": spec.fingerprint(),
+        "iteration0_sha": hashlib.sha256(np.ascontiguousarray(emb0).tobytes()).hexdigest()[:16],
+        "rows": rows,
+        "oracle": oracle,
+        "seconds": time.perf_counter() - t0,
+        "timings": dict(pipe.timings),
+    }
+    atomic_write_json(path, result)
+    return result
+
+
+def _realised_sets(metadata: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for m in metadata:
+        if m["dataset_type"] == "real" and m.get("params") is not None:
+            seen.setdefault(m["param_set_id"], m["params"])
+    return list(seen.values())
+
+
+def _mean_point(sets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of the realised target sets (numeric mean, modal shape, rounded count)."""
+    shapes = [s["void_shape"] for s in sets]
+    point: dict[str, Any] = {"void_shape": max(sorted(set(shapes)), key=shapes.count)}
+    for n in NUMERIC:
+        v = float(np.mean([s[n] for s in sets]))
+        point[n] = round(v) if n == "void_count" else v
+    return point
+
+
+def _true_means(cfg: Any, target: str) -> dict[str, Any]:
+    dist = TARGETS.get(target) or cfg.to_dict()["param_distributions"]["real"]
+    probs = dist["void_shape"]
+    out: dict[str, Any] = {"void_shape": max(probs, key=probs.get)}
+    out.update({n: float(dist[n]["mean"]) for n in NUMERIC})
+    return out
+
+
+def _errors(
+    space: Any, params: Mapping[str, Any], ref: Mapping[str, Any], label: str
+) -> dict[str, float]:
+    """|params − ref| / range per numeric parameter, and their mean."""
+    errs = {}
+    for p in space.parameters:
+        if p.kind == "categorical":
+            continue
+        errs[f"err_{label}_{p.name}"] = abs(float(params[p.name]) - float(ref[p.name])) / (
+            p.high - p.low
+        )
+    vals = [v for v in errs.values() if math.isfinite(v)]
+    errs[f"err_{label}_mean"] = float(np.mean(vals)) if vals else math.nan
+    return errs

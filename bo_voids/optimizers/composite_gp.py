@@ -1,0 +1,225 @@
+"""Composite (grey-box) BO: a multi-output GP on embedding summaries, the target distance known.
+
+The scalar GPs of :mod:`bo_voids.optimizers.botorch_gp` model the per-set MMD² of three images: a
+noisy number (sd 0.02–0.07 near the optimum, the size of the differences that matter) whose
+lowest observed value is mostly a lucky draw. This optimiser instead models *what the images look
+like* and computes the objective itself:
+
+1. **Summaries** (:class:`~bo_voids.summaries.SummaryMap`, fitted once on the observed sets of the
+   first iteration and carried in the proposal's warm-start state, so a run uses one map; its
+   fingerprint is in ``info``): the top principal components of the embeddings, whitened by the
+   within-set (replicate) covariance, plus a ridge "parameter head" ``E[θ | e]`` fitted on the
+   synthetic images (Fearnhead & Prangle 2012). Any embedder works.
+2. **Model** (:class:`~bo_voids.surrogates.composite.CompositeSurrogate`): a batched multi-output
+   GP of each set's *mean* summary (its noise, the variance of a mean, is known from the
+   replicates and shrinks as a set is replicated).
+3. **Objective**: ``-‖f(x) − t‖²`` with ``t`` the targets' mean summary, through BoTorch's MC
+   acquisitions (``ucb | ei | nei | pi``) under a ``GenericMCObjective``; the ``q`` points are
+   optimised jointly.
+4. **Ranking**: the posterior mean of the distance at the observed sets ranks them (the
+   recommendation); ``predicted_mmd2`` holds that predicted distance, on its own scale.
+
+Falls back to a scrambled Sobol batch (with a :class:`~bo_voids.exceptions.FallbackWarning`)
+below ``min_observations`` or on a numerical failure of the fit or the acquisition.
+
+Example:
+    >>> opt = CompositeGPOptimizer(space, seed=0, acquisition="ei")  # doctest: +SKIP
+    >>> proposal = opt.propose(book.observations(), 8, seed=1)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.optimizers.base import BaseOptimizer, Proposal
+from bo_voids.optimizers.botorch_gp import ACQUISITIONS, RECOVERABLE
+from bo_voids.scoring import Observation, ObservationSet
+from bo_voids.summaries import SummaryMap, head_targets, set_statistics
+from bo_voids.surrogates.composite import CompositeSurrogate
+
+logger = logging.getLogger(__name__)
+
+class CompositeGPOptimizer(BaseOptimizer):
+    """Composite BO of the distance between per-set mean summaries and the targets' mean.
+
+    Args:
+        space: The search space.
+        seed: Experiment seed.
+        top_k: Number of sets in ``current_best``.
+        acquisition: ``"ucb"``, ``"ei"``, ``"nei"`` or ``"pi"`` (MC forms under the objective).
+        ucb_beta: ``beta`` of UCB.
+        summaries: Summary kinds, ``"pca+head"`` (default), ``"pca"`` or ``"head"``.
+        n_components: Principal components of the ``pca`` summaries.
+        num_restarts: Restarts of the joint acquisition optimisation.
+        raw_samples: Random batches the restarts are chosen from.
+        mc_samples: QMC samples per acquisition evaluation.
+        maxiter: L-BFGS-B iterations of a cold hyper-parameter fit.
+        min_observations: Scored sets needed before the model is used (Sobol before).
+        replicate_slots: Batch slots that re-evaluate the best-ranked sets.
+
+    Raises:
+        ConfigError: An invalid option.
+    """
+
+    name: ClassVar[str] = "composite"
+    default_options: ClassVar[dict[str, Any]] = {
+        "acquisition": "ei",
+        "ucb_beta": 2.0,
+        "summaries": "pca+head",
+        "n_components": 8,
+        "num_restarts": 4,
+        "raw_samples": 128,
+        "mc_samples": 128,
+        "maxiter": 100,
+        "min_observations": 8,
+    }
+
+    def __init__(self, space: Any, **kwargs: Any) -> None:
+        super().__init__(space, **kwargs)
+        o = self.options
+        if o["acquisition"] not in ACQUISITIONS:
+            raise ConfigError(
+                f"acquisition must be one of {list(ACQUISITIONS)}, got {o['acquisition']!r}"
+            )
+        kinds = str(o["summaries"]).split("+")
+        if not kinds or any(k not in ("pca", "head") for k in kinds):
+            raise ConfigError(
+                f"summaries must be 'pca', 'head' or 'pca+head', got {o['summaries']!r}"
+            )
+        for key, low in (
+            ("n_components", 1),
+            ("num_restarts", 1),
+            ("raw_samples", 1),
+            ("mc_samples", 1),
+            ("maxiter", 1),
+            ("min_observations", 2),
+        ):
+            v = o[key]
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise ConfigError(f"{key} must be an integer >= {low}, got {v!r}")
+
+    # ---- proposal ------------------------------------------------------------------------------
+
+    def _propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int,
+        seed: int,
+        warm_state: Mapping[str, Any] | None,
+    ) -> Proposal:
+        o = self.options
+        sets = list(observations.sets)
+        info: dict[str, Any] = {
+            "model": None,
+            "surrogate": "composite",
+            "acquisition": o["acquisition"],
+            "fallback": None,
+        }
+        if len(sets) < o["min_observations"]:
+            return self._fallback(
+                f"only {len(sets)} scored parameter sets (min_observations="
+                f"{o['min_observations']}); using a Sobol batch",
+                batch_size,
+                seed,
+                info,
+                warn=bool(sets),
+            )
+        warm = dict(warm_state or {})
+        smap = self._summary_map(sets, warm.get("summary_map"), seed)
+        info["summaries"] = smap.fingerprint()
+        X, Y, Yvar = self.training_data(sets, smap)
+        target = smap.transform(observations.targets).mean(axis=0)
+        surrogate = CompositeSurrogate(
+            self.space,
+            acquisition=o["acquisition"],
+            ucb_beta=float(o["ucb_beta"]),
+            num_restarts=int(o["num_restarts"]),
+            raw_samples=int(o["raw_samples"]),
+            mc_samples=int(o["mc_samples"]),
+            maxiter=int(o["maxiter"]),
+        )
+        try:
+            t0 = time.perf_counter()
+            surrogate.fit(X, Y, Yvar, target, warm_state=warm.get("surrogate"), seed=seed)
+            info["fit_seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cand, value = surrogate.propose(batch_size, seed=seed)
+            info["propose_seconds"] = time.perf_counter() - t0
+            neg_distance, _ = surrogate.predict_objective(X)
+            predicted = -neg_distance  # the posterior mean distance: lower is better
+        except RECOVERABLE as exc:
+            logger.warning("composite GP step failed; falling back to Sobol", exc_info=True)
+            return self._fallback(
+                f"composite GP fit/acquisition failed ({type(exc).__name__}: {exc})",
+                batch_size,
+                seed,
+                info,
+            )
+        if not np.all(np.isfinite(cand)) or not np.all(np.isfinite(predicted)):
+            return self._fallback("non-finite candidates or predictions", batch_size, seed, info)
+        info["model"] = "CompositeSurrogate"
+        info["acq_value"] = float(value)
+        return Proposal(
+            next_params=tuple(self.space.from_raw(row) for row in cand),
+            predicted_mmd2={s.uid: float(v) for s, v in zip(sets, predicted, strict=True)},
+            info=info,
+            state={"summary_map": smap.state_dict(), "surrogate": surrogate.state_dict()},
+        )
+
+    # ---- building blocks -----------------------------------------------------------------------
+
+    def training_data(
+        self, sets: Sequence[Observation], smap: SummaryMap
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw inputs, per-set mean summaries and the variance of each mean.
+
+        Args:
+            sets: The observations.
+            smap: The summary map.
+
+        Returns:
+            `(n, d)` raw inputs, `(n, k)` means and `(n, k)` variances of the means.
+        """
+        E = np.concatenate([s.embeddings for s in sets])
+        groups = np.repeat(np.arange(len(sets)), [s.n_images for s in sets])
+        stats = set_statistics(smap.transform(E), groups)
+        X = np.stack([self.space.to_raw(s.params) for s in sets])
+        return X, stats.means, stats.mean_var
+
+    def _summary_map(
+        self, sets: Sequence[Observation], stored: Mapping[str, Any] | None, seed: int
+    ) -> SummaryMap:
+        """The run's summary map: the stored one, else fitted on the first iteration's sets."""
+        if stored is not None:
+            return SummaryMap.from_state_dict(stored)
+        first = min(s.first_iteration for s in sets)
+        ref = [s for s in sets if s.first_iteration == first]
+        if len(ref) < 4:
+            ref = list(sets)
+        E = np.concatenate([s.embeddings for s in ref])
+        groups = np.repeat(np.arange(len(ref)), [s.n_images for s in ref])
+        theta, names = head_targets(self.space, [s.params for s in ref for _ in range(s.n_images)])
+        kinds = tuple(str(self.options["summaries"]).split("+"))
+        n_comp = int(min(self.options["n_components"], max(1, len(ref) - 1), E.shape[1]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return SummaryMap.fit(
+                E, groups, theta, kinds=kinds, n_components=n_comp, seed=seed, param_names=names
+            )
+
+    def _fallback(
+        self, reason: str, batch_size: int, seed: int, info: dict[str, Any], warn: bool = True
+    ) -> Proposal:
+        info["fallback"] = reason
+        info["model"] = "sobol"
+        if warn:
+            warnings.warn(f"CompositeGPOptimizer falls back to Sobol: {reason}", FallbackWarning, 4)
+        logger.warning("CompositeGPOptimizer falls back to Sobol proposals: %s", reason)
+        return Proposal(next_params=tuple(self.sobol_batch(batch_size, seed)), info=info)

@@ -1,0 +1,696 @@
+"""Per-set observations and run-level scores: the one place that turns embeddings into scores.
+
+Every stage that needs "the evaluated parameter sets and their scores" reads them from here —
+the pipeline, the optimisers, the plots, the report and the calibration — so there is one
+grouping, one per-set score, one ranking ("best") and one distribution similarity in the package.
+
+* **Observation** (:class:`Observation`, immutable): one *distinct* parameter set (identity:
+  :meth:`~bo_voids.space.SearchSpace.key`) with every image rendered of it so far. A set evaluated
+  again in a later iteration (new seeds) merges into the same observation: its ``n_images``
+  grows and its score sharpens.
+* **Per-set score** ``mmd2``: the unbiased MMD² of all its images against the real targets, with
+  the kernel bandwidths fixed by the targets (:class:`~bo_voids.metrics.MMDScorer`).
+* **Per-set noise** ``mmd2_var``: the delete-one-image jackknife variance of that score (its
+  images are independent renders, so this is the sampling noise of the score), moderated towards
+  the median over all sets with ``PRIOR_DOF`` pseudo degrees of freedom (Smyth 2004) because
+  three images give only two degrees of freedom, and floored.
+* **Ranking** (:func:`rank_observations`, "best"): by the optimiser's model prediction of MMD² at
+  the observed sets when it has a model (posterior mean: the raw minimum of noisy scores is a
+  lucky draw), by the raw per-set MMD² otherwise.
+* **Distribution similarity**: MMD² of the pooled images of the ``top_k`` best sets against the
+  targets (the targets are a mixture of several sets: a pool can match it, one point cannot).
+
+Example:
+    >>> book = ScoreBook(space, targets, target_groups=groups)  # doctest: +SKIP
+    >>> book.add(embeddings, metadata, iteration=1)  # doctest: +SKIP
+    >>> book.observations().sets[0].mmd2  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypedDict
+
+import numpy as np
+
+from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.metrics import (
+    MMDScorer,
+    epsilon_ball_share,
+    epsilon_from_real,
+    kid,
+    nearest_real_distances,
+)
+from bo_voids.space import ParamSet, SearchSpace
+
+logger = logging.getLogger(__name__)
+
+#: ``dataset_type`` values of target images: never observations.
+TARGET_TYPES: frozenset[str] = frozenset({"real"})
+#: ``dataset_type`` values of observed (optimised-over) parameter sets.
+OBSERVED_TYPES: frozenset[str] = frozenset({"close", "far", "synthetic"})
+#: Prior degrees of freedom of the pooled variance in the moderated per-set variance.
+PRIOR_DOF: float = 4.0
+#: Relative floor of a per-set variance (times the pooled variance) and its absolute floor.
+VAR_REL_FLOOR: float = 1e-2
+VAR_ABS_FLOOR: float = 1e-12
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """One distinct evaluated parameter set, all its replications merged.
+
+    Attributes:
+        uid: Stable id: the ``param_set_id`` of its first evaluation (``iter{k}/{id}`` if that id
+            is already taken by another set, as in histories whose ids repeat per iteration).
+        key: :meth:`SearchSpace.key` of its parameters (its identity).
+        dataset_type: ``close``, ``far`` or ``synthetic`` (of its first evaluation).
+        params: The validated parameter set.
+        iterations: Iterations that rendered it, in order (repeats when re-evaluated).
+        param_set_ids: The ``param_set_id`` of each evaluation, aligned with ``iterations``.
+        rows: `(n_images,)` global image rows (order of :meth:`ScoreBook.add` calls).
+        local_rows: `(n_images,)` row of each image in the arrays of the ``add`` call that
+            brought it (its row within its iteration when each call adds one iteration).
+        embeddings: `(n_images, D)` embeddings of its images.
+        image_iterations: `(n_images,)` iteration of each image.
+        nearest_real: `(n_images,)` distance of each image to its nearest target.
+        void_area_pct: Mean void area (% of the image) over its images.
+        mmd2: Unbiased MMD² of its images against the targets (``nan`` if excluded).
+        jackknife_var: Raw delete-one-image jackknife variance of ``mmd2`` (``nan`` if n < 3).
+        mmd2_var: Moderated variance of ``mmd2`` (``> 0``; set by :meth:`ScoreBook.observations`).
+        valid: Whether it is a usable observation.
+        reason: Why it was excluded (empty when valid).
+    """
+
+    uid: str
+    key: tuple[Any, ...]
+    dataset_type: str
+    params: ParamSet
+    iterations: tuple[int, ...]
+    param_set_ids: tuple[str, ...]
+    rows: np.ndarray
+    local_rows: np.ndarray
+    embeddings: np.ndarray
+    image_iterations: np.ndarray
+    nearest_real: np.ndarray
+    void_area_pct: float
+    mmd2: float = math.nan
+    jackknife_var: float = math.nan
+    mmd2_var: float = math.nan
+    valid: bool = True
+    reason: str = ""
+
+    @property
+    def n_images(self) -> int:
+        """Number of images (replications) of the set."""
+        return int(self.rows.size)
+
+    @property
+    def first_iteration(self) -> int:
+        """The iteration that first evaluated it."""
+        return self.iterations[0]
+
+    @property
+    def mean_nearest_real(self) -> float:
+        """Mean nearest-target distance of its images."""
+        return float(self.nearest_real.mean()) if self.nearest_real.size else math.nan
+
+    def to_record(self) -> ObservationRecord:
+        """The JSON-ready record of this observation (no embeddings)."""
+        return {
+            "uid": self.uid,
+            "iteration": self.first_iteration,
+            "iterations": list(self.iterations),
+            "param_set_ids": list(self.param_set_ids),
+            "dataset_type": self.dataset_type,
+            "params": dict(self.params),
+            "mmd2": float(self.mmd2),
+            "mmd2_var": float(self.mmd2_var),
+            "n_images": self.n_images,
+            "mean_nearest_real": self.mean_nearest_real,
+            "void_area_pct": float(self.void_area_pct),
+            "valid": self.valid,
+            "reason": self.reason,
+        }
+
+
+class ObservationRecord(TypedDict):
+    """JSON form of an :class:`Observation` (``history.csv`` rows and ``scores.json``)."""
+
+    uid: str
+    iteration: int
+    iterations: list[int]
+    param_set_ids: list[str]
+    dataset_type: str
+    params: dict[str, Any]
+    mmd2: float
+    mmd2_var: float
+    n_images: int
+    mean_nearest_real: float
+    void_area_pct: float
+    valid: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ObservationSet:
+    """What an optimiser is given: the valid observations and the targets they were scored on.
+
+    Attributes:
+        sets: Valid scored observations (finite ``mmd2``, ``mmd2_var > 0``), evaluation order.
+        targets: `(M, D)` target embeddings.
+        target_groups: `(M,)` cluster label of each target (its parameter set, or a unique label
+            per image for an iid folder).
+        evaluated_keys: Keys of every evaluated set, excluded ones included (duplicate detection).
+    """
+
+    sets: tuple[Observation, ...]
+    targets: np.ndarray
+    target_groups: np.ndarray
+    evaluated_keys: frozenset[tuple[Any, ...]] = field(default_factory=frozenset)
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    def __iter__(self) -> Iterator[Observation]:
+        return iter(self.sets)
+
+    def __getitem__(self, i: int) -> Observation:
+        return self.sets[i]
+
+    @property
+    def mmd2(self) -> np.ndarray:
+        """`(n,)` per-set MMD²."""
+        return np.array([s.mmd2 for s in self.sets], dtype=np.float64)
+
+    @property
+    def mmd2_var(self) -> np.ndarray:
+        """`(n,)` per-set moderated variance of the MMD²."""
+        return np.array([s.mmd2_var for s in self.sets], dtype=np.float64)
+
+
+class RankedSet(TypedDict):
+    """One entry of a ranking (``current_best`` of the design's interface)."""
+
+    uid: str
+    param_set_id: str
+    iteration: int
+    params: dict[str, Any]
+    mmd2: float
+    mmd2_var: float
+    predicted_mmd2: float
+    n_images: int
+
+
+def rank_observations(
+    sets: Sequence[Observation], predicted: Mapping[str, float] | None = None
+) -> list[tuple[Observation, float]]:
+    """The one ranking of the package ("best" first) with the score it ranks by.
+
+    Args:
+        sets: Valid observations.
+        predicted: The optimiser's predicted MMD² by ``uid``; used when it covers every set with
+            finite values, else the raw ``mmd2`` ranks.
+
+    Returns:
+        ``(observation, ranking score)`` pairs, best (lowest) first; ties keep evaluation order.
+    """
+    use_model = _covers(sets, predicted)
+    scores = [float(predicted[s.uid]) if use_model else s.mmd2 for s in sets]  # type: ignore[index]
+    order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")
+    return [(sets[i], scores[i]) for i in order]
+
+
+def ranked_records(
+    sets: Sequence[Observation], predicted: Mapping[str, float] | None, k: int
+) -> list[RankedSet]:
+    """The ``k`` best observations as :class:`RankedSet` records."""
+    return [
+        {
+            "uid": s.uid,
+            "param_set_id": s.uid,
+            "iteration": s.first_iteration,
+            "params": dict(s.params),
+            "mmd2": float(s.mmd2),
+            "mmd2_var": float(s.mmd2_var),
+            "predicted_mmd2": float(score),
+            "n_images": s.n_images,
+        }
+        for s, score in rank_observations(sets, predicted)[:k]
+    ]
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """Run-level scores after one iteration (``scores.json``).
+
+    Attributes:
+        iteration: The iteration.
+        n_sets: Valid observations so far.
+        ranking: ``"model"`` or ``"raw"``: what ranked the best sets.
+        best: The ``top_k`` best sets, best first.
+        distribution_similarity: MMD² of the pooled images of ``best`` vs the targets.
+        pool_size: Images in that pool.
+        kid: Kernel inception distance of the pool vs the targets.
+        iteration_best_mmd2: Lowest raw per-set MMD² among the sets rendered this iteration.
+        mean_nearest_real: Mean nearest-target distance of this iteration's images.
+        epsilon: ε of the ε-ball share.
+        epsilon_ball_share: Share of this iteration's images within ε of a target.
+        per_set: Records of the sets rendered this iteration (merged replications included).
+    """
+
+    iteration: int
+    n_sets: int
+    ranking: str
+    best: list[RankedSet]
+    distribution_similarity: float
+    pool_size: int
+    kid: float
+    iteration_best_mmd2: float
+    mean_nearest_real: float
+    epsilon: float
+    epsilon_ball_share: float
+    per_set: list[ObservationRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``scores.json`` form (keeps the first release's flat keys)."""
+        top = self.best[0] if self.best else None
+        return {
+            "iteration": self.iteration,
+            "n_sets": self.n_sets,
+            "ranking": self.ranking,
+            "best_mmd2": top["mmd2"] if top else math.nan,
+            "best_predicted_mmd2": top["predicted_mmd2"] if top else math.nan,
+            "best_param_set_id": top["uid"] if top else None,
+            "best_params": top["params"] if top else None,
+            "distribution_similarity": self.distribution_similarity,
+            "pool_size": self.pool_size,
+            "kid": self.kid,
+            "iteration_best_mmd2": self.iteration_best_mmd2,
+            "mean_nearest_real": self.mean_nearest_real,
+            "epsilon": self.epsilon,
+            "epsilon_ball_share": self.epsilon_ball_share,
+            "top_k": [b["uid"] for b in self.best],
+            "best": list(self.best),
+            "per_set": list(self.per_set),
+        }
+
+
+class ScoreBook:
+    """The evaluated parameter sets of a run, scored incrementally against fixed targets.
+
+    Args:
+        space: The search space (identity and validation of parameter sets).
+        targets: `(M, D)` real target embeddings (M ≥ 2, finite).
+        target_groups: `(M,)` cluster label per target (``None``: each image its own cluster).
+        bandwidth: Kernel bandwidth of the MMD² (``"multi"`` or ``"median"``), or a fitted
+            :class:`~bo_voids.metrics.MMDScorer` to use as it is.
+        top_k: Sets pooled for the distribution similarity.
+        epsilon: ε of the ε-ball share (``None``: :func:`~bo_voids.metrics.epsilon_from_real`).
+
+    Raises:
+        ValueError: Unusable targets.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        targets: np.ndarray,
+        *,
+        target_groups: Sequence[Any] | np.ndarray | None = None,
+        bandwidth: str | MMDScorer = "multi",
+        top_k: int = 5,
+        epsilon: float | None = None,
+    ) -> None:
+        T = np.asarray(targets, dtype=np.float64)
+        if T.ndim != 2 or T.shape[0] < 2:
+            raise ValueError(f"targets must be (M >= 2, D), got shape {T.shape}")
+        if not np.all(np.isfinite(T)):
+            raise ValueError("targets contain NaN or inf")
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+        self.space = space
+        self.targets = T
+        groups = np.arange(len(T)) if target_groups is None else np.asarray(target_groups)
+        if groups.shape != (len(T),):
+            raise ValueError(f"target_groups must have {len(T)} entries, got {groups.shape}")
+        self.target_groups = groups
+        if isinstance(bandwidth, MMDScorer):
+            self.scorer = bandwidth if bandwidth.fitted else bandwidth.fit(T)
+        else:
+            self.scorer = MMDScorer(bandwidth=bandwidth, unbiased=True).fit(T)
+        self.top_k = int(top_k)
+        self.epsilon = float(epsilon_from_real(T) if epsilon is None else epsilon)
+        self._sets: dict[tuple[Any, ...], Observation] = {}
+        self._excluded: list[Observation] = []
+        self._n_rows = 0
+        self._iteration_embeddings: dict[int, np.ndarray] = {}
+        self._uids: set[str] = set()
+
+    # ---- building ------------------------------------------------------------------------------
+
+    def add(
+        self,
+        embeddings: np.ndarray,
+        metadata: Sequence[Mapping[str, Any]],
+        iteration: int | None = None,
+    ) -> list[Observation]:
+        """Add images; new sets are scored, sets evaluated again are merged and re-scored.
+
+        Rows whose ``dataset_type`` is a target type are skipped (they are the targets). Images
+        are grouped by ``(iteration, dataset_type, param_set_id)`` into evaluations, and
+        evaluations by :meth:`SearchSpace.key` into observations.
+
+        Args:
+            embeddings: `(N, D)` embeddings, aligned with ``metadata``.
+            metadata: `N` per-image records with ``dataset_type``, ``param_set_id`` and
+                ``params`` (optionally ``iteration`` and ``void_area_pct``).
+            iteration: Iteration of rows without an ``iteration`` key.
+
+        Returns:
+            The observations this call created or changed (valid or excluded), in order.
+
+        Raises:
+            ValueError: Mismatched shapes, a feature count different from the targets', an
+                unknown ``dataset_type`` or a row without an iteration.
+        """
+        E = np.asarray(embeddings, dtype=np.float64)
+        if E.ndim != 2 or E.shape[0] != len(metadata):
+            raise ValueError(
+                f"embeddings of shape {E.shape} do not match {len(metadata)} metadata records"
+            )
+        if E.shape[0] and E.shape[1] != self.targets.shape[1]:
+            raise ValueError(
+                f"embeddings have {E.shape[1]} features, the targets {self.targets.shape[1]}"
+            )
+        groups: dict[tuple[int, str, str], list[int]] = {}
+        for i, m in enumerate(metadata):
+            dtype = m.get("dataset_type")
+            if dtype in TARGET_TYPES:
+                continue
+            if dtype not in OBSERVED_TYPES:
+                raise ValueError(
+                    f"metadata row {i}: dataset_type must be one of "
+                    f"{sorted(OBSERVED_TYPES | TARGET_TYPES)}, got {dtype!r}"
+                )
+            it = m.get("iteration", iteration)
+            if it is None:
+                raise ValueError(f"metadata row {i} has no iteration")
+            groups.setdefault((int(it), str(dtype), str(m.get("param_set_id"))), []).append(i)
+        base = self._n_rows
+        self._n_rows += E.shape[0]
+        own: dict[int, list[int]] = {}
+        changed: list[Observation] = []
+        for (it, dtype, psid), idx in groups.items():
+            own.setdefault(it, []).extend(idx)
+            rows = np.asarray(idx, dtype=np.intp)
+            first = metadata[idx[0]]
+            try:
+                params = self.space.validate(first.get("params") or {})
+            except (ConfigError, TypeError, ValueError) as exc:
+                changed.append(self._exclude_new(psid, dtype, first, it, rows + base, exc))
+                continue
+            if any(not self.space.same(metadata[r]["params"], params) for r in idx[1:]):
+                changed.append(
+                    self._exclude_new(
+                        psid, dtype, first, it, rows + base, "its images disagree on the params"
+                    )
+                )
+                continue
+            X = E[rows]
+            area = np.array([float(metadata[r].get("void_area_pct", math.nan)) for r in idx])
+            key = self.space.key(params)
+            old = self._sets.get(key)
+            if old is None:
+                uid = psid if psid not in self._uids else f"iter{it}/{psid}"
+                self._uids.add(uid)
+                obs = Observation(
+                    uid=uid,
+                    key=key,
+                    dataset_type=dtype,
+                    params=params,
+                    iterations=(it,),
+                    param_set_ids=(psid,),
+                    rows=rows + base,
+                    local_rows=rows,
+                    embeddings=X,
+                    image_iterations=np.full(len(idx), it, dtype=np.int64),
+                    nearest_real=_nearest(X, self.targets),
+                    void_area_pct=_mean_or_nan(area),
+                )
+            else:
+                obs = replace(
+                    old,
+                    iterations=(*old.iterations, it),
+                    param_set_ids=(*old.param_set_ids, psid),
+                    rows=np.concatenate([old.rows, rows + base]),
+                    local_rows=np.concatenate([old.local_rows, rows]),
+                    embeddings=np.concatenate([old.embeddings, X]),
+                    image_iterations=np.concatenate(
+                        [old.image_iterations, np.full(len(idx), it, dtype=np.int64)]
+                    ),
+                    nearest_real=np.concatenate([old.nearest_real, _nearest(X, self.targets)]),
+                    void_area_pct=_mean_or_nan(
+                        np.concatenate([np.full(old.n_images, old.void_area_pct), area])
+                    ),
+                )
+            obs = self._score(obs)
+            self._sets[key] = obs
+            changed.append(obs)
+        for it, idx in own.items():
+            X = E[np.asarray(idx, dtype=np.intp)]
+            prev = self._iteration_embeddings.get(it)
+            self._iteration_embeddings[it] = X if prev is None else np.concatenate([prev, X])
+        return changed
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def all_sets(self) -> list[Observation]:
+        """Every observation, valid or excluded, in first-seen order (variances moderated)."""
+        invalid = [o for o in self._sets.values() if not o.valid]
+        return [*self._moderated(), *invalid, *self._excluded]
+
+    def observations(self) -> ObservationSet:
+        """The valid observations with moderated variances, as an optimiser receives them."""
+        keys = frozenset(self._sets) | frozenset(o.key for o in self._excluded if o.key)
+        return ObservationSet(
+            sets=tuple(self._moderated()),
+            targets=self.targets,
+            target_groups=self.target_groups,
+            evaluated_keys=keys,
+        )
+
+    def get(self, uid: str) -> Observation:
+        """The observation with this ``uid``.
+
+        Raises:
+            KeyError: No such observation.
+        """
+        for o in self.all_sets():
+            if o.uid == uid:
+                return o
+        raise KeyError(uid)
+
+    def scores(self, iteration: int, predicted: Mapping[str, float] | None = None) -> RunScores:
+        """Run-level scores after ``iteration`` (see the module docstring for the definitions).
+
+        Args:
+            iteration: The iteration just added.
+            predicted: The optimiser's predicted MMD² by ``uid`` (model ranking) or ``None``.
+
+        Returns:
+            The :class:`RunScores`.
+        """
+        valid = self._moderated()
+        ranked = rank_observations(valid, predicted)
+        model = _covers(valid, predicted)
+        best = ranked_records(valid, predicted, self.top_k)
+        pool = [s for s, _ in ranked[: self.top_k]]
+        pooled = np.concatenate([s.embeddings for s in pool]) if pool else np.zeros((0, 1))
+        similarity = float(self.scorer.score(pooled)) if len(pooled) >= 2 else math.nan
+        own = self._iteration_embeddings.get(iteration, np.zeros((0, 1)))
+        this_iter = [s for s in valid if iteration in s.iterations]
+        return RunScores(
+            iteration=iteration,
+            n_sets=len(valid),
+            ranking="model" if model else "raw",
+            best=best,
+            distribution_similarity=similarity,
+            pool_size=len(pooled),
+            kid=float(kid(pooled, self.targets)) if len(pooled) >= 2 else math.nan,
+            iteration_best_mmd2=float(min((s.mmd2 for s in this_iter), default=math.nan)),
+            mean_nearest_real=float(_nearest(own, self.targets).mean()) if len(own) else math.nan,
+            epsilon=self.epsilon,
+            epsilon_ball_share=float(epsilon_ball_share(own, self.targets, self.epsilon))
+            if len(own)
+            else math.nan,
+            per_set=[s.to_record() for s in this_iter],
+        )
+
+    def pooled_embeddings(self, uids: Sequence[str]) -> np.ndarray:
+        """`(n, D)` images of the given observations, concatenated."""
+        by_uid = {o.uid: o for o in self._sets.values()}
+        return np.concatenate([by_uid[u].embeddings for u in uids])
+
+    # ---- private -------------------------------------------------------------------------------
+
+    def _score(self, obs: Observation) -> Observation:
+        if not np.all(np.isfinite(obs.embeddings)):
+            return self._invalid(obs, "non-finite (NaN/inf) embeddings")
+        if obs.n_images < 2:
+            return self._invalid(obs, "fewer than 2 replications (the unbiased MMD² needs 2)")
+        X = obs.embeddings
+        try:
+            score = float(self.scorer.score(X))
+            jk = math.nan
+            if obs.n_images >= 3:
+                loo = np.array([self.scorer.score(np.delete(X, i, axis=0)) for i in range(len(X))])
+                n = len(X)
+                jk = float((n - 1) / n * np.sum((loo - loo.mean()) ** 2))
+        except (ValueError, FloatingPointError) as exc:
+            return self._invalid(obs, f"its MMD² cannot be computed ({exc})")
+        if not math.isfinite(score):
+            return self._invalid(obs, "non-finite MMD² score")
+        return replace(obs, mmd2=score, jackknife_var=jk, valid=True, reason="")
+
+    def _invalid(self, obs: Observation, reason: str) -> Observation:
+        _warn_excluded(obs.uid, reason)
+        return replace(obs, mmd2=math.nan, valid=False, reason=reason)
+
+    def _exclude_new(
+        self,
+        psid: str,
+        dtype: str,
+        first: Mapping[str, Any],
+        iteration: int,
+        rows: np.ndarray,
+        why: object,
+    ) -> Observation:
+        reason = why if isinstance(why, str) else f"invalid parameters ({why})"
+        uid = psid if psid not in self._uids else f"iter{iteration}/{psid}"
+        self._uids.add(uid)
+        _warn_excluded(uid, reason)
+        obs = Observation(
+            uid=uid,
+            key=(),
+            dataset_type=dtype,
+            params=dict(first.get("params") or {}),
+            iterations=(iteration,),
+            param_set_ids=(psid,),
+            rows=rows,
+            local_rows=rows - (rows.min() if rows.size else 0),
+            embeddings=np.zeros((len(rows), self.targets.shape[1])),
+            image_iterations=np.full(len(rows), iteration, dtype=np.int64),
+            nearest_real=np.full(len(rows), math.nan),
+            void_area_pct=math.nan,
+            valid=False,
+            reason=reason,
+        )
+        self._excluded.append(obs)
+        return obs
+
+    def _moderated(self) -> list[Observation]:
+        """Valid observations with ``mmd2_var`` moderated towards the pooled jackknife variance."""
+        valid = [o for o in self._sets.values() if o.valid]
+        jk = np.array([s.jackknife_var for s in valid if math.isfinite(s.jackknife_var)])
+        pooled = float(np.median(jk)) if jk.size and np.median(jk) > 0 else math.nan
+        if not math.isfinite(pooled):
+            # No usable replication spread: a small share of the spread between sets.
+            y = np.array([s.mmd2 for s in valid])
+            spread = float(np.var(y)) if y.size > 1 else 0.0
+            pooled = max(1e-2 * spread, VAR_ABS_FLOOR)
+        floor = max(VAR_REL_FLOOR * pooled, VAR_ABS_FLOOR)
+        out = []
+        for s in valid:
+            if math.isfinite(s.jackknife_var):
+                dof = s.n_images - 1.0
+                var = (dof * s.jackknife_var + PRIOR_DOF * pooled) / (dof + PRIOR_DOF)
+            else:
+                var = pooled
+            out.append(replace(s, mmd2_var=float(max(var, floor))))
+        return out
+
+
+def target_clusters(metadata: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Cluster label of each target image (rows of a target ``dataset_type``, in order).
+
+    Simulated targets are clustered by their parameter set (renders of one set are exchangeable
+    only with each other); images loaded from a folder (``params`` is ``None``) are iid, each its
+    own cluster.
+    """
+    labels = []
+    for i, m in enumerate(m for m in metadata if m.get("dataset_type") in TARGET_TYPES):
+        labels.append(str(m["param_set_id"]) if m.get("params") is not None else f"image_{i}")
+    return np.asarray(labels)
+
+
+def score_book_from_iterations(
+    space: SearchSpace,
+    iterations: Sequence[Any],
+    *,
+    bandwidth: str | MMDScorer = "multi",
+    top_k: int = 5,
+) -> ScoreBook:
+    """A :class:`ScoreBook` rebuilt from persisted iterations (targets from iteration 0).
+
+    Args:
+        space: The search space.
+        iterations: Objects with ``iteration``, ``embeddings`` and ``metadata`` (e.g.
+            :class:`~bo_voids.state.IterationRecord`), iteration 0 first.
+        bandwidth: Kernel bandwidth of the MMD².
+        top_k: Sets pooled for the distribution similarity.
+
+    Returns:
+        The book, with one ``add`` per iteration (so ``local_rows`` are rows within it).
+    """
+    first = iterations[0]
+    is_target = np.array([m["dataset_type"] in TARGET_TYPES for m in first.metadata], dtype=bool)
+    book = ScoreBook(
+        space,
+        np.asarray(first.embeddings)[is_target],
+        target_groups=target_clusters(first.metadata),
+        bandwidth=bandwidth,
+        top_k=top_k,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FallbackWarning)  # already reported during the run
+        for it in iterations:
+            book.add(it.embeddings, it.metadata, iteration=it.iteration)
+    return book
+
+
+def _covers(sets: Sequence[Observation], predicted: Mapping[str, float] | None) -> bool:
+    """Whether ``predicted`` holds a finite prediction for every one of ``sets``."""
+    return (
+        predicted is not None
+        and len(sets) > 0
+        and all(s.uid in predicted and math.isfinite(predicted[s.uid]) for s in sets)
+    )
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _nearest(X: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    if not len(X):
+        return np.zeros(0)
+    out = np.full(len(X), math.nan)
+    finite = np.all(np.isfinite(X), axis=1)
+    if finite.any():
+        out[finite] = nearest_real_distances(X[finite], targets)
+    return out
+
+
+def _warn_excluded(uid: str, reason: str) -> None:
+    warnings.warn(
+        f"parameter set {uid} is excluded from the observations: {reason}",
+        FallbackWarning,
+        stacklevel=4,
+    )
+    logger.warning("excluding parameter set %s: %s", uid, reason)
