@@ -22,14 +22,13 @@ import os
 import platform
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from bo_voids.state import atomic_write_json, atomic_write_text
+from bo_voids.state import atomic_write_json, atomic_write_text, utc_timestamp
 
 __all__ = [
     "RESULTS_DIR",
@@ -93,7 +92,7 @@ def machine_info() -> dict[str, Any]:
         else None,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "blas_threads": _blas_threads(),
-        "timestamp_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp_utc": utc_timestamp(),
     }
 
 

@@ -43,10 +43,10 @@ import numpy as np
 from benchmarks._results import RESULTS_DIR, cli_args, write_results
 from bo_voids.calibration import (
     CalibrationContext,
+    FitOptions,
     calibrate_experiment,
     distribution_errors,
-    fit_mixture,
-    implied_distribution,
+    fit_implied,
     validate_distribution,
 )
 from bo_voids.config import load_config
@@ -87,7 +87,7 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "n_components": res["mixture"]["n_components"],
         "fit_mmd2_in_sample": res["mixture"]["objective_mmd2"],
         "best_mmd2_in_sample": res["mixture"]["single_best"]["mmd2"],
-        "noise_floor_q95": val["noise_floor"].get("q95"),
+        "noise_floor_q95": val["null_band"].get("q95"),
     }
     for key in ("implied", "mixture", "best_point", "top_k_pool"):
         row[f"{key}_mmd2"] = val[key]["mmd2"]
@@ -100,17 +100,12 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, An
 
     ctx = CalibrationContext.from_run(cfg.experiment_dir)
     truth = res["truth"]
-    ids = list(ctx.sets)
     for name, kwargs in ABLATIONS.items():
-        fit = fit_mixture(
-            {k: ctx.sets[k]["embeddings"] for k in ids}, ctx.targets, ctx.scorer, **kwargs
-        )
-        dist = implied_distribution(
-            [(ctx.sets[k]["params"], w) for k, w in fit.components], cfg.param_bounds
-        )
+        fit = fit_implied(ctx, FitOptions(**kwargs))
+        dist = fit.distribution
         v = validate_distribution(ctx, dist, label=f"ablation_{name}")
         e = distribution_errors(dist, truth, cfg.param_bounds)
-        row[f"{name}_n_components"] = fit.n_components
+        row[f"{name}_n_components"] = fit.mixture.n_components
         row[f"{name}_mmd2"] = v.mmd2
         row[f"{name}_p"] = v.p_value
         row[f"{name}_mean_error"] = e["mean_error"]

@@ -3,7 +3,7 @@
 Run as ``python -m benchmarks.executor_throughput [--image-size 256] [--sets 32]
 [--replications 3] [--repeats 2] [--embedder handcrafted]``. Compares
 
-* ``local`` — in-process (:class:`~bo_voids.evaluation.LocalExecutor`),
+* ``local`` — in-process (:class:`~bo_voids.executors.LocalExecutor`),
 * ``processes`` — a spawn process pool of 2 workers,
 * ``dask`` — a Dask ``LocalCluster`` of 2 single-threaded worker processes,
 
@@ -27,14 +27,8 @@ import numpy as np
 
 from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
 from bo_voids.config import load_config
-from bo_voids.evaluation import (
-    EvaluationExecutor,
-    EvaluationTask,
-    EvaluatorSpec,
-    LocalExecutor,
-    ProcessPoolEvaluationExecutor,
-    render_seeds,
-)
+from bo_voids.evaluation import EvaluationTask, EvaluatorSpec, render_seeds
+from bo_voids.executors import EvaluationExecutor, LocalExecutor, ProcessPoolEvaluationExecutor
 from bo_voids.seeding import rng
 from bo_voids.space import SearchSpace
 
@@ -79,7 +73,7 @@ def _factories(spec: EvaluatorSpec) -> dict[str, Callable[[], EvaluationExecutor
     try:
         import distributed  # noqa: F401
 
-        from bo_voids.distributed import DaskEvaluationExecutor
+        from bo_voids.executors.dask import DaskEvaluationExecutor
     except ImportError:  # pragma: no cover - the dask extra is optional
         print("dask not installed: skipping the dask executor", file=sys.stderr)
     else:

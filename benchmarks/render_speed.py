@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
+from bo_voids.config import VOID_SHAPES as SHAPES
 from bo_voids.generation import VoidGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CHIPS = REPO / "data" / "base_chips"
 SIZES = (128, 256, 512)
-SHAPES = ("circle", "ellipse", "irregular")
 TYPICAL: dict[str, Any] = {
     "void_count": 10,
     "base_size": 20.0,

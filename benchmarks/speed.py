@@ -13,7 +13,7 @@ optimisers' proposal time:
 * **propose** — seconds per ``recommend_next_batch`` call (batch 8) against the number of
   observed parameter sets (16 = iteration 0, 56 = iteration 5, 96 = iteration 10 of the
   benchmark budget), for random search, the BoTorch GP (ucb / ei / nei, default options) and the
-  Optuna peers, on the synthetic problem (:mod:`bo_voids.optimizers.synthetic`: 16-d embeddings;
+  Optuna peers, on the synthetic problem (:mod:`bo_voids.testing.synthetic`: 16-d embeddings;
   the cost is dominated by the surrogate, not by the embedding dimension);
 * **metric** — µs per call of the MMD² / KID scores on DINOv2-sized embeddings (d = 768), one
   BLAS thread, via :func:`benchmarks.metrics_speed.run`.
@@ -123,7 +123,7 @@ def embed_rows(quick: bool, dino: bool) -> list[dict[str, Any]]:
 def propose_rows(quick: bool, sizes: Sequence[int] = (16, 56, 96)) -> list[dict[str, Any]]:
     """Seconds per proposal of a batch of 8 against the number of observed sets."""
     from benchmarks.peers import PEERS, make_benchmark_optimizer, optuna_available
-    from bo_voids.optimizers.synthetic import SyntheticProblem
+    from bo_voids.testing.synthetic import SyntheticProblem
 
     peers = set(PEERS) if optuna_available() else set()
     problem = SyntheticProblem(seed=0)

@@ -3,7 +3,7 @@
 Run as ``python -m benchmarks.surrogate_efficiency [--quick]``. Each variant of
 :class:`~bo_voids.optimizers.BoTorchOptimizer` (surrogate, fit ``maxiter``, noise model,
 alternating steps) and random search run the same loop on
-:class:`~bo_voids.optimizers.synthetic.SyntheticProblem`: 16 uniform initial sets, then 4
+:class:`~bo_voids.testing.synthetic.SyntheticProblem`: 16 uniform initial sets, then 4
 iterations of 8 proposals, over several seeds (the initial design depends only on the seed, so
 every variant starts from the same points). The score is the normalised distance of the best
 *evaluated* set to the known optimum (lower is better). Writes
@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
 from bo_voids.optimizers import BoTorchOptimizer, RandomSearchOptimizer
-from bo_voids.optimizers.synthetic import SyntheticProblem, run_loop
+from bo_voids.testing.synthetic import SyntheticProblem, run_loop
 
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "random": None,

@@ -64,7 +64,11 @@ GENERATOR_LIMITS: dict[str, tuple[float, float]] = {
     "size_std": (0.0, 100.0),
     "position_spread": (0.01, 1.0),
 }
+# The allowed values of the config's choice keys, defined here once: implementations import them,
+# and tests/test_config.py checks that they agree with the registries they name.
+#: The iteration-0 datasets (config sections); later iterations evaluate ``synthetic`` sets.
 DATASET_TYPES: tuple[str, ...] = ("real", "close", "far")
+#: Values of ``optimizer:``; the GP's surrogate (hence its registered class) is ``bo.surrogate``.
 OPTIMIZERS: tuple[str, ...] = ("botorch", "random")
 ACQUISITIONS: tuple[str, ...] = ("ucb", "ei", "nei", "pi")
 EMBEDDERS: tuple[str, ...] = ("auto", "dinov2", "handcrafted")
@@ -73,6 +77,8 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 EXECUTORS: tuple[str, ...] = ("local", "processes", "dask")
 SURROGATES: tuple[str, ...] = ("composite", "mixed", "onehot")
 BANDWIDTHS: tuple[str, ...] = ("multi", "median")
+#: Where base chips are looked for when ``base_image_dir`` is not given.
+DEFAULT_BASE_IMAGE_DIR = Path("data/base_chips")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -172,6 +178,8 @@ class MetricSettings:
     permutations: int = 500
     #: Fresh, independently seeded images the final recommendation is re-scored on (0: off).
     fresh_images: int = 12
+    #: Simulated null pools rendered at iteration 0 for the noise floor (simulated targets).
+    null_draws: int = 40
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,8 @@ class ExperimentConfig:
     close: DatasetSpec
     far: DatasetSpec
     target_image_dir: Path | None = None
+    #: An earlier experiment whose evaluated sets seed this one instead of a fresh iteration 0.
+    warm_start: Path | None = None
     seed: int = 0
     image_size: int = 512
     edge_blur: float = 2.0
@@ -383,80 +393,78 @@ def config_from_dict(
     Raises:
         ConfigError: For any invalid entry.
     """
-    r = _Reader(copy.deepcopy(dict(raw)), "", source)
+    r = _Reader(copy.deepcopy(dict(raw)), "", source, ExperimentConfig)
     name = r.string("experiment_name")
     if not _NAME_RE.match(name) or ".." in name:
         raise ConfigError(
             f"experiment_name must be a plain folder name (letters, digits, '_', '-', '.'; no "
             f"path separators or '..'), got {name!r}"
         )
-    experiment_dir = r.path("experiment_dir", default=Path("experiments") / name)
-    base_image_dir = r.path("base_image_dir", default=Path("data/base_chips"))
-    target_image_dir = r.path("target_image_dir", default=None)
+    kwargs: dict[str, Any] = dict(
+        experiment_name=name,
+        experiment_dir=r.path("experiment_dir", default=Path("experiments") / name),
+        base_image_dir=r.path("base_image_dir", default=DEFAULT_BASE_IMAGE_DIR),
+        target_image_dir=r.path("target_image_dir"),
+        warm_start=r.path("warm_start"),
+    )
     bounds = _read_bounds(r.section("param_bounds"))
-    distributions = {
+    kwargs["param_bounds"] = bounds
+    kwargs["param_distributions"] = {
         d: _read_distribution(r.section("param_distributions").section(d), bounds)
         for d in DATASET_TYPES
     }
     r.section("param_distributions").finish()
-    kwargs: dict[str, Any] = dict(
-        experiment_name=name,
-        experiment_dir=experiment_dir,
-        base_image_dir=base_image_dir,
-        target_image_dir=target_image_dir,
-        param_bounds=bounds,
-        param_distributions=distributions,
-        real=_read_dataset(r.section("real")),
-        close=_read_dataset(r.section("close")),
-        far=_read_dataset(r.section("far")),
-        seed=r.integer("seed", default=0, low=0, high=2**63 - 1),
-        image_size=r.integer("image_size", default=512, low=32, high=4096),
-        edge_blur=r.number("edge_blur", default=2.0, low=0.0, high=50.0),
-        dino_model=r.choice("dino_model", DINO_MODELS, default="dinov2_vitb14"),
-        dino_weights=r.path("dino_weights", default=None),
-        embedder=r.choice("embedder", EMBEDDERS, default="auto"),
-        device=r.choice("device", DEVICES, default="auto"),
-        pca_components=r.integer("pca_components", default=2, low=2, high=64),
-        iteration_batch_size=r.integer("iteration_batch_size", default=8, low=1, high=1024),
-        replications_per_iteration=r.integer(
-            "replications_per_iteration", default=3, low=2, high=1000
-        ),
-        max_iterations=r.integer("max_iterations", default=10, low=0, high=100_000),
-        convergence_threshold=r.number("convergence_threshold", default=0.05, low=-1e9),
-        early_stop_patience=r.integer("early_stop_patience", default=3, low=1, high=100_000),
-        stop_at_noise_floor=r.boolean("stop_at_noise_floor", default=True),
-        calibrate=r.boolean("calibrate", default=True),
-        optimizer=r.choice("optimizer", OPTIMIZERS, default="botorch"),
-        acquisition_function=r.choice("acquisition_function", ACQUISITIONS, default="ei"),
-        common_random_numbers=r.boolean("common_random_numbers", default=True),
-        max_failure_fraction=r.number("max_failure_fraction", default=0.25, low=0.0, high=1.0),
-        executor=r.choice("executor", EXECUTORS, default="local"),
+    kwargs.update(
+        real=_read_dataset(r.section("real", schema=DatasetSpec)),
+        close=_read_dataset(r.section("close", schema=DatasetSpec)),
+        far=_read_dataset(r.section("far", schema=DatasetSpec)),
+        seed=r.integer("seed", low=0, high=2**63 - 1),
+        image_size=r.integer("image_size", low=32, high=4096),
+        edge_blur=r.number("edge_blur", low=0.0, high=50.0),
+        dino_model=r.choice("dino_model", DINO_MODELS),
+        dino_weights=r.path("dino_weights"),
+        embedder=r.choice("embedder", EMBEDDERS),
+        device=r.choice("device", DEVICES),
+        pca_components=r.integer("pca_components", low=2, high=64),
+        iteration_batch_size=r.integer("iteration_batch_size", low=1, high=1024),
+        replications_per_iteration=r.integer("replications_per_iteration", low=2, high=1000),
+        max_iterations=r.integer("max_iterations", low=0, high=100_000),
+        convergence_threshold=r.number("convergence_threshold", low=-1e9),
+        early_stop_patience=r.integer("early_stop_patience", low=1, high=100_000),
+        stop_at_noise_floor=r.boolean("stop_at_noise_floor"),
+        calibrate=r.boolean("calibrate"),
+        optimizer=r.choice("optimizer", OPTIMIZERS),
+        acquisition_function=r.choice("acquisition_function", ACQUISITIONS),
+        common_random_numbers=r.boolean("common_random_numbers"),
+        max_failure_fraction=r.number("max_failure_fraction", low=0.0, high=1.0),
+        executor=r.choice("executor", EXECUTORS),
     )
-    bo = r.section("bo", required=False)
+    bo = r.section("bo", required=False, schema=BOSettings)
     kwargs["bo"] = BOSettings(
-        ucb_beta=bo.number("ucb_beta", default=2.0, low=0.0, high=1e4),
-        surrogate=bo.choice("surrogate", SURROGATES, default="composite"),
-        num_restarts=bo.integer("num_restarts", default=8, low=1, high=1000),
-        raw_samples=bo.integer("raw_samples", default=256, low=8, high=1_000_000),
-        maxiter=bo.integer("maxiter", default=100, low=1, high=100_000),
-        min_observations=bo.integer("min_observations", default=12, low=2, high=100_000),
-        top_k=bo.integer("top_k", default=5, low=1, high=1000),
-        replicate_slots=bo.integer("replicate_slots", default=1, low=0, high=1023),
+        ucb_beta=bo.number("ucb_beta", low=0.0, high=1e4),
+        surrogate=bo.choice("surrogate", SURROGATES),
+        num_restarts=bo.integer("num_restarts", low=1, high=1000),
+        raw_samples=bo.integer("raw_samples", low=8, high=1_000_000),
+        maxiter=bo.integer("maxiter", low=1, high=100_000),
+        min_observations=bo.integer("min_observations", low=2, high=100_000),
+        top_k=bo.integer("top_k", low=1, high=1000),
+        replicate_slots=bo.integer("replicate_slots", low=0, high=1023),
     )
     bo.finish()
-    metric = r.section("metric", required=False)
+    metric = r.section("metric", required=False, schema=MetricSettings)
     kwargs["metric"] = MetricSettings(
-        bandwidth=metric.choice("bandwidth", BANDWIDTHS, default="multi"),
-        noise_floor_splits=metric.integer("noise_floor_splits", default=50, low=1, high=100_000),
-        permutations=metric.integer("permutations", default=500, low=10, high=1_000_000),
-        fresh_images=metric.integer("fresh_images", default=12, low=0, high=100_000),
+        bandwidth=metric.choice("bandwidth", BANDWIDTHS),
+        noise_floor_splits=metric.integer("noise_floor_splits", low=1, high=100_000),
+        permutations=metric.integer("permutations", low=10, high=1_000_000),
+        fresh_images=metric.integer("fresh_images", low=0, high=100_000),
+        null_draws=metric.integer("null_draws", low=0, high=100_000),
     )
     metric.finish()
-    dask = r.section("dask", required=False)
+    dask = r.section("dask", required=False, schema=DaskSettings)
     address = dask.optional_string("scheduler_address")
-    workers = dask.integer("local_workers", default=None, low=1, high=10_000)
+    workers = dask.integer("local_workers", low=1, high=10_000)
     resources = _read_resources(dask)
-    tasks_per_job = dask.integer("tasks_per_job", default=1, low=1, high=100_000)
+    tasks_per_job = dask.integer("tasks_per_job", low=1, high=100_000)
     dask.finish()
     kwargs["dask"] = DaskSettings(
         scheduler_address=address,
@@ -478,9 +486,11 @@ def config_from_dict(
                 f"got {spec.param_sets} x {spec.replications}"
             )
     if check_paths:
-        _check_folder("base_image_dir", base_image_dir)
-        if target_image_dir is not None:
-            _check_folder("target_image_dir", target_image_dir)
+        _check_folder("base_image_dir", kwargs["base_image_dir"])
+        if kwargs["target_image_dir"] is not None:
+            _check_folder("target_image_dir", kwargs["target_image_dir"])
+        if kwargs["warm_start"] is not None:
+            _check_folder("warm_start", kwargs["warm_start"])
         if kwargs["dino_weights"] is not None and not Path(kwargs["dino_weights"]).exists():
             raise ConfigError(f"dino_weights: {kwargs['dino_weights']} does not exist")
     return ExperimentConfig(**kwargs)
@@ -511,10 +521,40 @@ def _check_folder(key: str, folder: Path) -> None:
         raise ConfigError(f"{key}: {folder} is not a folder")
 
 
-class _Reader:
-    """Pops keys from a mapping with typed checks; :meth:`finish` rejects what is left."""
+class _FromSchema:
+    """Sentinel: take the default of a reader method from the dataclass field of the same name."""
 
-    def __init__(self, data: Any, prefix: str, source: str) -> None:
+
+_FROM_SCHEMA = _FromSchema()
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _field_defaults(schema: type | None) -> dict[str, Any]:
+    """Scalar defaults of a config dataclass's fields (fields without a default are left out)."""
+    if schema is None:
+        return {}
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(schema)
+        if f.default is not dataclasses.MISSING
+    }
+
+
+class _Reader:
+    """Pops keys from a mapping with typed checks; :meth:`finish` rejects what is left.
+
+    A key that is absent or ``null`` takes the default of the field of the same name of
+    ``schema`` (the dataclass the section becomes), so every default is written once, on the
+    dataclass; a reader method's explicit ``default`` is for the values computed at load time.
+    """
+
+    def __init__(self, data: Any, prefix: str, source: str, schema: type | None = None) -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"{prefix or source} must be a mapping, got {_tname(data)}")
         self.data = data
@@ -522,6 +562,7 @@ class _Reader:
         self.source = source
         self.known: list[str] = []
         self._sections: dict[str, _Reader] = {}
+        self._defaults = _field_defaults(schema)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -534,13 +575,24 @@ class _Reader:
             return _MISSING
         return self.data.pop(name)
 
-    def section(self, name: str, required: bool = True) -> _Reader:
+    def _value(self, name: str, default: Any, required: bool = False) -> tuple[bool, Any]:
+        """``(True, value)`` when the key holds a value, else ``(False, its default)``."""
+        value = self._pop(name, required)
+        if value is not _MISSING and value is not None:
+            return True, value
+        if default is not _FROM_SCHEMA:
+            return False, default
+        if name not in self._defaults:
+            raise ConfigError(f"{self.key(name)} is required but missing")
+        return False, self._defaults[name]
+
+    def section(self, name: str, required: bool = True, schema: type | None = None) -> _Reader:
         if name in self._sections:
             return self._sections[name]
         value = self._pop(name, required)
         if value is _MISSING or value is None:
             value = {}
-        reader = _Reader(value, self.key(name), self.source)
+        reader = _Reader(value, self.key(name), self.source, schema)
         self._sections[name] = reader
         return reader
 
@@ -563,26 +615,22 @@ class _Reader:
         return value
 
     def optional_string(self, name: str) -> str | None:
-        value = self._pop(name, required=False)
-        if value is _MISSING or value is None:
-            return None
-        if not isinstance(value, str) or not value:
+        found, value = self._value(name, _FROM_SCHEMA)
+        if found and (not isinstance(value, str) or not value):
             raise ConfigError(f"{self.key(name)} must be a string or null, got {_tname(value)}")
         return value
 
-    def path(self, name: str, default: Path | None) -> Path | None:
-        value = self._pop(name, required=False)
-        if value is _MISSING or value is None:
-            return default
+    def path(self, name: str, default: Any = _FROM_SCHEMA) -> Path | None:
+        found, value = self._value(name, default)
+        if not found:
+            return value
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{self.key(name)} must be a path (string), got {_tname(value)}")
         return Path(value).expanduser()
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self._pop(name, required=False)
-        if value is _MISSING or value is None:
-            return default
-        if not isinstance(value, str) or value not in choices:
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        found, value = self._value(name, _FROM_SCHEMA)
+        if found and (not isinstance(value, str) or value not in choices):
             close = difflib.get_close_matches(str(value), choices, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
@@ -590,25 +638,18 @@ class _Reader:
             )
         return value
 
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._pop(name, required=False)
-        if value is _MISSING or value is None:
-            return default
-        if not isinstance(value, bool):
+    def boolean(self, name: str) -> bool:
+        found, value = self._value(name, _FROM_SCHEMA)
+        if found and not isinstance(value, bool):
             raise ConfigError(f"{self.key(name)} must be true or false, got {_tname(value)}")
         return value
 
     def integer(
-        self,
-        name: str,
-        default: Any = None,
-        low: int | None = None,
-        high: int | None = None,
-        required: bool = False,
+        self, name: str, low: int | None = None, high: int | None = None, required: bool = False
     ) -> Any:
-        value = self._pop(name, required=required)
-        if value is _MISSING or value is None:
-            return default
+        found, value = self._value(name, _FROM_SCHEMA, required)
+        if not found:
+            return value
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -619,22 +660,12 @@ class _Reader:
     def number(
         self,
         name: str,
-        default: Any = None,
         low: float | None = None,
         high: float | None = None,
         required: bool = False,
     ) -> Any:
-        value = self._pop(name, required=required)
-        if value is _MISSING or value is None:
-            return default
-        return _as_number(self.key(name), value, low, high)
-
-
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
+        found, value = self._value(name, _FROM_SCHEMA, required)
+        return _as_number(self.key(name), value, low, high) if found else value
 
 
 def _as_number(key: str, value: Any, low: float | None = None, high: float | None = None) -> float:
@@ -681,7 +712,7 @@ def _read_dataset(r: _Reader) -> DatasetSpec:
     spec = DatasetSpec(
         param_sets=r.integer("param_sets", low=1, high=100_000, required=True),
         replications=r.integer("replications", low=1, high=1000, required=True),
-        total_size=r.integer("total_size", default=None, low=1),
+        total_size=r.integer("total_size", low=1),
     )
     r.finish()
     return spec

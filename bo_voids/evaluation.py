@@ -1,30 +1,24 @@
-"""Render + embed parameter sets: the expensive unit of work, and the executors that run it.
+"""Render + embed parameter sets: the expensive unit of work that the executors run.
 
-The BO loop stays in one driver process; evaluation fans out through an executor:
-
-* ``local`` — in-process: render every image (progress bar), then embed them in large batches
-  (progress bar). Best for one GPU or a quick CPU run.
-* ``processes`` — a local process pool sized to the cores; each worker builds its generator and
-  embedder once (pool initializer), then renders and embeds whole parameter sets.
-* ``dask`` — an existing Dask distributed cluster (``dask.scheduler_address``) or a
-  ``LocalCluster`` started on the spot (``dask.local_workers``); see :mod:`bo_voids.distributed`.
+:class:`EvaluationTask` names one parameter set and its render seeds; an :class:`Evaluator`
+(one generator, one embedder) turns tasks into :class:`EvaluationResult` s; an
+:class:`EvaluatorSpec` is the picklable recipe from which any worker process builds its own
+evaluator. Where the tasks run is :mod:`bo_voids.executors`' business.
 
 Every draw is seeded by (experiment seed, iteration, dataset type, parameter-set index,
 replication) — or, with common random numbers, by (experiment seed, iteration, dataset type,
-replication): a *seed block* shared by the sets of one batch only — so results are identical
-whichever executor ran them. Workers only return arrays and metadata; the driver alone
-writes state.
+replication): a *seed block* shared by the sets of one batch only (:func:`render_seeds`) — so
+results are identical whichever executor ran them.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +26,13 @@ import numpy as np
 
 from bo_voids.config import ExperimentConfig
 from bo_voids.embedding import Embedder, make_embedder
-from bo_voids.generation.voids import VoidGenerator
+from bo_voids.generation.voids import VoidGenerator, image_record
 from bo_voids.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
 #: Test hook (never set in normal use): ``"phase:iteration[,phase:iteration...]"``.
 TEST_KILL_ENV = "BO_VOIDS_TEST_KILL_AT"
-#: Phases :func:`fault_point` is called at.
-FAULT_PHASES = ("render", "embed", "propose", "write", "commit")
 
 
 def fault_point(phase: str, iteration: int) -> None:
@@ -179,7 +171,6 @@ class Evaluator:
     generator: VoidGenerator
     embedder: Embedder
     embed_batch_size: int | None = None
-    _timings: dict[str, float] = field(default_factory=lambda: {"render": 0.0, "embed": 0.0})
 
     def render(self, task: EvaluationTask) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """Render one task's replications: images, masks and per-image records."""
@@ -191,18 +182,15 @@ class Evaluator:
             images.append(out.image)
             masks.append(out.mask)
             records.append(
-                {
-                    "iteration": task.iteration,
-                    "dataset_type": task.dataset_type,
-                    "param_set_id": task.param_set_id,
-                    "replication_seed": r,
-                    "render_seed": int(seed),
-                    "base_image_id": out.base_image_id,
-                    "params": dict(task.params),
-                    "uncontrolled_params": dict(out.uncontrolled_params),
-                    "voids": out.voids,
-                    "void_area_pct": float(out.void_area_pct),
-                }
+                image_record(
+                    iteration=task.iteration,
+                    dataset_type=task.dataset_type,
+                    param_set_id=task.param_set_id,
+                    replication_seed=r,
+                    render_seed=seed,
+                    params=task.params,
+                    rendered=out,
+                )
             )
         return np.stack(images), np.stack(masks), records
 
@@ -221,15 +209,13 @@ class Evaluator:
         self, tasks: Sequence[EvaluationTask], *, progress: bool = False
     ) -> list[EvaluationResult]:
         """Render all tasks, then embed all their images in large batches."""
-        rendered = []
-        t0 = time.perf_counter()
-        iterable: Any = tasks
-        if progress:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            iterable = tqdm(tasks, desc="render", unit="set", leave=False)
-        for task in iterable:
-            rendered.append(self.render(task))
+        t0 = time.perf_counter()
+        rendered = [
+            self.render(task)
+            for task in tqdm(tasks, desc="render", unit="set", leave=False, disable=not progress)
+        ]
         t1 = time.perf_counter()
         all_images = [img for imgs, _, _ in rendered for img in imgs]
         if tasks:
@@ -255,142 +241,15 @@ class Evaluator:
         return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Executors
-# ---------------------------------------------------------------------------------------------
-
-
-class EvaluationExecutor:
-    """Runs tasks; subclasses decide where. Use as a context manager to release workers."""
-
-    name = "base"
-
-    def evaluate(
-        self, tasks: Sequence[EvaluationTask], *, progress: bool = False
-    ) -> list[EvaluationResult]:
-        """Evaluate ``tasks``; results come back in task order."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release workers."""
-
-    def __enter__(self) -> EvaluationExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class LocalExecutor(EvaluationExecutor):
-    """In-process evaluation (the default)."""
-
-    name = "local"
-
-    def __init__(self, evaluator: Evaluator) -> None:
-        self.evaluator = evaluator
-
-    def evaluate(
-        self, tasks: Sequence[EvaluationTask], *, progress: bool = False
-    ) -> list[EvaluationResult]:
-        """Render all, then embed all, in this process."""
-        return self.evaluator.evaluate_many(tasks, progress=progress)
-
-
-_WORKER_EVALUATOR: Evaluator | None = None
-
-
-def _init_worker(spec: EvaluatorSpec) -> None:
-    global _WORKER_EVALUATOR
-    import torch
-
-    torch.set_num_threads(1)
-    _WORKER_EVALUATOR = spec.build()
-
-
-def _worker_evaluate(task: EvaluationTask) -> EvaluationResult:
-    assert _WORKER_EVALUATOR is not None, "worker not initialised"
-    return _WORKER_EVALUATOR.evaluate_one(task)
-
-
-class ProcessPoolEvaluationExecutor(EvaluationExecutor):
-    """A local process pool: each worker builds its evaluator once."""
-
-    name = "processes"
-
-    def __init__(self, spec: EvaluatorSpec, max_workers: int | None = None) -> None:
-        import multiprocessing as mp
-
-        self.max_workers = max_workers or os.cpu_count() or 1
-        self._pool = cf.ProcessPoolExecutor(
-            self.max_workers,
-            mp_context=mp.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(spec,),
-        )
-
-    def evaluate(
-        self, tasks: Sequence[EvaluationTask], *, progress: bool = False
-    ) -> list[EvaluationResult]:
-        """Fan the tasks out over the pool."""
-        futures = [self._pool.submit(_worker_evaluate, t) for t in tasks]
-        return _gather(futures, progress)
-
-    def close(self) -> None:
-        """Shut the pool down."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _gather(futures: Sequence[Any], progress: bool) -> list[EvaluationResult]:
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(futures), desc="render+embed", unit="set", leave=False)
-        for _ in cf.as_completed(futures):
-            bar.update(1)
-        bar.close()
-    return [f.result() for f in futures]
-
-
-def make_executor(
-    cfg: ExperimentConfig,
-    spec: EvaluatorSpec,
-    evaluator: Evaluator | None = None,
-) -> EvaluationExecutor:
-    """Build the executor named by ``cfg.executor``.
-
-    Args:
-        cfg: The experiment config (``executor``, ``dask``).
-        spec: How workers build their evaluator.
-        evaluator: The driver's own evaluator, reused by the ``local`` executor.
-    """
-    if cfg.executor == "local":
-        return LocalExecutor(evaluator or spec.build())
-    if cfg.executor == "processes":
-        return ProcessPoolEvaluationExecutor(spec)
-    from bo_voids.distributed import DaskEvaluationExecutor
-
-    return DaskEvaluationExecutor(
-        spec,
-        scheduler_address=cfg.dask.scheduler_address,
-        local_workers=cfg.dask.local_workers,
-        resources=cfg.dask.resources,
-        tasks_per_job=cfg.dask.tasks_per_job,
-    )
-
-
 def target_records(folder: Path, ids: Sequence[str]) -> list[dict[str, Any]]:
     """Metadata records of real target images loaded from a folder."""
     return [
-        {
-            "iteration": 0,
-            "dataset_type": "real",
-            "param_set_id": "target",
-            "replication_seed": None,
-            "render_seed": None,
-            "base_image_id": None,
-            "params": None,
-            "uncontrolled_params": None,
-            "source_file": str(Path(folder) / name),
-        }
+        image_record(
+            iteration=0,
+            dataset_type="real",
+            param_set_id="target",
+            replication_seed=None,
+            source_file=str(Path(folder) / name),
+        )
         for name in ids
     ]

@@ -47,6 +47,14 @@ class ExperimentLockedError(StateError, UserInputError):
     """Another live process holds the experiment's lock."""
 
 
+class CalibrationError(UserInputError):
+    """The experiment cannot be calibrated as asked (a user error; the CLI exits with code 2)."""
+
+
+class WorkerLostError(BoVoidsError):
+    """A parameter set could not be evaluated because its workers kept dying or disappearing."""
+
+
 class BoVoidsWarning(UserWarning):
     """Base class of warnings emitted when bo_voids falls back or degrades."""
 

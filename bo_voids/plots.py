@@ -489,43 +489,34 @@ def plot_convergence(run: ExperimentRun) -> Figure:
         color=COLORS["real"],
         ms=5,
         lw=2.2,
-        label="best so far",
-        drawstyle="steps-post",
+        label="recommendation (in sample)",
         zorder=4,
     )
     ax_a.scatter([], [], s=14, c="#B0B0B0", label="every evaluated set")
     ax_a.set_ylabel("MMD² of one parameter set vs targets")
     ax_a.set_title("(a) Per-set MMD² (lower is better)", fontsize=10.5, loc="left")
 
-    # (b) distribution similarity with the noise floor
+    # (b) the recommendation on fresh images against the null band of one real set
     nf = run.noise_floor or {}
-    mean, std, q95 = _num(nf.get("mean")), _num(nf.get("std")), _num(nf.get("q95"))
-    if math.isfinite(mean) and math.isfinite(std):
+    q05, q50, q95 = _num(nf.get("q05")), _num(nf.get("q50")), _num(nf.get("q95"))
+    if math.isfinite(q05) and math.isfinite(q95):
         ax_b.axhspan(
-            mean - std,
-            mean + std,
+            q05,
+            q95,
             color=COLORS["noise"],
             alpha=0.28,
             lw=0,
-            label="noise floor: real vs real (mean ± sd)",
+            label="noise floor: one real set, same images (q05–q95)",
         )
-        ax_b.axhline(mean, color=COLORS["noise"], lw=1.0)
-    if math.isfinite(q95):
-        ax_b.axhline(q95, color=COLORS["noise"], ls="--", lw=1.3, label="noise floor q95 (halves)")
-    pool_q95 = series("noise_floor_pool_q95")
-    if any(math.isfinite(v) for v in pool_q95):
-        ax_b.plot(
-            x,
-            pool_q95,
-            color=COLORS["noise"],
-            ls="-.",
-            lw=1.6,
-            drawstyle="steps-mid",
-            label="q95 at the pool's size (stop rule)",
-        )
+        ax_b.axhline(q05, color=COLORS["noise"], ls="--", lw=1.3, label="q05 (stop rule)")
+        if math.isfinite(q50):
+            ax_b.axhline(q50, color=COLORS["noise"], lw=1.0)
+    fresh = np.array(
+        [_num((sc.get("recommendation") or {}).get("fresh_mmd2")) for sc in scores], dtype=float
+    )
     threshold = _num(getattr(run.config, "convergence_threshold", None))
     dist_sim = series("distribution_similarity")
-    ys = [v for v in (*dist_sim, mean - std, mean + std, q95) if math.isfinite(v)]
+    ys = [v for v in (*fresh, *dist_sim, q05, q95) if math.isfinite(v)]
     y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
     span = (y1 - y0) or max(abs(y1), 1e-3)
     if math.isfinite(threshold):
@@ -543,16 +534,27 @@ def plot_convergence(run: ExperimentRun) -> Figure:
     ax_b.plot(
         x,
         dist_sim,
-        "o-",
-        color="black",
-        ms=5,
-        lw=2,
-        label="top-k pool vs targets",
-        zorder=4,
+        "s-",
+        color="#888888",
+        ms=4,
+        lw=1.2,
+        label="top-k pool vs targets (in sample, selected)",
+        zorder=3,
     )
+    if np.isfinite(fresh).any():
+        ax_b.plot(
+            x,
+            fresh,
+            "o-",
+            color="black",
+            ms=5,
+            lw=2,
+            label="recommendation on fresh images",
+            zorder=4,
+        )
     ax_b.set_ylim(y0 - 0.08 * span, y1 + 0.55 * span)  # headroom above the curves for the legend
-    ax_b.set_ylabel("MMD² (pooled best sets)")
-    ax_b.set_title("(b) Distribution similarity", fontsize=10.5, loc="left")
+    ax_b.set_ylabel("MMD² vs targets")
+    ax_b.set_title("(b) Recommendation on fresh images", fontsize=10.5, loc="left")
 
     # (c) nearest-real distance, (d) ε-ball share
     ax_c.plot(x, series("mean_nearest_real"), "o-", color=COLORS["accent"], ms=5, lw=2)

@@ -8,15 +8,14 @@ numeric arrays; it is read with ``allow_pickle=False``).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.decomposition import PCA
 
+from bo_voids._io import atomic_open
 from bo_voids.exceptions import StateError
 
 __all__ = ["PCAProjector"]
@@ -161,7 +160,7 @@ class PCAProjector:
             The destination path.
 
         Raises:
-            StateError: Not fitted.
+            StateError: Not fitted, or the file cannot be written.
         """
         if not self.fitted:
             raise StateError("PCAProjector is not fitted: nothing to save")
@@ -169,27 +168,17 @@ class PCAProjector:
         assert self.explained_variance_ is not None
         assert self.explained_variance_ratio_ is not None
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    format_version=np.int64(_FORMAT_VERSION),
-                    mean=self.mean_,
-                    components=self.components_,
-                    explained_variance=self.explained_variance_,
-                    explained_variance_ratio=self.explained_variance_ratio_,
-                    n_components=np.int64(self.n_components),
-                    n_features=np.int64(self.n_features_in_),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
+        with atomic_open(dest) as fh:
+            np.savez(
+                fh,
+                format_version=np.int64(_FORMAT_VERSION),
+                mean=self.mean_,
+                components=self.components_,
+                explained_variance=self.explained_variance_,
+                explained_variance_ratio=self.explained_variance_ratio_,
+                n_components=np.int64(self.n_components),
+                n_features=np.int64(self.n_features_in_),
+            )
         return dest
 
     @classmethod

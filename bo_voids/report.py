@@ -1,13 +1,20 @@
-"""A self-contained HTML report of one experiment (``report.html``).
+"""A self-contained HTML report of one experiment (``report.html``), written while the run goes on.
 
 The report is one file: the figures are embedded as base64 PNG, the styles are inline, and it
 loads nothing from the network, so it opens from disk in any browser and can be mailed or
 archived as is. Every value read from the experiment folder is HTML-escaped.
 
-Sections: header (status, stop reason, embedder, seed, versions), best parameter sets (with the
+Sections: a status banner ("running — iteration k of N" while the run goes on, "completed" at
+the end), header (status, stop reason, embedder, seed, versions), best parameter sets (with the
 real distribution's means when the targets are simulated), convergence table, the four figures of
 :mod:`bo_voids.plots`, the implied parameter distribution (``calibration.json``, when present),
 every evaluated set, timings and the config snapshot.
+
+The figures are the PNG files the pipeline already drew into ``plots/`` (it draws them after every
+iteration); a figure is drawn here only when its file is missing or older than the experiment's
+manifest (``figures="auto"``). :class:`ReportCallback` rewrites the report after every iteration
+from the running pipeline's memory, so a browser pointed at the file shows the run as it goes
+(the page reloads itself every :data:`RELOAD_SECONDS` while the run is running).
 
 Command line::
 
@@ -28,20 +35,41 @@ import json
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bo_voids.cli import ExitCode
 from bo_voids.config import PARAMETER_NAMES
 from bo_voids.exceptions import BoVoidsError
-from bo_voids.state import ExperimentRun, atomic_write_text, load_experiment, read_json
+from bo_voids.state import (
+    MANIFEST,
+    ExperimentRun,
+    ExperimentStore,
+    atomic_write_text,
+    load_experiment,
+    read_json,
+    utc_timestamp,
+)
 
-__all__ = ["REPORT_FILE", "build_report_html", "main", "write_report"]
+__all__ = [
+    "FIGURE_MODES",
+    "RELOAD_SECONDS",
+    "REPORT_FILE",
+    "ReportCallback",
+    "build_report_html",
+    "main",
+    "write_report",
+]
 
 #: File name of the report inside the experiment folder.
 REPORT_FILE = "report.html"
-#: Optional file with the implied parameter distribution (a later feature), shown when present.
+#: The implied parameter distribution (``bo_voids.calibration``), shown when present.
 CALIBRATION_FILE = "calibration.json"
+#: How figures are obtained: ``auto`` reuses ``plots/*.png`` when up to date and draws the others,
+#: ``reuse`` embeds whatever PNG exists and never draws, ``draw`` always draws.
+FIGURE_MODES = ("auto", "reuse", "draw")
+#: While the run is running, the page reloads itself this often (seconds).
+RELOAD_SECONDS = 30
 
 _CSS = """
 :root { --fg:#1d1d1f; --muted:#5f6368; --line:#d9dde3; --bg:#ffffff; --panel:#f6f8fa;
@@ -60,7 +88,13 @@ p.sub { color:var(--muted); margin:0 0 16px; }
 .card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
 .card .v { font-size:15px; font-weight:600; word-break:break-word; }
 .status-completed { color:var(--good); } .status-running { color:var(--accent); }
-.status-failed { color:var(--warn); }
+.status-failed, .status-interrupted { color:var(--warn); }
+.banner { border-radius:8px; padding:10px 14px; margin:0 0 16px; font-weight:600;
+  border:1px solid var(--line); }
+.banner.running { background:#eaf3fb; color:var(--accent); }
+.banner.completed { background:#e9f7f1; color:var(--good); }
+.banner.failed, .banner.interrupted { background:#fff4ec; color:var(--warn); }
+.banner .note { font-weight:400; }
 table { border-collapse:collapse; margin:6px 0 12px; font-size:13px; }
 th, td { border:1px solid var(--line); padding:4px 8px; text-align:left; vertical-align:top; }
 th { background:var(--panel); font-weight:600; }
@@ -113,80 +147,182 @@ _PLOTS: tuple[tuple[str, str, str], ...] = (
 # ---------------------------------------------------------------------------------------------
 
 
-def write_report(experiment_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(
+    experiment_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    figures: str = "auto",
+    max_iterations: int | None = None,
+) -> Path:
     """Write the self-contained HTML report of an experiment.
 
     Args:
         experiment_dir: The experiment folder.
         out: Destination file (default ``experiment_dir/report.html``).
+        figures: One of :data:`FIGURE_MODES` (default: reuse the up-to-date PNGs).
+        max_iterations: The budget shown as ``N`` in "iteration k of N" (default: the config's).
 
     Returns:
         The path written.
 
     Raises:
         StateError: If the folder is not an experiment or cannot be read or written.
+        ValueError: An unknown ``figures`` mode.
     """
     run = load_experiment(experiment_dir)
     path = Path(out) if out is not None else Path(experiment_dir) / REPORT_FILE
-    atomic_write_text(path, build_report_html(run))
+    html_text = build_report_html(run, figures=figures, max_iterations=max_iterations)
+    atomic_write_text(path, html_text)
     return path
 
 
-def build_report_html(run: ExperimentRun) -> str:
+def build_report_html(
+    run: ExperimentRun,
+    *,
+    figures: str = "auto",
+    book: Any = None,
+    max_iterations: int | None = None,
+) -> str:
     """The report of a loaded run, as one HTML string (see the module docstring).
 
     Args:
-        run: The loaded run.
+        run: The loaded run (or the running pipeline's view of it).
+        figures: One of :data:`FIGURE_MODES`.
+        book: The run's :class:`~bo_voids.scoring.ScoreBook` when the caller holds it (a
+            running pipeline); rebuilt from the iterations otherwise.
+        max_iterations: The budget shown as ``N`` in "iteration k of N" (default: the config's).
 
     Returns:
         The HTML document.
+
+    Raises:
+        ValueError: An unknown ``figures`` mode.
     """
+    if figures not in FIGURE_MODES:
+        raise ValueError(f"figures must be one of {FIGURE_MODES}, got {figures!r}")
     name = str(run.manifest.get("experiment_name") or run.root.name)
+    running = run.manifest.get("status") == "running"
+    refresh = f'<meta http-equiv="refresh" content="{RELOAD_SECONDS}">' if running else ""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        refresh,
         f"<title>bo_voids report — {_e(name)}</title>",
         f"<style>{_CSS}</style></head><body><main>",
-        _header(run, name),
+        _header(run, name, max_iterations),
         _best_section(run),
         _convergence_section(run),
-        _plots_section(run),
+        _plots_section(run, figures),
         _calibration_section(run),
-        _sets_section(run),
+        _sets_section(run, book),
         _timings_section(run),
         _settings_section(run),
-        f"<footer>Generated by bo_voids.report on {_e(_now())} from {_e(str(run.root))}.</footer>",
+        f"<footer>Generated by bo_voids.report on {_e(utc_timestamp())} "
+        f"from {_e(str(run.root))}.</footer>",
         "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m bo_voids.report EXPERIMENT_DIR [--out PATH]``.
+class ReportCallback:
+    """Per-iteration callback that rewrites ``report.html`` while the run goes on.
+
+    It reads the running pipeline's memory (iterations, score book) instead of the folder, and
+    embeds the PNGs the pipeline has just drawn (``figures="reuse"``): nothing is re-scored or
+    re-drawn, so a write takes a few milliseconds. The page says "running — iteration k of N";
+    :meth:`finish` (or leaving a ``with`` block) writes the final page from the folder, which
+    says "completed" (or how the run stopped).
+
+    Args:
+        out: Destination file (default ``report.html`` in the experiment folder).
+
+    Example:
+        >>> with ReportCallback() as report:  # doctest: +SKIP
+        ...     OptimizationPipeline(cfg, callbacks=[report]).run_full_experiment()
+    """
+
+    def __init__(self, out: str | Path | None = None) -> None:
+        self.out = Path(out) if out is not None else None
+        self.path: Path | None = None
+        self.experiment_dir: Path | None = None
+
+    def finish(self, status: str = "FINISHED") -> Path | None:
+        """Write the final report of the run (nothing when no iteration was persisted).
+
+        Args:
+            status: ``FINISHED`` (figures redrawn where ``plots/`` is older than the final
+                state), or ``FAILED`` / ``KILLED`` (the PNGs are embedded as they are).
+
+        Returns:
+            The path written, or ``None``.
+        """
+        if self.experiment_dir is None:
+            return None
+        figures = "auto" if status == "FINISHED" else "reuse"
+        self.path = write_report(self.experiment_dir, self.out, figures=figures)
+        return self.path
+
+    def __enter__(self) -> ReportCallback:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.finish("FINISHED" if exc_type is None else "FAILED")
+
+    def __call__(self, event: Any) -> None:
+        """Write the report of the iterations persisted so far."""
+        pipeline = event.pipeline
+        root = Path(event.experiment_dir)
+        self.experiment_dir = root
+        store = ExperimentStore(root)
+        run = ExperimentRun(
+            root=root,
+            manifest=store.read_manifest(),
+            config=pipeline.config,
+            iterations=list(pipeline.records),
+            history=[],
+        )
+        html_text = build_report_html(
+            run,
+            figures="reuse",
+            book=getattr(pipeline, "book", None),
+            max_iterations=int(event.max_iterations),
+        )
+        self.path = self.out or root / REPORT_FILE
+        atomic_write_text(self.path, html_text)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.report") -> int:
+    """Command line: ``python -m bo_voids.report EXPERIMENT_DIR [--out PATH] [--redraw]``.
 
     Args:
         argv: Arguments (default: ``sys.argv[1:]``).
+        prog: The program name shown in the help (``bo-voids report`` from :mod:`bo_voids.cli`).
 
     Returns:
         The exit status: 0 on success, 2 when the folder is not a readable experiment.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m bo_voids.report",
+        prog=prog,
         description="Write a self-contained HTML report (report.html) of a bo_voids experiment.",
     )
     parser.add_argument("experiment_dir", help="the experiment folder (holding experiment.json)")
     parser.add_argument(
         "--out", default=None, help="output file (default: EXPERIMENT_DIR/report.html)"
     )
+    parser.add_argument(
+        "--redraw", action="store_true", help="draw every figure again instead of reusing plots/"
+    )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.experiment_dir, args.out)
+        path = write_report(
+            args.experiment_dir, args.out, figures="draw" if args.redraw else "auto"
+        )
     except BoVoidsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     print(f"wrote {path}")
-    return 0
+    return ExitCode.OK
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +330,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _header(run: ExperimentRun, name: str) -> str:
+def _banner(run: ExperimentRun, max_iterations: int | None) -> str:
+    """The status line at the top: where the run stands, in one sentence."""
+    m = run.manifest
+    status = str(m.get("status", "unknown"))
+    done = max(len(run.iterations) - 1, 0)
+    n = max_iterations if max_iterations is not None else run.config.max_iterations
+    of = f"iteration {done} of {n}" if run.iterations else f"iteration 0 of {n} under way"
+    updated = _e(m.get("updated", "?"))
+    if status == "running":
+        text = f"Running — {of}"
+        note = (
+            f"updated {updated}; this page reloads every {RELOAD_SECONDS} s while the run goes on"
+        )
+    elif status == "completed":
+        text = f"Completed — {of}"
+        note = _e(m.get("stop_reason") or "")
+    elif status in {"interrupted", "failed"}:
+        text = f"{status.capitalize()} after {of}"
+        error = f"{m['error']}; " if m.get("error") else ""
+        note = _e(f"{error}completed iterations are kept: continue with --resume")
+    else:
+        text, note = f"{status.capitalize()} — {of}", ""
+    css = status if status in {"running", "completed", "interrupted", "failed"} else ""
+    return (
+        f'<p class="banner {css}" id="status">{_e(text)}'
+        + (f' <span class="note">· {note}</span>' if note else "")
+        + "</p>"
+    )
+
+
+def _header(run: ExperimentRun, name: str, max_iterations: int | None = None) -> str:
     m = run.manifest
     emb = m.get("embedder") or {}
     status = str(m.get("status", "unknown"))
@@ -226,15 +392,24 @@ def _header(run: ExperimentRun, name: str) -> str:
         ),
         ("Convergence threshold", _e(_fmt(run.config.convergence_threshold))),
     ]
+    versions = m.get("versions") or {}
+    ver = ", ".join(f"{k} {v}" for k, v in versions.items())
+    source = m.get("retargeted_from") or {}
+    if source:
+        cards.append(
+            (
+                "Re-targeted from",
+                _e(f"{source.get('experiment_dir')} (its evaluated sets, re-scored; no rendering)"),
+            )
+        )
     card_html = "".join(
         f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{v}</div></div>'
         for k, v in cards
     )
-    versions = m.get("versions") or {}
-    ver = ", ".join(f"{k} {v}" for k, v in versions.items())
     return (
         f"<h1>{_e(name)}</h1>"
-        f'<p class="sub">bo_voids calibration report · created {_e(m.get("created", "?"))} · '
+        + _banner(run, max_iterations)
+        + f'<p class="sub">bo_voids calibration report · created {_e(m.get("created", "?"))} · '
         f"updated {_e(m.get('updated', '?'))}</p>"
         f'<div class="cards">{card_html}</div>'
         + (f'<p class="note">Versions: {_e(ver)}</p>' if ver else "")
@@ -351,7 +526,7 @@ def _convergence_section(run: ExperimentRun) -> str:
     )
 
 
-def _plots_section(run: ExperimentRun) -> str:
+def _plots_section(run: ExperimentRun, figures: str = "auto") -> str:
     if not run.iterations:
         return ""
     from bo_voids import plots
@@ -364,12 +539,9 @@ def _plots_section(run: ExperimentRun) -> str:
     }
     out = ["<h2>Figures</h2>"]
     for key, title, caption in _PLOTS:
-        try:
-            fig = makers[key](run)
-            png = plots.figure_to_png(fig)
-            fig.clear()
-        except Exception as exc:  # one failing figure must not lose the report
-            out.append(f'<h3>{_e(title)}</h3><p class="note">Figure unavailable: {_e(exc)}</p>')
+        png = _figure_png(run, key, makers[key], figures)
+        if isinstance(png, str):
+            out.append(f'<h3>{_e(title)}</h3><p class="note">{_e(png)}</p>')
             continue
         data = base64.b64encode(png).decode("ascii")
         out.append(
@@ -378,6 +550,45 @@ def _plots_section(run: ExperimentRun) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>"
         )
     return "".join(out)
+
+
+def _figure_png(run: ExperimentRun, key: str, make: Any, figures: str) -> bytes | str:
+    """The PNG of one figure, or the note shown instead of it.
+
+    ``plots/`` holds what the pipeline drew after the last iteration; a file older than the
+    manifest (or than ``calibration.json``) predates the state the report shows, so ``auto``
+    draws that one again.
+    """
+    from bo_voids import plots
+
+    path = run.root / "plots" / plots.PLOT_FILES[key]
+    if figures != "draw" and path.is_file():
+        if figures == "reuse" or _up_to_date(run.root, path):
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                if figures == "reuse":
+                    return f"Figure unavailable: {exc}"
+    if figures == "reuse":
+        return "Figure not drawn yet (plots/ is written after each iteration when plots are on)."
+    try:
+        fig = make(run)
+        try:
+            return plots.figure_to_png(fig)
+        finally:
+            fig.clear()
+    except Exception as exc:  # one failing figure must not lose the report
+        return f"Figure unavailable: {exc}"
+
+
+def _up_to_date(root: Path, png: Path) -> bool:
+    """Whether ``png`` was written after the manifest and the calibration it may show."""
+    try:
+        drawn = png.stat().st_mtime_ns
+        inputs = [root / MANIFEST, root / CALIBRATION_FILE]
+        return all(drawn >= p.stat().st_mtime_ns for p in inputs if p.exists())
+    except OSError:
+        return False
 
 
 def _calibration_section(run: ExperimentRun) -> str:
@@ -399,23 +610,31 @@ def _calibration_section(run: ExperimentRun) -> str:
     )
 
 
-def _sets_section(run: ExperimentRun) -> str:
+def _sets_section(run: ExperimentRun, book: Any = None) -> str:
     if not run.iterations:
         return ""
-    from bo_voids.plots import set_summaries
+    if book is None:
+        from bo_voids.scoring import score_book_from_iterations
+        from bo_voids.space import SearchSpace
 
-    sets = [s for s in set_summaries(run) if s.dataset_type != "real"]
+        book = score_book_from_iterations(
+            SearchSpace.from_config(run.config),
+            run.iterations,
+            bandwidth=run.config.metric.bandwidth,
+            top_k=run.config.bo.top_k,
+        )
+    sets = list(book.all_sets())
     sets.sort(key=lambda s: (not math.isfinite(s.mmd2), s.mmd2))
     head = ["set", "iteration", "type", *PARAMETER_NAMES, "MMD²", "images"]
     rows = [
         (
             [
-                s.param_set_id,
-                _fmt(s.iteration),
+                s.uid,
+                _fmt(s.first_iteration),
                 s.dataset_type,
                 *(_fmt((s.params or {}).get(p)) for p in PARAMETER_NAMES),
                 _fmt(s.mmd2),
-                _fmt(len(s.images)),
+                _fmt(s.n_images),
             ],
             "",
         )
@@ -571,10 +790,6 @@ def _is_structured(value: Any) -> bool:
     if isinstance(value, Mapping):
         return bool(value)
     return bool(value) and all(isinstance(v, Mapping) for v in value)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -310,7 +310,8 @@ class ScoreBook:
         bandwidth: Kernel bandwidth of the MMD² (``"multi"`` or ``"median"``), or a fitted
             :class:`~bo_voids.metrics.MMDScorer` to use as it is.
         top_k: Sets pooled for the distribution similarity.
-        epsilon: ε of the ε-ball share (``None``: :func:`~bo_voids.metrics.epsilon_from_real`).
+        epsilon: ε of the ε-ball share (``None``: :func:`~bo_voids.metrics.epsilon_from_real`
+            across target clusters; ``nan`` with a single cluster).
 
     Raises:
         ValueError: Unusable targets.
@@ -344,7 +345,9 @@ class ScoreBook:
         else:
             self.scorer = MMDScorer(bandwidth=bandwidth, unbiased=True).fit(T)
         self.top_k = int(top_k)
-        self.epsilon = float(epsilon_from_real(T) if epsilon is None else epsilon)
+        # ε is the nearest-neighbour distance of a target to a target of *another* cluster: a
+        # sibling render of the same parameter set is not "another real image"
+        self.epsilon = float(epsilon_from_real(T, groups=groups) if epsilon is None else epsilon)
         self._sets: dict[tuple[Any, ...], Observation] = {}
         self._excluded: list[Observation] = []
         self._n_rows = 0
@@ -526,7 +529,7 @@ class ScoreBook:
             mean_nearest_real=float(_nearest(own, self.targets).mean()) if len(own) else math.nan,
             epsilon=self.epsilon,
             epsilon_ball_share=float(epsilon_ball_share(own, self.targets, self.epsilon))
-            if len(own)
+            if len(own) and math.isfinite(self.epsilon)
             else math.nan,
             per_set=[s.to_record() for s in this_iter],
         )

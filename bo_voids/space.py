@@ -267,10 +267,6 @@ class SearchSpace:
                 raw[j] = lo[j] + min(int(np.floor(u[j] * k)), k - 1)
         return self.from_raw(raw)
 
-    def encode_many(self, param_sets: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Encode several parameter sets into the unit cube: ``n x d``."""
-        return np.stack([self.encode(p) for p in param_sets]) if param_sets else np.zeros((0, 6))
-
     def decode_many(self, u: np.ndarray) -> list[ParamSet]:
         """Decode the rows of an ``n x d`` unit-cube array."""
         return [self.decode(row) for row in np.atleast_2d(u)]

@@ -6,6 +6,7 @@ Layout (see the README)::
       experiment.json      manifest: config, embedder identity, versions, seed, status, best
       history.csv          one row per evaluated parameter set (rebuilt from the iteration folders)
       .lock                pid + host of the process running the experiment
+      .lock.flock          the operating-system lock that keeps a second process out
       iteration_0/         images/ (+ masks), embeddings.npy, pca_model.npz, pca_2d.npy,
                            metadata.json, scores.json
       iteration_k/         images/, embeddings.npy, pca_2d.npy, metadata.json, proposals.json,
@@ -33,16 +34,22 @@ import os
 import platform
 import shutil
 import socket
-import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
+from bo_voids._io import (
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    to_jsonable,
+    utc_timestamp,
+)
 from bo_voids.config import PARAMETER_NAMES, ExperimentConfig, config_from_dict
 from bo_voids.exceptions import (
     ExperimentExistsError,
@@ -51,15 +58,55 @@ from bo_voids.exceptions import (
     StateError,
 )
 
+__all__ = [
+    "EXPERIMENT_ENTRIES",
+    "FAILURES",
+    "FLOCK",
+    "HISTORY",
+    "HISTORY_COLUMNS",
+    "LOCK",
+    "LOCK_FILES",
+    "MANIFEST",
+    "PARTIAL_SUFFIX",
+    "RESUMABLE_CHANGES",
+    "ExperimentLock",
+    "ExperimentRun",
+    "ExperimentStore",
+    "IterationRecord",
+    "atomic_save_npy",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "config_differences",
+    "describe_embedder",
+    "load_experiment",
+    "load_npy",
+    "package_versions",
+    "read_json",
+    "utc_timestamp",
+]
+
 MANIFEST = "experiment.json"
 HISTORY = "history.csv"
 LOCK = ".lock"
+#: The operating-system lock file beside :data:`LOCK` (kept: waiters must share its inode).
+FLOCK = ".lock.flock"
+#: Files of the lock, never cleared with the experiment's contents.
+LOCK_FILES = frozenset({LOCK, FLOCK})
 PARTIAL_SUFFIX = ".partial"
 FAILURES = "failures.json"
 #: Entries (besides hidden files and ``iteration_*``) a bo_voids experiment folder may hold.
-EXPERIMENT_ENTRIES = frozenset({MANIFEST, HISTORY, "plots", "report.html", "calibration.json"})
-#: A lock file that cannot be parsed is treated as stale once it is this old (seconds).
-UNREADABLE_LOCK_GRACE_S = 10.0
+EXPERIMENT_ENTRIES = frozenset(
+    {
+        MANIFEST,
+        HISTORY,
+        "plots",
+        "report.html",
+        "calibration.json",
+        "events.jsonl",
+        "retarget.json",
+    }
+)
 #: Config keys that may change when an experiment is resumed.
 RESUMABLE_CHANGES = frozenset({"max_iterations", "experiment_dir", "executor", "dask", "device"})
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -74,80 +121,9 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
 # ---------------------------------------------------------------------------------------------
-# Atomic writes
+# Reading back (the writes are :mod:`bo_voids._io`'s, re-exported here)
 # ---------------------------------------------------------------------------------------------
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _to_jsonable(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return _to_jsonable(float(obj))  # a NaN numpy scalar must become null too
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None  # JSON has no NaN/inf: store null
-    return obj
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``).
-
-    Raises:
-        StateError: If the folder is not writable or the disk is full.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600 files
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 text atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (numpy types converted, non-finite floats stored as ``null``)."""
-    text = json.dumps(_to_jsonable(obj), indent=2, allow_nan=False, sort_keys=False)
-    atomic_write_text(path, text + "\n")
-
-
-def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    """Save one array as ``.npy`` atomically (through a file handle: no extension surprises)."""
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_npy(path: str | Path) -> np.ndarray:
@@ -171,130 +147,62 @@ def read_json(path: str | Path) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ExperimentLock:
-    """An exclusive lock file so two processes never run the same experiment.
+    """An exclusive lock so that two processes never run the same experiment.
 
-    The lock file (JSON: pid, host, since) is written completely to a temporary file first and
-    then hard-linked into place, so it is never seen half-written. A lock left by a dead process on
-    this host (or an unreadable lock older than :data:`UNREADABLE_LOCK_GRACE_S`) is detected as
-    stale and taken over.
+    The exclusion itself is an operating-system file lock (:class:`filelock.FileLock` on
+    ``.lock.flock``, which stays in the folder): the kernel drops it when its holder exits,
+    however it exits (``SIGKILL`` included), so the lock of a dead run never has to be detected
+    or taken over. Once the lock is held, ``.lock`` beside it records who holds it (JSON: pid,
+    host, since) for the message a second process gets; it is removed again on release. The
+    lock is held as long as this object lives: keep a reference until :meth:`release`.
 
     Raises:
-        ExperimentLockedError: If another live process holds the lock.
+        ExperimentLockedError: If another process holds the lock (the message names its pid,
+            host and start time).
         StateError: If the folder is not writable.
     """
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / LOCK
-        self._held = False
-        self._content = b""
+        self._flock = FileLock(self.path.with_name(FLOCK), timeout=0, thread_local=False)
+        self._content = ""
 
     def acquire(self) -> ExperimentLock:
-        """Take the lock (see class docstring)."""
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-        content = json.dumps(info).encode()
+        """Take the lock (see the class docstring)."""
+        if self._content:
+            return self
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            for _ in range(5):
-                if self._create(content):
-                    self._held, self._content = True, content
-                    return self
-                raw = self._read()
-                if raw is None:
-                    continue  # vanished meanwhile: try again
-                holder = _parse_lock(raw)
-                if self._is_stale(holder):
-                    self._take_over(raw)
-                    continue
-                raise ExperimentLockedError(
-                    f"experiment {self.path.parent} is in use by process {holder.get('pid', '?')} "
-                    f"on {holder.get('host', '?')} since {holder.get('since', '?')}; wait for it "
-                    f"to finish (or, if that process is gone, delete {self.path})"
-                )
+            self._flock.acquire()
+        except Timeout:
+            holder = _read_holder(self.path)
+            raise ExperimentLockedError(
+                f"experiment {self.path.parent} is in use by process {holder.get('pid', '?')} "
+                f"on {holder.get('host', '?')} since {holder.get('since', '?')}; wait for it "
+                "to finish"
+            ) from None
         except OSError as exc:
             raise StateError(f"cannot take the lock {self.path}: {exc.strerror or exc}") from exc
-        raise StateError(f"could not take the lock {self.path} (it keeps changing hands)")
-
-    def _create(self, content: bytes) -> bool:
-        """Create the lock file with ``content`` atomically; ``False`` if it already exists."""
-        fd, tmp = tempfile.mkstemp(prefix=".lock-", suffix=".tmp", dir=self.path.parent)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_timestamp()}
+        content = json.dumps(info)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            try:
-                os.link(tmp, self.path)
-            except FileExistsError:
-                return False
-            except FileNotFoundError:
-                return False  # our temp file was removed meanwhile: the caller retries
-            except OSError:  # no hard links on this file system: exclusive create instead
-                try:
-                    fd2 = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd2, "wb") as fh:
-                    fh.write(content)
-            return True
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-    def _read(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def _is_stale(self, holder: dict[str, Any]) -> bool:
-        if not holder:  # unreadable: stale only once clearly not being written right now
-            try:
-                age = time.time() - self.path.stat().st_mtime
-            except FileNotFoundError:
-                return False
-            return age > UNREADABLE_LOCK_GRACE_S
-        if holder.get("host") != socket.gethostname():
-            return False  # another machine: its pid means nothing here
-        try:
-            pid = int(holder.get("pid", -1))
-        except (TypeError, ValueError):
-            pid = -1
-        return pid <= 0 or pid == os.getpid() or not _pid_alive(pid)
-
-    def _take_over(self, stale: bytes) -> None:
-        """Remove the stale lock, unless another process replaced it meanwhile."""
-        aside = self.path.with_name(f"{LOCK}-stale-{os.getpid()}.tmp")
-        try:
-            os.replace(self.path, aside)
-        except FileNotFoundError:
-            return
-        try:
-            if aside.read_bytes() != stale:  # a fresh lock of another process: put it back
-                with contextlib.suppress(FileExistsError):
-                    os.link(aside, self.path)
-        finally:
-            with contextlib.suppress(OSError):
-                aside.unlink()
+            atomic_write_text(self.path, content)
+        except BaseException:
+            self._flock.release()
+            raise
+        self._content = content
+        return self
 
     def release(self) -> None:
-        """Release the lock if held (and still ours)."""
-        if self._held:
-            with contextlib.suppress(OSError):
-                if self.path.read_bytes() == self._content:
-                    self.path.unlink()
-            self._held = False
+        """Release the lock if held; ``.lock`` is removed only while it still names this holder."""
+        if not self._content:
+            return
+        with contextlib.suppress(OSError):
+            if self.path.read_text(encoding="utf-8") == self._content:
+                self.path.unlink()
+        self._content = ""
+        self._flock.release()
 
     def __enter__(self) -> ExperimentLock:
         return self.acquire()
@@ -303,10 +211,11 @@ class ExperimentLock:
         self.release()
 
 
-def _parse_lock(raw: bytes) -> dict[str, Any]:
+def _read_holder(path: Path) -> dict[str, Any]:
+    """The holder record in ``.lock``; empty while the holder has not written it yet."""
     try:
-        holder = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
         return {}
     return holder if isinstance(holder, dict) else {}
 
@@ -343,10 +252,6 @@ class IterationRecord:
         return self.folder / "images" / self.metadata[index]["image_file"]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def package_versions() -> dict[str, str]:
     """Versions of the packages that determine results."""
     import importlib.metadata as md
@@ -367,10 +272,15 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def describe_embedder(info: Mapping[str, Any]) -> str:
+    """An embedder record (``experiment.json``'s ``embedder``) as ``'name' (fingerprint)``."""
+    return f"{info.get('name')!r} ({info.get('fingerprint')})"
+
+
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Top-level keys whose values differ (ignoring :data:`RESUMABLE_CHANGES`)."""
     keys = sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
-    return [k for k in keys if _to_jsonable(old.get(k)) != _to_jsonable(new.get(k))]
+    return [k for k in keys if to_jsonable(old.get(k)) != to_jsonable(new.get(k))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +317,7 @@ class ExperimentStore:
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Write ``experiment.json`` (atomically), stamping ``updated``."""
-        atomic_write_json(self.manifest_path, {**manifest, "updated": _now()})
+        atomic_write_json(self.manifest_path, {**manifest, "updated": utc_timestamp()})
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into the manifest and write it back."""
@@ -428,7 +338,11 @@ class ExperimentStore:
         Raises:
             StateError: If the folder already holds an experiment and ``overwrite`` is false.
         """
-        entries = [p for p in self.root.iterdir() if p.name != LOCK] if self.root.exists() else []
+        entries = (
+            [p for p in self.root.iterdir() if p.name not in LOCK_FILES]
+            if self.root.exists()
+            else []
+        )
         if entries:
             if not self.exists():
                 foreign = sorted(p.name for p in entries if not _experiment_entry(p.name))
@@ -455,7 +369,7 @@ class ExperimentStore:
         manifest = {
             "experiment_name": config.experiment_name,
             "status": "running",
-            "created": _now(),
+            "created": utc_timestamp(),
             "seed": config.seed,
             "embedder": dict(embedder_info),
             "versions": package_versions(),
@@ -485,11 +399,10 @@ class ExperimentStore:
             )
         stored = manifest.get("embedder", {})
         if stored.get("fingerprint") != embedder_info.get("fingerprint"):
+            was, now = describe_embedder(stored), describe_embedder(embedder_info)
             raise ResumeMismatchError(
-                f"cannot resume {self.root}: it was run with embedder "
-                f"{stored.get('name')!r} ({stored.get('fingerprint')}), now "
-                f"{embedder_info.get('name')!r} ({embedder_info.get('fingerprint')}); results from "
-                "different embedders must not be mixed"
+                f"cannot resume {self.root}: it was run with embedder {was}, now {now}; results "
+                "from different embedders must not be mixed"
             )
         return manifest
 
@@ -502,7 +415,7 @@ class ExperimentStore:
         try:
             self.manifest_path.unlink(missing_ok=True)
             for child in self.root.iterdir():
-                if child.name == LOCK:
+                if child.name in LOCK_FILES:
                     continue
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bo_voids.optimizers.synthetic import SyntheticProblem
+from bo_voids.testing.synthetic import SyntheticProblem
 
 optuna = pytest.importorskip("optuna")
 

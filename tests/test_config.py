@@ -1,11 +1,27 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bo_voids.config import ExperimentConfig, config_from_dict, load_config, read_yaml
+from bo_voids.config import (
+    ACQUISITIONS,
+    DEFAULT_BASE_IMAGE_DIR,
+    DINO_MODELS,
+    EMBEDDERS,
+    OPTIMIZERS,
+    SURROGATES,
+    BOSettings,
+    DaskSettings,
+    DatasetSpec,
+    ExperimentConfig,
+    MetricSettings,
+    config_from_dict,
+    load_config,
+    read_yaml,
+)
 from bo_voids.exceptions import ConfigError
 
 
@@ -184,26 +200,65 @@ def test_dask_settings_validated(raw: dict, dask: dict, message: str) -> None:
     assert message in str(err.value)
 
 
-def test_make_executor_passes_dask_settings(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bo_voids.distributed as distributed
-    from bo_voids.evaluation import EvaluatorSpec, make_executor
+def _minimal(raw: dict) -> dict:
+    """Only the keys without a default: name, bounds, distributions and the dataset sizes."""
+    keep = {"experiment_name", "param_bounds", "param_distributions", "real", "close", "far"}
+    out = {k: v for k, v in raw.items() if k in keep}
+    for name in ("real", "close", "far"):
+        out[name] = {k: raw[name][k] for k in ("param_sets", "replications")}
+    return out
 
-    seen: dict = {}
 
-    class FakeDask:
-        def __init__(self, spec, **kwargs) -> None:
-            seen.update(spec=spec, **kwargs)
+def test_every_default_comes_from_the_dataclasses(raw: dict) -> None:
+    cfg = _load(_minimal(raw))
+    for cls, obj in [
+        (ExperimentConfig, cfg),
+        (BOSettings, cfg.bo),
+        (MetricSettings, cfg.metric),
+        (DaskSettings, cfg.dask),
+        (DatasetSpec, cfg.real),
+    ]:
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                assert getattr(obj, f.name) == f.default, f"{cls.__name__}.{f.name}"
+    assert cfg.experiment_dir == Path("experiments") / cfg.experiment_name
+    assert cfg.base_image_dir == DEFAULT_BASE_IMAGE_DIR
+    # null means "the default" too
+    nulls = {**_minimal(raw), "seed": None, "bo": {"maxiter": None}, "real": {**raw["real"]}}
+    nulls["real"]["total_size"] = None
+    assert _load(nulls) == _load({**_minimal(raw), "real": nulls["real"]})
 
-    monkeypatch.setattr(distributed, "DaskEvaluationExecutor", FakeDask)
-    raw["executor"] = "dask"
-    raw["dask"] = {"local_workers": 2, "resources": {"GPU": 1}, "tasks_per_job": 3}
-    cfg = _load(raw)
-    spec = EvaluatorSpec.from_config(cfg)
-    assert isinstance(make_executor(cfg, spec), FakeDask)
-    assert seen == {
-        "spec": spec,
-        "scheduler_address": None,
-        "local_workers": 2,
-        "resources": {"GPU": 1.0},
-        "tasks_per_job": 3,
-    }
+
+def test_required_keys_have_no_default(raw: dict) -> None:
+    minimal = _minimal(raw)
+    minimal["real"] = {"param_sets": None, "replications": 3}
+    with pytest.raises(ConfigError, match="real.param_sets is required"):
+        _load(minimal)
+
+
+def test_allowed_values_are_those_of_the_implementations() -> None:
+    import bo_voids.optimizers.botorch_gp as botorch_gp
+    from bo_voids.embedding import DINOV2_VARIANTS, available_embedders
+    from bo_voids.optimizers import OPTIMIZERS as REGISTRY
+    from bo_voids.surrogates import ACQUISITIONS as SURROGATE_ACQUISITIONS
+
+    assert set(DINO_MODELS) == set(DINOV2_VARIANTS)
+    assert available_embedders() is EMBEDDERS
+    assert botorch_gp.ACQUISITIONS is ACQUISITIONS
+    assert tuple(SURROGATE_ACQUISITIONS) == ACQUISITIONS
+    # `optimizer: botorch` is the GP family; `bo.surrogate` picks the registered class
+    assert set(OPTIMIZERS) <= set(REGISTRY) and set(SURROGATES) >= set(botorch_gp.SURROGATES)
+
+
+def test_config_defaults_are_the_optimizer_defaults(config_path: Path) -> None:
+    """An empty ``bo:`` section gives the GP the options it has without a config."""
+    from bo_voids.optimizers import BoTorchOptimizer, optimizer_from_config
+    from bo_voids.space import SearchSpace
+
+    cfg = load_config(config_path, check_paths=False)
+    cfg = cfg.replace(optimizer="botorch", bo={"surrogate": "mixed"})
+    opt = optimizer_from_config(cfg, SearchSpace.from_config(cfg))
+    defaults = BoTorchOptimizer.default_options
+    assert opt.options["acquisition"] == defaults["acquisition"] == cfg.acquisition_function
+    for key in ("num_restarts", "raw_samples", "maxiter", "ucb_beta", "min_observations"):
+        assert opt.options[key] == defaults[key], key

@@ -1,71 +1,13 @@
-"""Evaluation tasks, render seeds and the in-process / process-pool executors."""
+"""Evaluation tasks, render seeds, the evaluator and the image records it writes."""
 
 from __future__ import annotations
 
-import sys
+import re
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-from bo_voids.config import load_config
-from bo_voids.evaluation import (
-    EvaluationResult,
-    EvaluationTask,
-    EvaluatorSpec,
-    LocalExecutor,
-    ProcessPoolEvaluationExecutor,
-    make_executor,
-    render_seeds,
-)
-from bo_voids.exceptions import ConfigError
-from bo_voids.seeding import rng
-from bo_voids.space import SearchSpace
-
-# ---------------------------------------------------------------------------------------------
-# Helpers shared with tests/test_distributed.py
-# ---------------------------------------------------------------------------------------------
-
-
-def small_spec(repo_root: Path, image_size: int = 64) -> EvaluatorSpec:
-    """A cheap evaluator recipe: handcrafted embedder on the bundled base chips."""
-    return EvaluatorSpec(
-        base_image_dir=str(repo_root / "data" / "base_chips"),
-        image_size=image_size,
-        edge_blur=2.0,
-        embedder="handcrafted",
-    )
-
-
-def small_tasks(repo_root: Path, n: int = 6, replications: int = 2) -> list[EvaluationTask]:
-    """``n`` tasks over several dataset types, drawn from the quickstart search space."""
-    cfg = load_config(repo_root / "configs" / "quickstart.yaml", check_paths=False)
-    space = SearchSpace.from_config(cfg)
-    tasks = []
-    kinds = ("real", "close", "far", "synthetic")
-    for i in range(n):
-        dtype = kinds[i % len(kinds)]
-        iteration = 0 if dtype != "synthetic" else 1
-        (params,) = space.sample(dtype if dtype != "synthetic" else "close", 1, rng(7, i))
-        seeds = render_seeds(cfg.seed, iteration, dtype, i, replications, i % 2 == 0)
-        tasks.append(EvaluationTask(iteration, dtype, i, f"{dtype}_ps_{i:03d}", params, seeds))
-    return tasks
-
-
-def assert_same_results(
-    expected: list[EvaluationResult], actual: list[EvaluationResult], *, rtol: float = 1e-5
-) -> None:
-    """Bit-identical images and masks, equal metadata, embeddings equal to float tolerance."""
-    assert len(expected) == len(actual)
-    for a, b in zip(expected, actual, strict=True):
-        assert a.task == b.task  # task order is kept
-        assert a.images.dtype == b.images.dtype and a.images.shape == b.images.shape
-        np.testing.assert_array_equal(a.images, b.images)
-        np.testing.assert_array_equal(a.masks, b.masks)
-        np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=rtol, atol=1e-6)
-        assert a.records == b.records
-        assert b.error is None
-
+from bo_voids.evaluation import render_seeds, target_records
+from bo_voids.generation.voids import image_record
+from bo_voids.testing.runs import assert_same_results, small_spec, small_tasks
 
 # ---------------------------------------------------------------------------------------------
 # render_seeds
@@ -119,7 +61,7 @@ def test_without_crn_every_set_is_independent() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Executors
+# The evaluator
 # ---------------------------------------------------------------------------------------------
 
 
@@ -127,52 +69,24 @@ def test_evaluate_one_matches_evaluate_many(repo_root: Path) -> None:
     evaluator = small_spec(repo_root).build()
     tasks = small_tasks(repo_root, n=4)
     assert_same_results(evaluator.evaluate_many(tasks), [evaluator.evaluate_one(t) for t in tasks])
-    assert LocalExecutor(evaluator).evaluate([]) == []
+    assert evaluator.evaluate_many([]) == []
 
 
-def test_process_pool_gives_the_same_results_as_local(repo_root: Path) -> None:
-    spec = small_spec(repo_root)
-    tasks = small_tasks(repo_root, n=6)
-    expected = LocalExecutor(spec.build()).evaluate(tasks)
-    with ProcessPoolEvaluationExecutor(spec, max_workers=2) as pool:
-        actual = pool.evaluate(tasks, progress=True)
-    assert_same_results(expected, actual)
+def test_records_are_the_design_schema_with_a_timestamp(repo_root: Path) -> None:
+    evaluator = small_spec(repo_root).build()
+    (task,) = small_tasks(repo_root, n=1, replications=2)
+    records = evaluator.evaluate_one(task).records
+    schema = list(image_record(iteration=0, dataset_type="x", param_set_id="p", replication_seed=0))
+    for r, rec in enumerate(records):
+        assert list(rec)[: len(schema) - 2] == schema[:-2]  # the design's keys, in order
+        assert rec["replication_seed"] == r and rec["render_seed"] == task.seeds[r]
+        assert rec["params"] == dict(task.params) and rec["base_image_id"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rec["timestamp"])
+        assert {"voids", "void_area_pct"} <= set(rec)
 
 
-def test_make_executor_local_reuses_the_drivers_evaluator(repo_root: Path) -> None:
-    cfg = load_config(repo_root / "configs" / "quickstart.yaml", check_paths=False)
-    spec = small_spec(repo_root)
-    evaluator = spec.build()
-    with make_executor(cfg.replace(executor="local"), spec, evaluator) as ex:
-        assert isinstance(ex, LocalExecutor) and ex.evaluator is evaluator
-
-
-def test_dask_executor_without_dask_gives_the_install_hint(
-    repo_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from bo_voids.distributed import DaskEvaluationExecutor
-
-    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now fails
-    with pytest.raises(ConfigError, match=r"pip install -e '\.\[dask\]'"):
-        DaskEvaluationExecutor(small_spec(repo_root), local_workers=1)
-
-
-def test_dask_executor_needs_an_address_or_local_workers(repo_root: Path) -> None:
-    from bo_voids.distributed import DaskEvaluationExecutor
-
-    with pytest.raises(ConfigError, match="scheduler_address"):
-        DaskEvaluationExecutor(small_spec(repo_root))
-    with pytest.raises(ConfigError, match="local_workers"):
-        DaskEvaluationExecutor(small_spec(repo_root), local_workers=0)
-
-
-def test_importing_bo_voids_does_not_import_dask() -> None:
-    import subprocess
-
-    code = (
-        "import sys, bo_voids, bo_voids.evaluation, bo_voids.pipeline, bo_voids.distributed; "
-        "print(any(m == 'distributed' or m.startswith(('distributed.', 'dask')) "
-        "for m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+def test_target_records(tmp_path: Path) -> None:
+    recs = target_records(tmp_path, ["a.png", "b.png"])
+    assert [r["source_file"] for r in recs] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert all(r["params"] is None and r["dataset_type"] == "real" for r in recs)
+    assert all(r["timestamp"] and "void_area_pct" not in r for r in recs)

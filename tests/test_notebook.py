@@ -5,7 +5,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from tests.test_plots import REPO, build_tiny_run
+from bo_voids.testing.runs import REPO_ROOT as REPO
+from bo_voids.testing.runs import build_tiny_run
 
 NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
 

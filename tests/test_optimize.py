@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bo_voids import optimize
+from bo_voids import cli, optimize
 from bo_voids.exceptions import BoVoidsError
 from bo_voids.state import load_experiment
-
-from .test_pipeline import tiny_config
+from bo_voids.testing.runs import tiny_config
 
 
 @pytest.fixture
@@ -106,8 +105,15 @@ def test_interrupt_exit_130(config_file: Path, monkeypatch, tmp_path: Path) -> N
         return original(self, k, *a, **kw)
 
     monkeypatch.setattr(OptimizationPipeline, "step", interrupt)
-    assert optimize.main(["--config", str(config_file), "--quiet", "--no-report"]) == 130
+    assert optimize.main(["--config", str(config_file), "--quiet"]) == 130
     assert load_experiment(tmp_path / "exp").manifest["status"] == "interrupted"
+    # the report written after iteration 0 no longer says "running"
+    html = (tmp_path / "exp" / "report.html").read_text(encoding="utf-8")
+    assert 'id="status">Interrupted after iteration 0 of 1' in html
+
+
+def test_bo_voids_run_is_this_command() -> None:
+    assert cli.COMMANDS["run"].resolve() is optimize.main
 
 
 def test_usage_error_exit_2(capsys) -> None:

@@ -1,16 +1,14 @@
 """Tests of bo_voids.plots on tiny experiments run by the real pipeline.
 
-The builders below are shared with ``test_report.py``, ``test_notebook.py`` and
-``test_report_browser.py``: each tiny run is built once per test session (cached under pytest's
-session temp folder) with the real pipeline, the random optimiser and the offline embedder.
+The runs come from :mod:`bo_voids.testing.runs` (shared with ``test_report.py``,
+``test_notebook.py`` and ``test_report_browser.py``): each is built once per test session (cached
+under pytest's session temp folder) with the real pipeline, the random optimiser and the offline
+embedder.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,110 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from PIL import Image
 
 from bo_voids import plots
-from bo_voids.config import load_config
 from bo_voids.exceptions import StateError
-from bo_voids.pipeline import OptimizationPipeline
-from bo_voids.state import ExperimentStore, load_experiment
+from bo_voids.state import load_experiment
+from bo_voids.testing.runs import REPO_ROOT as REPO
+from bo_voids.testing.runs import (
+    assert_valid_png,
+    build_iteration0_run,
+    build_running_copy,
+    build_target_run,
+    build_tiny_run,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FILES = ("latent_pca.png", "convergence.png", "image_grid.png", "parameters.png")
-
-
-# ---------------------------------------------------------------------------------------------
-# Tiny runs (shared by the visualisation test modules)
-# ---------------------------------------------------------------------------------------------
-
-
-class _PlotFailures(logging.Handler):
-    """Collects the pipeline's 'plotting failed' warnings (the pipeline never raises for them)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "plot" in message:
-            self.messages.append(message)
-
-
-def _run_pipeline(folder: Path, **changes: object) -> Path:
-    """Run the real pipeline on a tiny config; fail if any per-iteration plotting failed."""
-    marker = folder / ".viz_built"
-    if marker.exists():
-        return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    cfg = load_config(REPO / "configs" / "quickstart.yaml", check_paths=False)
-    settings: dict[str, object] = dict(
-        experiment_dir=str(folder),
-        base_image_dir=str(REPO / "data" / "base_chips"),
-        image_size=64,
-        max_iterations=2,
-        optimizer="random",
-        embedder="handcrafted",
-        iteration_batch_size=3,
-        replications_per_iteration=2,
-        real={"param_sets": 3, "replications": 2},
-        close={"param_sets": 3, "replications": 2},
-        far={"param_sets": 3, "replications": 2},
-        stop_at_noise_floor=False,
-        convergence_threshold=-1.0,
-        early_stop_patience=50,
-        calibrate=False,
-    )
-    settings.update(changes)
-    handler = _PlotFailures()
-    logger = logging.getLogger("bo_voids.pipeline")
-    logger.addHandler(handler)
-    try:
-        OptimizationPipeline(cfg.replace(**settings)).run_full_experiment()
-    finally:
-        logger.removeHandler(handler)
-    assert not handler.messages, f"the pipeline's plotting failed: {handler.messages}"
-    marker.write_text("ok")
-    return folder
-
-
-def build_tiny_run(base: Path) -> Path:
-    """A finished run: iteration 0 + 2 optimisation iterations, simulated targets."""
-    return _run_pipeline(base / "viz_tiny")
-
-
-def build_iteration0_run(base: Path) -> Path:
-    """A run of iteration 0 alone (one iteration folder)."""
-    return _run_pipeline(base / "viz_iter0", max_iterations=0)
-
-
-def build_target_run(base: Path) -> Path:
-    """A run whose real targets are images loaded from a folder (``params`` is ``None``)."""
-    tiny = build_tiny_run(base)
-    targets = base / "viz_target_images"
-    if not targets.exists():
-        targets.mkdir()
-        for png in sorted((tiny / "iteration_0" / "images").glob("iter0_real_*.png")):
-            if not png.name.endswith("_mask.png"):
-                shutil.copy(png, targets / png.name)
-    return _run_pipeline(base / "viz_target", max_iterations=1, target_image_dir=str(targets))
-
-
-def build_running_copy(base: Path, name: str = "viz_running") -> Path:
-    """A copy of the tiny run as it looks while still running (no final ``current_best``)."""
-    src = build_tiny_run(base)
-    dst = base / name
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    store = ExperimentStore(dst)
-    manifest = store.read_manifest()
-    for key in ("current_best", "next_params", "stop_reason", "timings"):
-        manifest.pop(key, None)
-    store.write_manifest({**manifest, "status": "running"})
-    return dst
 
 
 @pytest.fixture(scope="session")
@@ -142,18 +50,6 @@ def target_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def assert_valid_png(data: bytes, min_bytes: int = 15_000, min_side: int = 500) -> None:
-    """A real, non-blank PNG of a reasonable size."""
-    assert data[:8] == PNG_SIGNATURE
-    width, height = struct.unpack(">II", data[16:24])
-    assert width >= min_side and height >= 200, (width, height)
-    assert min_bytes <= len(data) <= 3_000_000, len(data)
-    import io
-
-    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=float)
-    assert (pixels < 250).mean() > 0.02, "figure is almost blank"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,12 +123,14 @@ def test_convergence_figure_content(tiny_run: Path) -> None:
     assert len(fig.axes) == 4
     ax_a, ax_b = fig.axes[:2]
     labels = [t.get_text() for t in ax_b.get_legend().get_texts()]
-    assert any("noise floor" in t and "mean" in t for t in labels)
-    assert any("q95" in t for t in labels) and any("threshold" in t for t in labels)
-    best_line = next(line for line in ax_a.get_lines() if line.get_label() == "best so far")
-    y = np.asarray(best_line.get_ydata(), dtype=float)
-    assert len(y) == len(run.iterations)
-    assert np.all(np.diff(y) <= 1e-12), "best so far must never increase"
+    assert any("noise floor" in t and "one real set" in t for t in labels)
+    assert any("q05" in t for t in labels) and any("threshold" in t for t in labels)
+    fresh = next(x for x in ax_b.get_lines() if x.get_label() == "recommendation on fresh images")
+    expected = [s["recommendation"]["fresh_mmd2"] for s in run.scores]
+    np.testing.assert_allclose(np.asarray(fresh.get_ydata(), dtype=float), expected)
+    rec = next(x for x in ax_a.get_lines() if x.get_label() == "recommendation (in sample)")
+    y = np.asarray(rec.get_ydata(), dtype=float)
+    np.testing.assert_allclose(y, [s["best_mmd2"] for s in run.scores])
 
 
 def test_parameter_figure_content(tiny_run: Path) -> None:

@@ -31,8 +31,7 @@ from bo_voids.config import ExperimentConfig
 from bo_voids.evaluation import TEST_KILL_ENV
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.state import ExperimentStore, load_experiment
-
-from .test_pipeline import tiny_config
+from bo_voids.testing.runs import tiny_config
 
 MAX_ITER = 3
 #: The real CLI, with plots off (they are not under test and cost ~2 s per iteration).

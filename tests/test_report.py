@@ -15,15 +15,15 @@ import pytest
 
 from bo_voids.report import build_report_html, main, write_report
 from bo_voids.state import ExperimentStore, load_experiment
-from tests.test_plots import (
+from bo_voids.testing.runs import (
     PNG_SIGNATURE,
-    REPO,
     assert_valid_png,
     build_iteration0_run,
     build_running_copy,
     build_target_run,
     build_tiny_run,
 )
+from bo_voids.testing.runs import REPO_ROOT as REPO
 
 
 @pytest.fixture(scope="session")
@@ -208,3 +208,73 @@ def test_module_cli(tiny_run: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _banner(html: str) -> str:
+    return html.split('id="status">', 1)[1].split("</p>", 1)[0]
+
+
+def test_report_is_written_after_every_iteration(repo_root: Path, tmp_path: Path) -> None:
+    from bo_voids.pipeline import OptimizationPipeline
+    from bo_voids.report import ReportCallback
+    from bo_voids.testing.runs import tiny_config
+
+    cfg = tiny_config(repo_root, tmp_path, max_iterations=2)
+    root = Path(cfg.experiment_dir)
+    seen: list[tuple[str, bool, bool]] = []
+
+    def read_back(event) -> None:
+        html = (root / "report.html").read_text(encoding="utf-8")
+        pngs = [base64.b64encode(p.read_bytes()).decode() for p in sorted(root.glob("plots/*.png"))]
+        seen.append((_banner(html), 'http-equiv="refresh"' in html, all(p in html for p in pngs)))
+
+    with ReportCallback() as report:
+        OptimizationPipeline(cfg, callbacks=[report, read_back]).run_full_experiment()
+    assert [s[0].split(" <span")[0] for s in seen] == [
+        f"Running — iteration {k} of 2" for k in range(3)
+    ]
+    assert all(reloads for _, reloads, _ in seen)  # a browser can simply leave it open
+    assert all(embedded for _, _, embedded in seen)  # the PNGs just drawn, embedded as they are
+    final = (root / "report.html").read_text(encoding="utf-8")
+    assert _banner(final).startswith("Completed — iteration 2 of 2")
+    assert 'http-equiv="refresh"' not in final
+    assert final.count('src="data:image/png;base64,') == 4
+
+
+def test_up_to_date_figures_are_reused_not_redrawn(tiny_run: Path, monkeypatch) -> None:
+    from bo_voids import plots
+
+    def no_drawing(run):
+        raise AssertionError("a figure was drawn again")
+
+    for name in (
+        "plot_latent",
+        "plot_convergence",
+        "plot_image_grid",
+        "plot_parameter_trajectories",
+    ):
+        monkeypatch.setattr(plots, name, no_drawing)
+    for mode in ("auto", "reuse"):
+        html = build_report_html(load_experiment(tiny_run), figures=mode)
+        assert html.count('src="data:image/png;base64,') == 4, mode
+        assert "Figure unavailable" not in html
+
+
+def test_stale_or_missing_figures(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = build_running_copy(tmp_path_factory.getbasetemp(), "report_stale")
+    (folder / "plots" / "parameters.png").unlink()
+    run = load_experiment(folder)
+    reused = build_report_html(run, figures="reuse")
+    assert reused.count('src="data:image/png;base64,') == 3
+    assert "Figure not drawn yet" in reused
+    assert build_report_html(run, figures="auto").count('src="data:image/png;base64,') == 4
+    with pytest.raises(ValueError, match="figures must be one of"):
+        build_report_html(run, figures="sometimes")
+
+
+def test_stopped_run_banner(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = build_running_copy(tmp_path_factory.getbasetemp(), "report_stopped")
+    ExperimentStore(folder).update_manifest(status="interrupted")
+    html = write_report(folder, figures="reuse").read_text(encoding="utf-8")
+    assert _banner(html).startswith("Interrupted after iteration 2 of 2")
+    assert "--resume" in _banner(html)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bo_voids.optimizers.synthetic import SyntheticProblem
 from bo_voids.scoring import ScoreBook, rank_observations
+from bo_voids.testing.synthetic import SyntheticProblem
 
 
 @pytest.fixture(scope="module")

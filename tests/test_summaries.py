@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bo_voids.exceptions import StateError
-from bo_voids.optimizers.synthetic import default_space
 from bo_voids.summaries import SummaryMap, head_targets, set_means, set_statistics
+from bo_voids.testing.synthetic import default_space
 
 D, P, REPS = 40, 4, 3
 

@@ -15,6 +15,7 @@ import os
 import warnings
 from typing import Any
 
+from bo_voids.config import EMBEDDERS as _NAMES
 from bo_voids.embedding.base import Embedder, as_image_list
 from bo_voids.embedding.dinov2 import DINOV2_VARIANTS, DinoV2Embedder, dinov2_config
 from bo_voids.embedding.handcrafted import HandcraftedEmbedder, HandcraftedSettings
@@ -31,8 +32,6 @@ __all__ = [
     "dinov2_config",
     "make_embedder",
 ]
-
-_NAMES = ("auto", "dinov2", "handcrafted")
 
 
 def available_embedders() -> tuple[str, ...]:

@@ -24,8 +24,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.transform import resize
 
+from bo_voids._io import atomic_open
 from bo_voids.exceptions import ImageLoadError
 from bo_voids.seeding import derive_seed
 
@@ -261,18 +260,10 @@ def write_png_atomic(path: Path, array: np.ndarray, compress_level: int = 6) -> 
         array: The image (written with Pillow's default mode for its dtype).
         compress_level: zlib compression level (0-9).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_open(path) as fh:
         Image.fromarray(np.ascontiguousarray(array)).save(
-            tmp, format="PNG", compress_level=compress_level
+            fh, format="PNG", compress_level=compress_level
         )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_default_base_chips(out_dir: str | Path, size: int = 512, count: int = 5) -> list[Path]:

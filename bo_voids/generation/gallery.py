@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bo_voids.config import load_config
+from bo_voids.config import DATASET_TYPES, load_config
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import SearchSpace
@@ -46,7 +46,7 @@ def render_gallery(
     image_size: int = 256,
     seed: int = 0,
     columns: int = 6,
-    rows: Sequence[str] = ("real", "close", "far"),
+    rows: Sequence[str] = DATASET_TYPES,
     config: str | Path = "configs/experiment_config.yaml",
 ) -> Path:
     """Render the gallery PNG.
@@ -100,26 +100,26 @@ def render_gallery(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point.
+    """Write the gallery named by the command line (``bo-voids gallery``); exit code 0."""
+    args = _parser().parse_args(argv)
+    print(render_gallery(args.out, args.base_chips, args.image_size, args.seed, config=args.config))
+    return 0
 
-    Args:
-        argv: Arguments (defaults to ``sys.argv[1:]``).
 
-    Returns:
-        The process exit code.
-    """
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bo_voids.generation.gallery",
         description="Render a PNG grid of real / close / far synthetic void images.",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/gallery.png"))
-    parser.add_argument("--config", type=Path, default=Path("configs/experiment_config.yaml"))
-    parser.add_argument("--base-chips", type=Path, default=Path("data/base_chips"))
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(render_gallery(args.out, args.base_chips, args.image_size, args.seed, config=args.config))
-    return 0
+    for flag, kind, default in (
+        ("--out", Path, Path("docs/gallery.png")),
+        ("--config", Path, Path("configs/experiment_config.yaml")),
+        ("--base-chips", Path, Path("data/base_chips")),
+        ("--image-size", int, 256),
+        ("--seed", int, 0),
+    ):
+        parser.add_argument(flag, type=kind, default=default)
+    return parser
 
 
 if __name__ == "__main__":

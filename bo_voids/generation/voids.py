@@ -50,7 +50,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from bo_voids._io import utc_timestamp
 from bo_voids.config import PARAMETER_NAMES, VOID_SHAPES
 from bo_voids.exceptions import ConfigError
 from bo_voids.generation.base_chips import load_base_images, write_png_atomic
@@ -68,6 +68,7 @@ __all__ = [
     "VOID_SHAPES",
     "RenderedImage",
     "VoidGenerator",
+    "image_record",
     "save_png",
     "validate_params",
 ]
@@ -200,8 +201,64 @@ def save_png(
     return path
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def image_record(
+    *,
+    iteration: int,
+    dataset_type: str,
+    param_set_id: str,
+    replication_seed: int | None,
+    render_seed: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    rendered: RenderedImage | None = None,
+    sample_id: str | None = None,
+    image_file: str | None = None,
+    mask_file: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The metadata record of one image, in the design's schema (``metadata.json`` rows).
+
+    Every record bo_voids writes is built here: by :meth:`VoidGenerator.generate_batch`, by the
+    pipeline's evaluator and for real target images loaded from a folder (no ``rendered``).
+
+    Args:
+        iteration: Iteration the image belongs to.
+        dataset_type: ``"real"``, ``"close"``, ``"far"`` or ``"synthetic"``.
+        param_set_id: Id of the image's parameter set.
+        replication_seed: Replication index within the set (``None`` for a loaded image).
+        render_seed: Seed the image was rendered with (``None`` for a loaded image).
+        params: The parameter set (``None`` for a loaded image).
+        rendered: The rendered image: adds ``base_image_id``, ``uncontrolled_params``,
+            ``voids`` and ``void_area_pct``.
+        sample_id: The image's id (the pipeline numbers its images when it writes them).
+        image_file: File name of the saved image, relative to its folder.
+        mask_file: File name of the saved mask, relative to its folder.
+        **extra: Further keys appended at the end (e.g. ``source_file``).
+
+    Returns:
+        ``sample_id``, ``iteration``, ``dataset_type``, ``param_set_id``, ``replication_seed``,
+        ``render_seed``, ``base_image_id``, ``params``, ``uncontrolled_params``, ``timestamp``
+        (UTC, to the second), then ``voids`` and ``void_area_pct`` for a rendered image, then
+        ``image_file``, ``mask_file`` and ``extra``.
+    """
+    record: dict[str, Any] = {
+        "sample_id": sample_id,
+        "iteration": int(iteration),
+        "dataset_type": dataset_type,
+        "param_set_id": param_set_id,
+        "replication_seed": replication_seed,
+        "render_seed": None if render_seed is None else int(render_seed),
+        "base_image_id": rendered.base_image_id if rendered is not None else None,
+        "params": dict(params) if params is not None else None,
+        "uncontrolled_params": (
+            dict(rendered.uncontrolled_params) if rendered is not None else None
+        ),
+        "timestamp": utc_timestamp(),
+    }
+    if rendered is not None:
+        record["voids"] = rendered.voids
+        record["void_area_pct"] = float(rendered.void_area_pct)
+    record.update(image_file=image_file, mask_file=mask_file, **extra)
+    return record
 
 
 class VoidGenerator:
@@ -395,22 +452,18 @@ class VoidGenerator:
                     save_png(out_dir / mask_file, result.mask)
                 images.append(result.image)
                 metadata.append(
-                    {
-                        "sample_id": sample_id,
-                        "iteration": int(iteration),
-                        "dataset_type": dataset_type,
-                        "param_set_id": ps_id,
-                        "replication_seed": r,
-                        "render_seed": seed,
-                        "base_image_id": result.base_image_id,
-                        "params": dict(p),
-                        "uncontrolled_params": dict(result.uncontrolled_params),
-                        "timestamp": _utc_now(),
-                        "voids": result.voids,
-                        "void_area_pct": result.void_area_pct,
-                        "image_file": image_file,
-                        "mask_file": mask_file,
-                    }
+                    image_record(
+                        iteration=iteration,
+                        dataset_type=dataset_type,
+                        param_set_id=ps_id,
+                        replication_seed=r,
+                        render_seed=seed,
+                        params=p,
+                        rendered=result,
+                        sample_id=sample_id,
+                        image_file=image_file,
+                        mask_file=mask_file,
+                    )
                 )
                 index += 1
         return images, metadata

@@ -94,6 +94,7 @@ def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOpti
             acquisition=cfg.acquisition_function,
             ucb_beta=cfg.bo.ucb_beta,
             maxiter=cfg.bo.maxiter,
+            min_observations=cfg.bo.min_observations,
             replicate_slots=cfg.bo.replicate_slots,
         )
         return make_optimizer(CompositeGPOptimizer.name, space, **kwargs)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from typing import Any, ClassVar, TypedDict
 import numpy as np
 import torch
 
-from bo_voids.exceptions import ConfigError
+from bo_voids.exceptions import ConfigError, FallbackWarning
 from bo_voids.scoring import (
     TARGET_TYPES,
     ObservationRecord,
@@ -318,6 +319,38 @@ class BaseOptimizer(ABC):
             engine.fast_forward(skip)
         u = engine.draw(n, dtype=torch.float64).numpy()
         return self.space.decode_many(u)
+
+    def sobol_fallback(
+        self, reason: str, batch_size: int, seed: int, info: dict[str, Any], warn: bool = True
+    ) -> Proposal:
+        """A Sobol batch instead of a model's proposal, with the reason recorded and warned.
+
+        Args:
+            reason: Why the model is not used (goes into ``info['fallback']``).
+            batch_size: Number of points.
+            seed: The call seed (scrambles the sequence).
+            info: The proposal's info, completed here.
+            warn: Emit a :class:`~bo_voids.exceptions.FallbackWarning` (not for the expected
+                start-up case of an empty history).
+
+        Returns:
+            The :class:`Proposal`.
+        """
+        info["fallback"] = reason
+        info["model"] = "sobol"
+        if warn:
+            warnings.warn(
+                f"{type(self).__name__} falls back to Sobol: {reason}", FallbackWarning, 4
+            )
+        logger.warning("%s falls back to Sobol proposals: %s", type(self).__name__, reason)
+        return Proposal(next_params=tuple(self.sobol_batch(batch_size, seed)), info=info)
+
+    def _check_int_options(self, lows: Mapping[str, int]) -> None:
+        """Raise a :class:`~bo_voids.exceptions.ConfigError` for an option below its minimum."""
+        for key, low in lows.items():
+            v = self.options[key]
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise ConfigError(f"{key} must be an integer >= {low}, got {v!r}")
 
     def _finalize(
         self,

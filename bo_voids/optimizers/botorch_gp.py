@@ -84,14 +84,14 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihoo
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.utils.errors import NanError, NotPSDError
 
-from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.config import ACQUISITIONS
+from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal
 from bo_voids.scoring import Observation, ObservationSet
 from bo_voids.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
-ACQUISITIONS: tuple[str, ...] = ("ucb", "ei", "nei", "pi")
 #: Scalar surrogates of this optimiser (``bo.surrogate: composite`` is
 #: :class:`~bo_voids.optimizers.composite_gp.CompositeGPOptimizer`).
 SURROGATES: tuple[str, ...] = ("mixed", "onehot")
@@ -169,20 +169,19 @@ class BoTorchOptimizer(BaseOptimizer):
         ):
             if o[key] not in allowed:
                 raise ConfigError(f"{key} must be one of {list(allowed)}, got {o[key]!r}")
-        for key, low in (
-            ("num_restarts", 1),
-            ("raw_samples", 1),
-            ("maxiter", 1),
-            ("acqf_maxiter", 1),
-            ("acqf_alternating_steps", 1),
-            ("torch_threads", 1),
-            ("fit_subsample", 10),
-            ("nei_max_baseline", 1),
-            ("min_observations", 2),
-        ):
-            v = o[key]
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ConfigError(f"{key} must be an integer >= {low}, got {v!r}")
+        self._check_int_options(
+            {
+                "num_restarts": 1,
+                "raw_samples": 1,
+                "maxiter": 1,
+                "acqf_maxiter": 1,
+                "acqf_alternating_steps": 1,
+                "torch_threads": 1,
+                "fit_subsample": 10,
+                "nei_max_baseline": 1,
+                "min_observations": 2,
+            }
+        )
         beta = o["ucb_beta"]
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta >= 0:
             raise ConfigError(f"ucb_beta must be a number >= 0, got {beta!r}")
@@ -222,7 +221,7 @@ class BoTorchOptimizer(BaseOptimizer):
         n = len(sets)
         y = observations.mmd2
         if n < o["min_observations"]:
-            return self._fallback(
+            return self.sobol_fallback(
                 f"only {n} scored parameter sets (min_observations={o['min_observations']}); "
                 "using a Sobol batch",
                 batch_size,
@@ -231,7 +230,7 @@ class BoTorchOptimizer(BaseOptimizer):
                 warn=n > 0,
             )
         if np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())):
-            return self._fallback(
+            return self.sobol_fallback(
                 "the objective is constant over the observations", batch_size, seed, info
             )
         failure: str | None = None
@@ -262,9 +261,11 @@ class BoTorchOptimizer(BaseOptimizer):
         # Outside catch_warnings, so that the FallbackWarning reaches the caller.
         _record_warnings(caught, info)
         if failure is not None:
-            return self._fallback(failure, batch_size, seed, info)
+            return self.sobol_fallback(failure, batch_size, seed, info)
         if not np.all(np.isfinite(cand)) or not np.all(np.isfinite(predicted)):
-            return self._fallback("non-finite candidates or predictions", batch_size, seed, info)
+            return self.sobol_fallback(
+                "non-finite candidates or predictions", batch_size, seed, info
+            )
         params = tuple(self.space.from_raw(row) for row in cand)
         info["noise_learned"] = _learned_noise(model)
         return Proposal(
@@ -446,16 +447,6 @@ class BoTorchOptimizer(BaseOptimizer):
         return torch.tensor(
             np.stack([self.space.to_raw(s.params) for s in observations]), dtype=torch.float64
         )
-
-    def _fallback(
-        self, reason: str, batch_size: int, seed: int, info: dict[str, Any], warn: bool = True
-    ) -> Proposal:
-        info["fallback"] = reason
-        info["model"] = "sobol"
-        if warn:
-            warnings.warn(f"BoTorchOptimizer falls back to Sobol: {reason}", FallbackWarning, 4)
-        logger.warning("BoTorchOptimizer falls back to Sobol proposals: %s", reason)
-        return Proposal(next_params=tuple(self.sobol_batch(batch_size, seed)), info=info)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal
 from bo_voids.optimizers.botorch_gp import ACQUISITIONS, RECOVERABLE
 from bo_voids.scoring import Observation, ObservationSet
@@ -45,6 +45,7 @@ from bo_voids.summaries import SummaryMap, head_targets, set_statistics
 from bo_voids.surrogates.composite import CompositeSurrogate
 
 logger = logging.getLogger(__name__)
+
 
 class CompositeGPOptimizer(BaseOptimizer):
     """Composite BO of the distance between per-set mean summaries and the targets' mean.
@@ -93,17 +94,16 @@ class CompositeGPOptimizer(BaseOptimizer):
             raise ConfigError(
                 f"summaries must be 'pca', 'head' or 'pca+head', got {o['summaries']!r}"
             )
-        for key, low in (
-            ("n_components", 1),
-            ("num_restarts", 1),
-            ("raw_samples", 1),
-            ("mc_samples", 1),
-            ("maxiter", 1),
-            ("min_observations", 2),
-        ):
-            v = o[key]
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ConfigError(f"{key} must be an integer >= {low}, got {v!r}")
+        self._check_int_options(
+            {
+                "n_components": 1,
+                "num_restarts": 1,
+                "raw_samples": 1,
+                "mc_samples": 1,
+                "maxiter": 1,
+                "min_observations": 2,
+            }
+        )
 
     # ---- proposal ------------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ class CompositeGPOptimizer(BaseOptimizer):
             "fallback": None,
         }
         if len(sets) < o["min_observations"]:
-            return self._fallback(
+            return self.sobol_fallback(
                 f"only {len(sets)} scored parameter sets (min_observations="
                 f"{o['min_observations']}); using a Sobol batch",
                 batch_size,
@@ -156,14 +156,16 @@ class CompositeGPOptimizer(BaseOptimizer):
             predicted = -neg_distance  # the posterior mean distance: lower is better
         except RECOVERABLE as exc:
             logger.warning("composite GP step failed; falling back to Sobol", exc_info=True)
-            return self._fallback(
+            return self.sobol_fallback(
                 f"composite GP fit/acquisition failed ({type(exc).__name__}: {exc})",
                 batch_size,
                 seed,
                 info,
             )
         if not np.all(np.isfinite(cand)) or not np.all(np.isfinite(predicted)):
-            return self._fallback("non-finite candidates or predictions", batch_size, seed, info)
+            return self.sobol_fallback(
+                "non-finite candidates or predictions", batch_size, seed, info
+            )
         info["model"] = "CompositeSurrogate"
         info["acq_value"] = float(value)
         return Proposal(
@@ -213,13 +215,3 @@ class CompositeGPOptimizer(BaseOptimizer):
             return SummaryMap.fit(
                 E, groups, theta, kinds=kinds, n_components=n_comp, seed=seed, param_names=names
             )
-
-    def _fallback(
-        self, reason: str, batch_size: int, seed: int, info: dict[str, Any], warn: bool = True
-    ) -> Proposal:
-        info["fallback"] = reason
-        info["model"] = "sobol"
-        if warn:
-            warnings.warn(f"CompositeGPOptimizer falls back to Sobol: {reason}", FallbackWarning, 4)
-        logger.warning("CompositeGPOptimizer falls back to Sobol proposals: %s", reason)
-        return Proposal(next_params=tuple(self.sobol_batch(batch_size, seed)), info=info)

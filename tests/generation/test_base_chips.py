@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,10 @@ def test_write_default_base_chips(tmp_path: Path) -> None:
             assert img.mode == "L"
             assert img.size == (64, 64)
     assert not list((tmp_path / "chips").glob(".*"))  # no temporary files left
-    assert paths[0].stat().st_mode & 0o777 == 0o644  # readable by others, unlike mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    # the mode of a plainly created file (mkstemp alone would leave 0600: owner only)
+    assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_cli_writes_chips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from bo_voids.generation.voids import (
     PARAM_KEYS,
     RenderedImage,
     VoidGenerator,
+    image_record,
     save_png,
     validate_params,
 )
@@ -220,6 +221,50 @@ def test_render_many(gen: VoidGenerator) -> None:
     results = gen.render_many(items, progress=True)
     assert len(results) == 2
     np.testing.assert_array_equal(results[1].image, gen.render(items[1][0], 2).image)
+
+
+def test_image_record_is_the_one_schema(gen: VoidGenerator) -> None:
+    rec = image_record(
+        iteration=2,
+        dataset_type="synthetic",
+        param_set_id="ps_001",
+        replication_seed=0,
+        render_seed=3,
+        params=PARAMS,
+        rendered=gen.render(PARAMS, 3),
+    )
+    assert list(rec) == [
+        "sample_id",
+        "iteration",
+        "dataset_type",
+        "param_set_id",
+        "replication_seed",
+        "render_seed",
+        "base_image_id",
+        "params",
+        "uncontrolled_params",
+        "timestamp",
+        "voids",
+        "void_area_pct",
+        "image_file",
+        "mask_file",
+    ]
+    _, (batch,) = gen.generate_batch(
+        [PARAMS], 1, seeds=[[3]], param_set_ids=["ps_001"], iteration=2, sample_prefix="s"
+    )
+    volatile = {"timestamp", "sample_id"}
+    assert {k: v for k, v in batch.items() if k not in volatile} == {
+        k: v for k, v in rec.items() if k not in volatile
+    }
+    loaded = image_record(
+        iteration=0,
+        dataset_type="real",
+        param_set_id="target",
+        replication_seed=None,
+        source_file="t/a.png",
+    )
+    assert loaded["params"] is None and loaded["base_image_id"] is None and "voids" not in loaded
+    assert list(loaded)[-1] == "source_file" and loaded["timestamp"]
 
 
 def test_generate_batch_metadata_and_files(gen: VoidGenerator, tmp_path: Path) -> None:

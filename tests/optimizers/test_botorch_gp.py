@@ -13,8 +13,8 @@ from linear_operator.utils.errors import NotPSDError
 import bo_voids.optimizers.botorch_gp as botorch_gp
 from bo_voids.exceptions import ConfigError, FallbackWarning
 from bo_voids.optimizers import BoTorchOptimizer, RandomSearchOptimizer
-from bo_voids.optimizers.synthetic import SyntheticProblem, run_loop
 from bo_voids.scoring import ScoreBook
+from bo_voids.testing.synthetic import SyntheticProblem, run_loop
 
 FAST = {"num_restarts": 2, "raw_samples": 32, "maxiter": 30, "min_observations": 6}
 
@@ -178,6 +178,7 @@ def _efficiency(problem, seeds, n_iter, batch_size=8, **kw):
     return np.array(gp), np.array(rnd)
 
 
+@pytest.mark.slow
 def test_gp_beats_random_quick(problem):
     """3 seeds x 3 iterations of 4 after 16 initial points, cheap acquisition settings."""
     gp, rnd = _efficiency(

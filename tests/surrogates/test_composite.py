@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bo_voids.exceptions import OptimizerError
-from bo_voids.optimizers.synthetic import default_space
 from bo_voids.surrogates import ACQUISITIONS, CompositeSurrogate, FeatureEncoder
 from bo_voids.surrogates.composite import _seeded
+from bo_voids.testing.synthetic import default_space
 
 FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "acqf_maxiter": 20, "maxiter": 30}
 SPACE = default_space()

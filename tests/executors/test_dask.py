@@ -13,23 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bo_voids.evaluation import EvaluationResult, EvaluationTask, Evaluator, EvaluatorSpec
+from bo_voids.exceptions import BoVoidsError, ConfigError
+from bo_voids.executors import LocalExecutor
+from bo_voids.executors.dask import DaskEvaluationExecutor, worker_cache_info
+from bo_voids.pipeline import OptimizationPipeline
+from bo_voids.state import load_experiment
+from bo_voids.testing.runs import assert_same_results, small_spec, small_tasks, tiny_config
+
 distributed = pytest.importorskip("distributed")
-
-from bo_voids.distributed import DaskEvaluationExecutor, worker_cache_info  # noqa: E402
-from bo_voids.evaluation import (  # noqa: E402
-    EvaluationResult,
-    EvaluationTask,
-    Evaluator,
-    EvaluatorSpec,
-    LocalExecutor,
-)
-from bo_voids.exceptions import BoVoidsError, ConfigError  # noqa: E402
-from bo_voids.pipeline import OptimizationPipeline  # noqa: E402
-from bo_voids.state import load_experiment  # noqa: E402
-
-from .test_evaluation import assert_same_results, small_spec, small_tasks  # noqa: E402
-from .test_pipeline import tiny_config  # noqa: E402
-
 pytestmark = pytest.mark.dask
 
 
@@ -108,11 +100,6 @@ def _kill_once_spec(repo_root: Path, marker: Path, param_set_id: str) -> KillOnc
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Tests
-# ---------------------------------------------------------------------------------------------
-
-
 def test_same_results_as_local_and_one_build_per_worker(
     cluster: distributed.LocalCluster, repo_root: Path, expected: list[EvaluationResult]
 ) -> None:
@@ -180,7 +167,7 @@ def test_killed_worker_error_is_resubmitted_by_the_executor(
     ) as ex:
         old = _set_allowed_failures(ex.client, 0)
         try:
-            with caplog.at_level(logging.WARNING, logger="bo_voids.distributed"):
+            with caplog.at_level(logging.WARNING, logger="bo_voids.executors.dask"):
                 results = ex.evaluate(tasks, progress=True)
         finally:
             _set_allowed_failures(ex.client, old)

@@ -1,7 +1,8 @@
-"""Shared test fixtures: a tiny randomly initialised DINOv2 saved the way users save real ones.
+"""A tiny randomly initialised DINOv2, saved the way users save real ones.
 
-These helpers are used by the test suite and the benchmarks; they need no network. The tiny
-model goes through exactly the loading code a user's weights take (never a mock).
+The tiny model needs no network and goes through exactly the loading code a user's weights
+take (never a mock): a Hugging Face-format folder (:func:`make_tiny_dinov2`) or a ``torch.save``
+state dict in either parameter layout (:func:`save_dinov2_state_dict`).
 """
 
 from __future__ import annotations
@@ -21,18 +22,6 @@ TINY_DINOV2_CONFIG: dict[str, Any] = {
     "image_size": 56,
     "patch_size": 14,
     "layerscale_value": 1.0,
-}
-
-
-#: The centre of the design's ``real`` distribution (``configs/experiment_config.yaml``): a
-#: convenient "true" parameter set for tests and benchmarks.
-REAL_MEANS: dict[str, Any] = {
-    "void_shape": "ellipse",
-    "void_count": 8,
-    "base_size": 20.0,
-    "brightness_factor": 0.6,
-    "size_std": 7.0,
-    "position_spread": 0.5,
 }
 
 

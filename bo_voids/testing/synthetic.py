@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bo_voids.config import CategoricalBounds, NumericBounds
+from bo_voids.config import VOID_SHAPES, CategoricalBounds, NumericBounds
+from bo_voids.generation.voids import image_record
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import SearchSpace
 
@@ -42,10 +43,15 @@ DEFAULT_OPTIMUM: dict[str, Any] = {
 
 
 def default_space() -> SearchSpace:
-    """The design's bounds: 3 shapes, count 3..20, and four continuous ranges."""
+    """The synthetic problem's search space: 3 shapes, count 3..20, four continuous ranges.
+
+    It differs from the design's bounds (``configs/experiment_config.yaml``) in ``size_std``
+    (from 1, not 0) and ``position_spread`` (up to 0.9, not 0.8); the recorded benchmark and
+    test numbers on this problem depend on these exact bounds.
+    """
     return SearchSpace(
         {
-            "void_shape": CategoricalBounds(("circle", "ellipse", "irregular")),
+            "void_shape": CategoricalBounds(VOID_SHAPES),
             "void_count": NumericBounds(3, 20, integer=True),
             "base_size": NumericBounds(5.0, 40.0),
             "brightness_factor": NumericBounds(0.3, 0.8),
@@ -128,16 +134,16 @@ class SyntheticProblem:
         for j, params in enumerate(param_sets):
             params = self.space.validate(params)
             rows.append(self.embed(params, self.replications, key=(iteration, j)))
-            for r in range(self.replications):
-                meta.append(
-                    {
-                        "iteration": iteration,
-                        "dataset_type": dataset_type,
-                        "param_set_id": f"ps_{j:03d}",
-                        "replication_seed": r,
-                        "params": dict(params),
-                    }
+            meta.extend(
+                image_record(
+                    iteration=iteration,
+                    dataset_type=dataset_type,
+                    param_set_id=f"ps_{j:03d}",
+                    replication_seed=r,
+                    params=params,
                 )
+                for r in range(self.replications)
+            )
         if not rows:
             return np.zeros((0, self.dim)), []
         return np.concatenate(rows), meta

@@ -1,4 +1,4 @@
-"""Evaluation on a Dask distributed cluster: the ``executor: dask`` backend.
+"""The ``dask`` executor: evaluation on a Dask distributed cluster.
 
 The BO loop stays in one driver process. :class:`DaskEvaluationExecutor` fans the expensive unit
 of work — "render + embed one parameter set" (:class:`~bo_voids.evaluation.EvaluationTask`) —
@@ -41,27 +41,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bo_voids.evaluation import (
-    EvaluationExecutor,
-    EvaluationResult,
-    EvaluationTask,
-    Evaluator,
-    EvaluatorSpec,
-)
-from bo_voids.exceptions import BoVoidsError, ConfigError
+from bo_voids.evaluation import EvaluationResult, EvaluationTask, Evaluator, EvaluatorSpec
+from bo_voids.exceptions import BoVoidsError, ConfigError, WorkerLostError
+from bo_voids.executors.base import EvaluationExecutor
 
 if TYPE_CHECKING:
     from distributed import Client, Future, LocalCluster
 
-__all__ = ["DaskEvaluationExecutor", "WorkerLostError", "worker_cache_info"]
+__all__ = ["DaskEvaluationExecutor", "worker_cache_info"]
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install -e '.[dask]'"
-
-
-class WorkerLostError(BoVoidsError):
-    """A parameter set could not be evaluated because its workers kept dying or disappearing."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,25 +351,27 @@ class DaskEvaluationExecutor(EvaluationExecutor):
         if not tasks:
             return []
         from distributed import as_completed
+        from tqdm.auto import tqdm
 
         n = self.tasks_per_job
         chunks = [list(tasks[i : i + n]) for i in range(0, len(tasks), n)]
         futures: dict[Future, int] = {self._submit(c, 0): i for i, c in enumerate(chunks)}
         attempts = [0] * len(chunks)
         done: list[list[EvaluationResult] | None] = [None] * len(chunks)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(tasks), desc="render+embed (dask)", unit="set", leave=False)
+        bar = tqdm(
+            total=len(tasks),
+            desc="render+embed (dask)",
+            unit="set",
+            leave=False,
+            disable=not progress,
+        )
         pending = as_completed(list(futures))
         try:
             for fut in pending:
                 i = futures.pop(fut)
                 if fut.status == "finished":
                     done[i] = fut.result()
-                    if bar is not None:
-                        bar.update(len(chunks[i]))
+                    bar.update(len(chunks[i]))
                     continue
                 exc = self._failure(fut)
                 if exc is not None and not isinstance(exc, self._lost_types):
@@ -401,8 +394,7 @@ class DaskEvaluationExecutor(EvaluationExecutor):
                 futures[new] = i
                 pending.add(new)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             if futures:  # an error left work in flight: drop it, nothing is returned
                 self.client.cancel(list(futures), force=True)
         out = [r for part in done if part is not None for r in part]

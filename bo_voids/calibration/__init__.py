@@ -1,0 +1,506 @@
+"""Distribution-level calibration: which *distribution* of parameters reproduces the targets?
+
+The targets come from several parameter sets (manufacturing variation), so a single best point
+cannot match them; a mixture of parameter sets can. This package recovers that mixture from the
+observations an optimisation run already made, turns it into a ``real``-style
+``param_distributions`` entry and validates it on freshly rendered images, in-sample and held
+out, each figure with a cluster-aware permutation test and a null band for its own sample size.
+
+Modules:
+
+* :mod:`~bo_voids.calibration.mixture` — the simplex mixture fit (an MMD² quadratic programme
+  over the observed sets; cross pairs sharing a render seed are dropped).
+* :mod:`~bo_voids.calibration.distribution` — the implied distribution (std corrected for the
+  effective number of components), its YAML snippet, errors against a known distribution.
+* :mod:`~bo_voids.calibration.validate` — fresh renders, the tests, the null bands and the
+  held-out scheme.
+* ``python -m bo_voids.calibration EXPERIMENT_DIR`` — the command line
+  (:mod:`~bo_voids.calibration.__main__`).
+
+:func:`calibrate_experiment` runs everything and writes ``calibration.json`` (and
+``plots/calibration_pca.png``).
+
+Example:
+    >>> from bo_voids.calibration import calibrate_experiment
+    >>> result = calibrate_experiment("experiments/quickstart")  # doctest: +SKIP
+    >>> print(result["yaml_snippet"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bo_voids.config import PARAMETER_NAMES, CategoricalBounds
+from bo_voids.exceptions import CalibrationError, StateError
+from bo_voids.seeding import rng
+from bo_voids.state import (
+    ExperimentRun,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_experiment,
+    utc_timestamp,
+)
+
+from .distribution import (
+    STD_CORRECTIONS,
+    distribution_errors,
+    distribution_from_yaml,
+    effective_sample_size,
+    implied_distribution,
+    point_distribution,
+    std_correction_factor,
+    typed_distribution,
+    yaml_snippet,
+)
+from .mixture import MixtureFit, fit_mixture, mixture_terms
+from .validate import (
+    SEED_STREAM,
+    CalibrationContext,
+    FitOptions,
+    HeldOutResult,
+    ImpliedFit,
+    RenderRequest,
+    TargetDesign,
+    ValidationResult,
+    default_pool_sets,
+    default_sets_per_fold,
+    default_validation_sets,
+    fit_implied,
+    in_sample_band,
+    plan_held_out,
+    render_null_pool,
+    render_requests,
+    score_held_out,
+    score_sample,
+    stratified_permutation_test,
+    target_folds,
+    validate_distribution,
+    validate_param_sets,
+)
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "CALIBRATION_PLOT",
+    "CALIBRATION_VERSION",
+    "CalibrationContext",
+    "CalibrationError",
+    "FitOptions",
+    "HeldOutResult",
+    "ImpliedFit",
+    "MixtureFit",
+    "TargetDesign",
+    "ValidationResult",
+    "calibrate_experiment",
+    "distribution_errors",
+    "distribution_from_yaml",
+    "effective_sample_size",
+    "fit_implied",
+    "fit_mixture",
+    "implied_distribution",
+    "mixture_terms",
+    "point_distribution",
+    "std_correction_factor",
+    "stratified_permutation_test",
+    "target_folds",
+    "validate_distribution",
+    "validate_param_sets",
+    "yaml_snippet",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File written into the experiment folder.
+CALIBRATION_FILE = "calibration.json"
+#: Where the PCA plot goes, relative to the experiment folder.
+CALIBRATION_PLOT = Path("plots") / "calibration_pca.png"
+CALIBRATION_VERSION = 2
+#: In-sample validations rendered, in order: the implied distribution, then its comparators.
+IN_SAMPLE_LABELS = ("implied", "mixture", "best_point", "top_k_pool")
+
+
+def calibrate_experiment(
+    experiment_dir: str | Path,
+    *,
+    n_samples: int | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    max_components: int | None = 8,
+    min_weight: float = 0.02,
+    std_floor: float = 0.0,
+    within: str = "biased",
+    std_correction: str = "n_eff",
+    folds: int = 5,
+    sets_per_fold: int | None = None,
+    plot: bool = True,
+    evaluator: Any = None,
+) -> dict[str, Any]:
+    """Fit the mixture, derive the implied distribution, validate it, write ``calibration.json``.
+
+    Args:
+        experiment_dir: The experiment folder (holding ``experiment.json``).
+        n_samples: Parameter sets of each in-sample validation sample, each rendered like a
+            target cluster (default: :func:`~bo_voids.calibration.validate.default_validation_sets`:
+            the number of target sets, or of images × 1 render for a target folder).
+        seed: Seed of the validation draws / render seeds / permutations (default: the run's).
+        out: Where to write the JSON (default ``experiment_dir/calibration.json``).
+        max_components: At most this many mixture components.
+        min_weight: Components lighter than this are pruned (weights refitted).
+        std_floor: Minimum std of the implied distribution, as a fraction of each range.
+        within: Within-set estimator of the mixture fit (see :func:`fit_mixture`).
+        std_correction: ``"n_eff"`` (default: small-sample corrected std) or ``"none"``.
+        folds: Largest number of held-out folds (leave-one-cluster-out up to this many clusters).
+        sets_per_fold: Sets of each fold's fresh sample (default: half of ``n_samples``, ≥ 3).
+        plot: Write ``plots/calibration_pca.png``.
+        evaluator: A prebuilt :class:`~bo_voids.evaluation.Evaluator` (default: built from the
+            run's config; its embedder must match the run's).
+
+    Returns:
+        The dict written to ``calibration.json``.
+
+    Raises:
+        CalibrationError: The run cannot be calibrated (too few targets, other embedder, bad
+            option, ...).
+        StateError: The folder is not a readable experiment.
+    """
+    t0 = time.perf_counter()
+    run = load_experiment(experiment_dir)
+    ctx = CalibrationContext.from_run(run, evaluator=evaluator)
+    cfg = run.config
+    seed = cfg.seed if seed is None else int(seed)
+    _check_options(seed, n_samples, folds, sets_per_fold, std_correction)
+    design = ctx.design
+    reps = design.cluster_size
+    n_sets = default_validation_sets(ctx) if n_samples is None else int(n_samples)
+    if n_sets * reps < 2:
+        raise CalibrationError(
+            f"a validation sample of {n_sets} set(s) × {reps} render(s) has fewer than the 2 "
+            "images the MMD² needs: raise --n-samples"
+        )
+    spf = default_sets_per_fold(n_sets) if sets_per_fold is None else int(sets_per_fold)
+    options = FitOptions(max_components, min_weight, within, std_floor, std_correction)
+
+    full = fit_implied(ctx, options)
+    distribution_from_yaml(full.distribution, cfg)  # must round-trip through the config loader
+    components = [
+        {
+            "param_set_id": o.uid,
+            "iteration": o.first_iteration,
+            "iterations": list(o.iterations),
+            "dataset_type": o.dataset_type,
+            "params": dict(o.params),
+            "weight": w,
+            "per_set_mmd2": float(o.mmd2),
+            "n_images": o.n_images,
+        }
+        for o, w in full.components
+    ]
+    best_id, top_ids = _best_and_top(run, ctx, full.mixture)
+    plans, scheme = plan_held_out(ctx, options, sets_per_fold=spf, seed=seed, max_folds=folds)
+    t_fit = time.perf_counter()
+
+    requests = _in_sample_requests(ctx, full, best_id, top_ids, n_sets, seed)
+    requests += [p.request for p in plans]
+    if design.source == "simulated":
+        requests.append(render_null_pool(ctx, default_pool_sets(max(n_sets, spf)), seed))
+    rendered = render_requests(ctx, requests, seed)
+    t_render = time.perf_counter()
+
+    pool = rendered.get("null_pool")
+    band = in_sample_band(ctx, n_sets, reps, pool, seed)
+    val = {k: score_sample(ctx, rendered[k], band, seed=seed) for k in IN_SAMPLE_LABELS}
+    if plans:
+        held = score_held_out(
+            ctx, plans, rendered, scheme=scheme, sets_per_fold=spf, pool=pool, seed=seed
+        )
+    else:
+        held = HeldOutResult.unavailable(scheme, spf, reps)
+        logger.warning("calibration: no held-out validation: %s", scheme)
+    t_val = time.perf_counter()
+
+    implied = val["implied"]
+    result: dict[str, Any] = {
+        "version": CALIBRATION_VERSION,
+        "created": utc_timestamp(),
+        "experiment_name": cfg.experiment_name,
+        "experiment_status": run.manifest.get("status"),
+        "iterations_completed": len(run.iterations) - 1,
+        "seed": seed,
+        "embedder": {
+            "name": (run.manifest.get("embedder") or {}).get("name"),
+            "fingerprint": (run.manifest.get("embedder") or {}).get("fingerprint"),
+        },
+        "scorer": ctx.scorer.to_dict(),
+        "targets": design.to_dict(),
+        "mixture": {
+            "objective_mmd2": full.mixture.mmd2,
+            "objective_fitted_form": full.mixture.objective,
+            "within": full.mixture.within,
+            "n_candidates": len(ctx.observations),
+            "n_components": full.mixture.n_components,
+            "single_best": {
+                "param_set_id": full.mixture.best_single[0],
+                "mmd2": full.mixture.best_single[1],
+            },
+            "solver": full.mixture.solver,
+            "note": "objective_mmd2 is in-sample (fitted on the targets); see validation",
+        },
+        "components": components,
+        "implied_distribution": full.distribution,
+        "implied_std": _std_section(full, std_correction, cfg.param_bounds),
+        "std_floor": std_floor,
+        "yaml_snippet": yaml_snippet(full.distribution),
+        "validation": {
+            "side_by_side": _side_by_side(implied, held, design),
+            "n_param_sets": n_sets,
+            "replications": reps,
+            "design": _design_note(design, n_sets, reps),
+            "null_band": band.to_dict(),
+            **{k: v.to_dict() for k, v in val.items()},
+            "held_out": held.to_dict(),
+            "implied_beats_best_point": bool(implied.mmd2 < val["best_point"].mmd2),
+        },
+        "truth": None,
+        "errors": None,
+        "plot": None,
+    }
+    result["validation"]["best_point"]["param_set_id"] = best_id
+    result["validation"]["top_k_pool"]["param_set_ids"] = top_ids
+    if cfg.target_image_dir is None:
+        result["truth"], result["errors"] = _errors(ctx, full, best_id)
+    if plot:
+        try:
+            result["plot"] = str(_write_plot(run, ctx, val, held))
+        except Exception as exc:  # a plot must never lose the calibration
+            logger.warning("calibration plot failed: %s", exc)
+    result["timings"] = {
+        "fit_s": t_fit - t0,
+        "render_s": t_render - t_fit,
+        "score_s": t_val - t_render,
+        "total_s": time.perf_counter() - t0,
+    }
+    path = Path(out) if out is not None else run.root / CALIBRATION_FILE
+    atomic_write_json(path, result)
+    return result
+
+
+def _check_options(
+    seed: int, n_samples: int | None, folds: int, sets_per_fold: int | None, std_correction: str
+) -> None:
+    if seed < 0:
+        raise CalibrationError(f"seed must be >= 0, got {seed}")
+    if n_samples is not None and int(n_samples) < 1:
+        raise CalibrationError(f"n_samples must be >= 1, got {n_samples}")
+    if int(folds) < 2:
+        raise CalibrationError(f"folds must be >= 2, got {folds}")
+    if sets_per_fold is not None and int(sets_per_fold) < 1:
+        raise CalibrationError(f"sets_per_fold must be >= 1, got {sets_per_fold}")
+    if std_correction not in STD_CORRECTIONS:
+        raise CalibrationError(f"std_correction must be one of {STD_CORRECTIONS}")
+
+
+def _best_and_top(
+    run: ExperimentRun, ctx: CalibrationContext, fit: MixtureFit
+) -> tuple[str, list[str]]:
+    """The run's best set (its one ranking) and top-k pool, as observation uids."""
+    uids = {o.uid for o in ctx.observations}
+    last = run.scores[-1] if run.scores else {}
+    best = str(last.get("best_param_set_id") or "")
+    if best not in uids:
+        best = fit.best_single[0]
+    top = [str(u) for u in (last.get("top_k") or []) if str(u) in uids] or [best]
+    return best, top
+
+
+def _in_sample_requests(
+    ctx: CalibrationContext,
+    full: ImpliedFit,
+    best_id: str,
+    top_ids: list[str],
+    n_sets: int,
+    seed: int,
+) -> list[RenderRequest]:
+    """The implied distribution and its comparators, each ``n_sets`` sets like a target cluster."""
+    reps = ctx.design.cluster_size
+    draws = ctx.space.sample(
+        typed_distribution(full.distribution, ctx.config),
+        n_sets,
+        rng(seed, SEED_STREAM, "implied", "sample"),
+    )
+    weights = np.array([w for _, w in full.components])
+    picks = rng(seed, SEED_STREAM, "mixture", "sample").choice(
+        len(full.components), size=n_sets, p=weights / weights.sum()
+    )
+    best = ctx.observation(best_id).params
+    top = [ctx.observation(u).params for u in top_ids]
+    sets = {
+        "implied": draws,
+        "mixture": [full.components[int(i)][0].params for i in picks],
+        "best_point": [best] * n_sets,
+        "top_k_pool": [top[i % len(top)] for i in range(n_sets)],
+    }
+    return [RenderRequest(k, tuple(dict(p) for p in sets[k]), reps) for k in IN_SAMPLE_LABELS]
+
+
+def _design_note(design: TargetDesign, n_sets: int, reps: int) -> str:
+    if design.clustered:
+        return (
+            f"{n_sets} fresh sets × {reps} renders, the shape of the {design.n_units} target "
+            "clusters, so whole sets are exchangeable with target clusters (cluster permutation)"
+        )
+    return (
+        f"{n_sets} fresh sets × 1 render against {design.n_images} iid target images, so every "
+        "image is exchangeable with every other (image permutation)"
+    )
+
+
+def _figure(
+    mmd2: float,
+    test: Any,
+    band: Any,
+    inside: bool | None,
+    n_images: int,
+    fitted_on: str,
+    scored_against: str,
+) -> dict[str, Any]:
+    available = band is not None and band.available
+    z = (mmd2 - band.mean) / band.std if available and band.std > 0 else None
+    return {
+        "mmd2": mmd2,
+        "p_value": test.p_value if test is not None else float("nan"),
+        "scheme": test.scheme if test is not None else None,
+        "n_distinct_splits": test.n_distinct_splits if test is not None else None,
+        "min_attainable_p": test.min_attainable_p if test is not None else None,
+        "exact": test.exact if test is not None else None,
+        "null_mean": band.mean if available else None,
+        "null_q95": band.q95 if available else None,
+        "noise_floor_z": z,
+        "null_scheme": band.scheme if band is not None else None,
+        "inside_noise_floor": inside,
+        "n_fresh_images": n_images,
+        "fitted_on": fitted_on,
+        "scored_against": scored_against,
+    }
+
+
+def _side_by_side(
+    implied: ValidationResult, held: HeldOutResult, design: TargetDesign
+) -> dict[str, dict[str, Any]]:
+    """In-sample and held-out figures of the implied distribution, one row each."""
+    held_row = _figure(
+        held.mmd2,
+        held.test,
+        held.band,
+        held.inside_noise_floor,
+        int(held.embeddings.shape[0]),
+        "the other folds",
+        f"held-out fold ({held.scheme})" if held.available else "-",
+    )
+    if not held.available:
+        held_row["reason"] = held.reason
+    return {
+        "in-sample": _figure(
+            implied.mmd2,
+            implied.test,
+            implied.band,
+            implied.inside_noise_floor,
+            len(implied.render_seeds),
+            f"all {design.n_images} targets",
+            f"all {design.n_images} targets",
+        ),
+        "held-out": held_row,
+    }
+
+
+def _std_section(full: ImpliedFit, correction: str, bounds: Mapping[str, Any]) -> dict[str, Any]:
+    numeric = [n for n in PARAMETER_NAMES if not isinstance(bounds[n], CategoricalBounds)]
+    return {
+        "correction": correction,
+        "n_eff": full.n_eff,
+        "factor": full.std_factor,
+        "uncorrected": {n: full.uncorrected[n]["std"] for n in numeric},
+        "note": (
+            "std = weighted std of the mixture components × sqrt(n_eff / (n_eff - 1)), "
+            "n_eff = 1 / Σ w² (Bessel's correction with reliability weights); a single "
+            "component has no spread (std 0)"
+            if correction == "n_eff"
+            else "std = weighted std of the mixture components (no small-sample correction)"
+        ),
+    }
+
+
+def _errors(
+    ctx: CalibrationContext, full: ImpliedFit, best_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Errors against the config's real distribution (the simulated targets' truth)."""
+    cfg = ctx.config
+    bounds = cfg.param_bounds
+    truth = {k: v.to_yaml() for k, v in cfg.param_distributions["real"].items()}
+    best = point_distribution(ctx.observation(best_id).params, bounds)
+    errors = {
+        "implied": distribution_errors(full.distribution, truth, bounds),
+        "implied_uncorrected_std": distribution_errors(full.uncorrected, truth, bounds),
+        "best_point": distribution_errors(best, truth, bounds),
+    }
+    realised = ctx.real_param_sets()
+    if realised:
+        # the realised sets' own (corrected) moments: what a perfect fit to these targets gives
+        emp = implied_distribution([(p, 1.0) for p in realised], bounds, decimals=9)
+        errors["realised_targets"] = distribution_errors(emp, truth, bounds)
+        errors["implied_vs_realised"] = distribution_errors(full.distribution, emp, bounds)
+    return truth, errors
+
+
+def _write_plot(
+    run: ExperimentRun,
+    ctx: CalibrationContext,
+    val: Mapping[str, ValidationResult],
+    held: HeldOutResult,
+) -> Path:
+    """PCA map (the run's fixed PCA) of the fresh samples over the targets."""
+    from matplotlib.figure import Figure
+
+    from bo_voids.plots import figure_to_png
+    from bo_voids.projection import PCAProjector
+
+    model = run.root / "iteration_0" / "pca_model.npz"
+    if not model.is_file():
+        raise StateError(f"{model} is missing")
+    pca = PCAProjector.load(model)
+    emb, _ = run.all_embeddings()
+    fig = Figure(figsize=(7.2, 6.0))
+    ax = fig.add_subplot(1, 1, 1)
+    bg = pca.transform(emb)
+    ax.scatter(*bg[:, :2].T, s=10, c="#cccccc", label="all evaluated images", zorder=1)
+    tg = pca.transform(ctx.targets)
+    ax.scatter(*tg[:, :2].T, s=120, marker="*", c="#d62728", label="targets", zorder=4)
+    layers = [
+        ("o", "#1f77b4", "implied distribution, in-sample", val["implied"]),
+        ("x", "#2ca02c", "best single point", val["best_point"]),
+    ]
+    points = [(m, c, label, v.embeddings, v.mmd2) for m, c, label, v in layers]
+    if held.available:
+        points.append(("^", "#9467bd", "implied, held-out (mean fold)", held.embeddings, held.mmd2))
+    for marker, color, label, X, mmd2 in points:
+        xy = pca.transform(X)
+        ax.scatter(
+            *xy[:, :2].T,
+            s=36,
+            marker=marker,
+            c=color,
+            label=f"{label} (fresh), MMD² {mmd2:.4f}",
+            zorder=3,
+        )
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(f"Calibration: fresh samples vs targets ({run.config.experiment_name})")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = run.root / CALIBRATION_PLOT
+    atomic_write_bytes(path, figure_to_png(fig))
+    return path

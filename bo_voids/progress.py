@@ -1,0 +1,527 @@
+"""Progress a person and a program can read: a live line, plain log lines and ``events.jsonl``.
+
+Two per-iteration callbacks (see :class:`~bo_voids.pipeline.IterationEvent`) and a stage hook:
+
+* :class:`ProgressLine` — one line per iteration: ``iteration k/N``, the recommendation's score on
+  fresh images and in sample, the stage being run and an ETA from the measured time of the
+  iterations after iteration 0 (which renders the initial design and is not typical). On a
+  terminal it is a live ``tqdm`` line updated in place; otherwise (a log file, ``2> log``, CI)
+  it prints one plain, grep-able line per iteration. Every line also goes to the
+  ``bo_voids.progress`` logger at debug level, with the stage timings, for ``--log-file``.
+* :class:`EventLog` — ``events.jsonl`` in the experiment folder: one JSON object per iteration
+  (scores, recommendation, next batch, per-stage seconds) that other tools can tail. Each line is
+  written with one ``write`` of the whole line and its newline, then flushed and fsync'ed, so a
+  crash leaves at worst a last line without its newline, which :func:`read_events` skips. On
+  resume the file is first rewritten to exactly the persisted iterations (complete lines kept,
+  missing ones rebuilt from ``scores.json``), so no iteration is ever listed twice.
+* :func:`attach_stage_hook` — tells listeners (``ProgressLine.on_stage``) which stage of the
+  loop runs: ``render+embed``, ``propose``, ``fresh score``, ``write``, ``plot``.
+
+Example:
+    >>> line, events = ProgressLine(), EventLog()  # doctest: +SKIP
+    >>> pipeline = OptimizationPipeline(cfg, callbacks=[events, line])  # doctest: +SKIP
+    >>> attach_stage_hook(pipeline, line)  # doctest: +SKIP
+    >>> with line:  # doctest: +SKIP
+    ...     pipeline.run_full_experiment()
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+from bo_voids._io import atomic_write_text, to_jsonable
+from bo_voids.exceptions import StateError
+
+__all__ = [
+    "EVENTS_FILE",
+    "EventLog",
+    "ProgressLine",
+    "StageListener",
+    "TqdmLoggingHandler",
+    "attach_stage_hook",
+    "event_record",
+    "format_duration",
+    "read_events",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File name of the machine-readable event log inside the experiment folder.
+EVENTS_FILE = "events.jsonl"
+
+#: Characters of the bar in the live line.
+_BAR_WIDTH = 12
+#: Pipeline methods that are one stage of the loop, and the stage's name.
+_STAGE_METHODS: tuple[tuple[str, str], ...] = (
+    ("_evaluate", "render+embed"),
+    ("_noise_floor", "null band"),
+    ("_ask", "propose"),
+    ("_fresh_score", "fresh score"),
+    ("_persist", "write"),
+    ("_plot", "plot"),
+)
+
+
+class StageListener(Protocol):
+    """Anything told when a stage of the loop starts."""
+
+    def on_stage(self, stage: str, iteration: int) -> None:
+        """Stage ``stage`` of iteration ``iteration`` starts."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45s``, ``3m07s``, ``2h05m`` (``?`` when unknown)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _score(value: Any) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{v:.4f}" if math.isfinite(v) else "—"
+
+
+def _scalars(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar run-level scores (the nested per-set records and rankings left out)."""
+    return {
+        k: v
+        for k, v in scores.items()
+        if v is None or (isinstance(v, str | int | float) and not isinstance(v, bool))
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------------
+# events.jsonl
+# ---------------------------------------------------------------------------------------------
+
+
+def event_record(
+    event: Any,
+    *,
+    wall_seconds: float | None = None,
+    stage_seconds: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The ``events.jsonl`` record of one :class:`~bo_voids.pipeline.IterationEvent`.
+
+    Args:
+        event: The event.
+        wall_seconds: Wall time of the iteration, when measured.
+        stage_seconds: Seconds spent per stage in this iteration, when measured.
+
+    Returns:
+        ``{"event": "iteration", "iteration", "max_iterations", "time", "wall_seconds",
+        "timings" (cumulative seconds per stage), "stage_seconds", "scores" (the scalar
+        run-level scores), "best" (the ranked best sets), "recommendation" (its fresh and
+        in-sample score), "next_params"}``.
+    """
+    scores = event.scores
+    return {
+        "event": "iteration",
+        "iteration": int(event.iteration),
+        "max_iterations": int(event.max_iterations),
+        "time": _now(),
+        "wall_seconds": wall_seconds,
+        "timings": dict(event.timings),
+        "stage_seconds": dict(stage_seconds) if stage_seconds is not None else None,
+        "scores": _scalars(scores),
+        "best": [
+            {k: b.get(k) for k in ("uid", "params", "mmd2", "predicted_mmd2", "n_images")}
+            for b in scores.get("best") or []
+        ],
+        "recommendation": scores.get("recommendation"),
+        "next_params": [dict(p) for p in event.proposal.next_params],
+    }
+
+
+def _rebuilt_record(iteration: int, scores: Mapping[str, Any], record: Any) -> dict[str, Any]:
+    """A record for a persisted iteration whose line was never written (a crash in between)."""
+    proposals = getattr(record, "proposals", None) or {}
+    return {
+        "event": "iteration",
+        "iteration": iteration,
+        "max_iterations": None,
+        "time": None,
+        "wall_seconds": None,
+        "timings": None,
+        "stage_seconds": None,
+        "scores": _scalars(scores),
+        "best": [
+            {k: b.get(k) for k in ("uid", "params", "mmd2", "predicted_mmd2", "n_images")}
+            for b in scores.get("best") or []
+        ],
+        "recommendation": scores.get("recommendation"),
+        "next_params": list(proposals.get("next_params") or []),
+        "rebuilt": True,
+    }
+
+
+def _dumps(record: Mapping[str, Any]) -> str:
+    """One JSON line (NaN and inf stored as ``null``, as in every JSON file of a run)."""
+    return json.dumps(to_jsonable(record), allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """The records of an ``events.jsonl`` (a running experiment's too).
+
+    A last line without its newline (being written, or cut by a crash) and any line that is not a
+    JSON object are skipped.
+
+    Args:
+        path: The ``events.jsonl`` file, or the experiment folder holding it.
+
+    Returns:
+        The records, in file order (``[]`` when the file does not exist).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / EVENTS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    out = []
+    for line in text.split("\n")[:-1]:  # the piece after the last newline is incomplete
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line with a single ``write`` (then fsync) so readers never see it half-done."""
+    data = line.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # a short write (full disk, signal): finish the line
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+
+
+class EventLog:
+    """Callback writing ``events.jsonl`` (see the module docstring).
+
+    Args:
+        path: The file (default: ``events.jsonl`` in the event's experiment folder).
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._t_last: float | None = None
+        self._last_timings: dict[str, float] = {}
+        self._reconciled = False
+
+    def start(self) -> None:
+        """Start the clock of the first iteration (call just before the run)."""
+        self._t_last = time.perf_counter()
+
+    def __call__(self, event: Any) -> None:
+        """Append the record of a persisted iteration."""
+        path = self.path or Path(event.experiment_dir) / EVENTS_FILE
+        if not self._reconciled:
+            self._reconcile(path, event)
+            self._reconciled = True
+        now = time.perf_counter()
+        wall = now - self._t_last if self._t_last is not None else None
+        self._t_last = now
+        timings = {k: float(v) for k, v in event.timings.items()}
+        stage = {k: v - self._last_timings.get(k, 0.0) for k, v in timings.items()}
+        self._last_timings = timings
+        _append_line(path, _dumps(event_record(event, wall_seconds=wall, stage_seconds=stage)))
+
+    def _reconcile(self, path: Path, event: Any) -> None:
+        """Make the file list exactly the iterations before ``event.iteration``, once per run.
+
+        A fresh run finds no file. A resumed run keeps the complete lines of iterations it has
+        persisted, drops a cut last line and lines of iterations it no longer has, and rebuilds
+        the lines of persisted iterations that were never logged (a crash between the iteration
+        and its line).
+        """
+        existing = read_events(path)
+        first = int(event.iteration)
+        kept: dict[int, dict[str, Any]] = {}
+        for rec in existing:
+            it = rec.get("iteration")
+            if isinstance(it, int) and 0 <= it < first and it not in kept:
+                kept[it] = rec
+        pipeline = getattr(event, "pipeline", None)
+        scores = list(getattr(pipeline, "scores", []) or [])
+        records = list(getattr(pipeline, "records", []) or [])
+        for it in range(first):
+            if it not in kept and it < len(scores):
+                kept[it] = _rebuilt_record(
+                    it, scores[it], records[it] if it < len(records) else None
+                )
+        lines = [_dumps(kept[it]) for it in sorted(kept)]
+        raw = path.read_text(encoding="utf-8") if path.exists() else ""
+        if raw != "".join(lines):
+            atomic_write_text(path, "".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# The live / plain line
+# ---------------------------------------------------------------------------------------------
+
+
+class ProgressLine:
+    """Callback showing one line per iteration, live on a terminal, plain otherwise.
+
+    Args:
+        max_iterations: The budget shown as ``N`` until the first event says it.
+        live: ``True`` for a live ``tqdm`` line, ``False`` for plain lines; default: whether
+            ``stream`` is a terminal.
+        stream: Where the line goes (default: ``sys.stderr`` at construction); ``None`` shows
+            nothing (the lines still go to the ``bo_voids.progress`` logger, at debug level).
+    """
+
+    def __init__(
+        self,
+        max_iterations: int | None = None,
+        *,
+        live: bool | None = None,
+        stream: IO[str] | Literal["stderr"] | None = "stderr",
+    ) -> None:
+        self.max_iterations = max_iterations
+        # sys.stderr is looked up now, not at import: it may have been redirected since
+        stream = sys.stderr if stream == "stderr" else stream
+        self.stream = stream
+        isatty = getattr(stream, "isatty", None)
+        self.live = bool(live if live is not None else (stream is not None and isatty and isatty()))
+        self.stage = "starting"
+        self._iteration = -1
+        self._t0: float | None = None
+        self._t_last: float | None = None
+        self._durations: dict[int, float] = {}
+        self._timings: dict[str, float] = {}
+        self._scores: Mapping[str, Any] = {}
+        self._bar: Any = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the clock (and the live line); called by ``with`` or before the run."""
+        self._t0 = self._t_last = time.perf_counter()
+        if self.live and self._bar is None:
+            from tqdm.auto import tqdm
+
+            # the whole line is drawn here (desc); tqdm only redraws it in place
+            self._bar = tqdm(file=self.stream, bar_format="{desc}", dynamic_ncols=True, leave=True)
+            self._refresh()
+
+    def close(self) -> None:
+        """Finish the live line (leaves it on screen)."""
+        if self._bar is not None:
+            self.stage = "done"
+            self._refresh()
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> ProgressLine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- hooks -------------------------------------------------------------------------------
+
+    def on_stage(self, stage: str, iteration: int) -> None:
+        """A stage of the loop starts (see :func:`attach_stage_hook`)."""
+        if stage != self.stage:
+            logger.debug("iteration %d: %s", iteration, stage)
+        self.stage = stage
+        if self._bar is not None:
+            self._refresh()
+
+    def __call__(self, event: Any) -> None:
+        """Show the line of a persisted iteration."""
+        if self._t0 is None:
+            self.start()
+        now = time.perf_counter()
+        assert self._t_last is not None
+        self._durations[int(event.iteration)] = now - self._t_last
+        self._t_last = now
+        self._iteration = int(event.iteration)
+        self.max_iterations = int(event.max_iterations)
+        self._scores = event.scores
+        timings = {k: float(v) for k, v in event.timings.items()}
+        spent = ", ".join(f"{k} {v - self._timings.get(k, 0.0):.2f}s" for k, v in timings.items())
+        self._timings = timings
+        line = self.line()
+        logger.debug(line)  # for a log file: the console gets the line from here, not twice
+        logger.debug(
+            "iteration %d took %.2fs: %s", self._iteration, self._durations[self._iteration], spent
+        )
+        if self._bar is not None:
+            self.stage = "callbacks"
+            self._refresh()
+        elif self.stream is not None:
+            print(line, file=self.stream, flush=True)
+
+    # ---- text --------------------------------------------------------------------------------
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the mean measured time of iterations ≥ 1 (``None`` before one)."""
+        later = [d for k, d in self._durations.items() if k >= 1]
+        if not later or self.max_iterations is None:
+            return None
+        return max(self.max_iterations - self._iteration, 0) * sum(later) / len(later)
+
+    def _head(self) -> str:
+        n = "?" if self.max_iterations is None else str(self.max_iterations)
+        return f"iteration {max(self._iteration, 0)}/{n}"
+
+    def _scores_text(self) -> str:
+        s = self._scores
+        if not s:
+            return "no score yet"
+        rec = s.get("recommendation") or {}
+        if rec:
+            return (
+                f"recommendation {rec.get('uid')}: fresh MMD² {_score(rec.get('fresh_mmd2'))} "
+                f"(in sample {_score(rec.get('mmd2_in_sample'))})"
+            )
+        return f"best {s.get('best_param_set_id')}: MMD² {_score(s.get('best_mmd2'))} in sample"
+
+    def line(self) -> str:
+        """The plain line of the last iteration."""
+        s = self._scores
+        later = [d for k, d in self._durations.items() if k >= 1]
+        per_iter = f"{sum(later) / len(later):.1f}s/iteration" if later else None
+        eta = self.eta_seconds()
+        parts = [
+            self._head(),
+            self._scores_text(),
+            f"distribution similarity {_score(s.get('distribution_similarity'))}",
+            *([per_iter] if per_iter else []),
+            f"ETA {format_duration(eta)}" if self._iteration < (self.max_iterations or 0) else "",
+        ]
+        return " · ".join(p for p in parts if p)
+
+    def _refresh(self) -> None:
+        if self._bar is None:
+            return
+        n = self.max_iterations
+        done = self._iteration + 1  # iterations 0..N: N + 1 in all
+        filled = round(_BAR_WIDTH * done / (n + 1)) if n is not None else 0
+        bar = "█" * filled + "░" * (_BAR_WIDTH - filled)
+        tail = (
+            "done"
+            if self.stage == "done"
+            else f"{self.stage} · ETA {format_duration(self.eta_seconds())}"
+        )
+        self._bar.set_description_str(
+            f"{self._head()} {bar} {self._scores_text()} · {tail}", refresh=True
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage hook and logging
+# ---------------------------------------------------------------------------------------------
+
+
+def attach_stage_hook(
+    pipeline: Any, *listeners: StageListener | Callable[[str, int], None]
+) -> None:
+    """Tell ``listeners`` which stage of the loop a pipeline runs, as it runs.
+
+    A pipeline that offers ``add_stage_listener`` is asked to do it; otherwise the stage methods
+    of this instance (evaluate, propose, fresh score, write, plot) are wrapped to report on entry,
+    and to report the enclosing stage again when a nested one (the evaluation inside the fresh
+    score) returns.
+
+    Args:
+        pipeline: An :class:`~bo_voids.pipeline.OptimizationPipeline`.
+        *listeners: Objects with ``on_stage(stage, iteration)``, or such callables.
+    """
+    calls = [getattr(lis, "on_stage", lis) for lis in listeners]
+    native = getattr(pipeline, "add_stage_listener", None)
+    if callable(native):
+        for call in calls:
+            native(call)
+        return
+    state: dict[str, Any] = {"k": 0, "stack": []}
+
+    def notify() -> None:
+        label = " › ".join(state["stack"][-2:])
+        for call in calls:
+            call(label, state["k"])
+
+    def wrap_step(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def step(k: int, *args: Any, **kwargs: Any) -> Any:
+            state["k"] = int(k)
+            return original(k, *args, **kwargs)
+
+        return step
+
+    def wrap(original: Callable[..., Any], label: str) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def stage(*args: Any, **kwargs: Any) -> Any:
+            state["stack"].append(label)
+            notify()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                state["stack"].pop()
+                if state["stack"]:
+                    notify()
+
+        return stage
+
+    if callable(getattr(pipeline, "step", None)):
+        pipeline.step = wrap_step(pipeline.step)
+    for name, label in _STAGE_METHODS:
+        method = getattr(pipeline, name, None)
+        if callable(method):
+            setattr(pipeline, name, wrap(method, label))
+
+
+class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A console handler that prints above a live ``tqdm`` line instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record with ``tqdm.write``."""
+        try:
+            from tqdm.auto import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # a broken console must not end the run
+            self.handleError(record)

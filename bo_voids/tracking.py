@@ -1,0 +1,300 @@
+"""Experiment trackers as per-iteration callbacks: :class:`MLflowCallback`.
+
+The pipeline calls every callback after each persisted iteration with an
+:class:`~bo_voids.pipeline.IterationEvent`; a tracker logs what it needs from it. MLflow is an
+optional extra (``pip install -e '.[mlflow]'``, the ``mlflow-skinny`` client)::
+
+    from bo_voids import OptimizationPipeline, load_config
+    from bo_voids.tracking import MLflowCallback
+
+    cfg = load_config("configs/quickstart.yaml")
+    with MLflowCallback(tracking_uri="file:./mlruns") as mlflow_cb:
+        OptimizationPipeline(cfg, overwrite=True, callbacks=[mlflow_cb]).run_full_experiment()
+
+or from the command line: ``bo-voids run --config configs/quickstart.yaml --mlflow``.
+
+What is logged, to one MLflow run per pipeline run:
+
+* **params** — the config, flattened (``bo.top_k``, ``param_bounds.void_count``, …), and the
+  embedder's identity (``embedder_info.fingerprint``, …);
+* **metrics**, with ``step`` = iteration — the run-level scores (``distribution_similarity``,
+  ``best_mmd2``, ``kid``, ``epsilon_ball_share``, ``noise_floor_pool_q95``, …), the
+  recommendation's ``recommendation_fresh_mmd2`` and ``recommendation_in_sample_mmd2``, and the
+  cumulative seconds per stage (``timings/render``, …);
+* **artefacts** — ``plots/*.png`` after every iteration; at :meth:`MLflowCallback.finish` also
+  ``report.html``, ``calibration.json``, ``events.jsonl``, ``experiment.json`` and
+  ``history.csv``.
+
+The default store is a local folder, ``./mlruns`` (``mlflow ui --backend-store-uri ./mlruns``
+shows it), unless ``MLFLOW_TRACKING_URI`` names another. MLflow 3 keeps its file store in
+maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``; the callback sets that variable for a file
+store unless it is already set. Any other URI (``sqlite:///mlflow.db``, ``http://…``) is used
+as given.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from bo_voids.exceptions import ConfigError
+
+__all__ = ["DEFAULT_STORE", "MLflowCallback", "flatten_params", "iteration_metrics"]
+
+logger = logging.getLogger(__name__)
+
+#: The local store used when neither ``tracking_uri`` nor ``MLFLOW_TRACKING_URI`` is given.
+DEFAULT_STORE = "mlruns"
+#: Longest param value kept (MLflow 2's limit; longer values are cut, with an ellipsis).
+_MAX_PARAM_LENGTH = 500
+#: Entities per ``log_batch`` call (MLflow's limit for params and tags).
+_BATCH = 100
+#: Run-level scores logged as metrics (``scores.json`` keys).
+_SCORE_METRICS = (
+    "distribution_similarity",
+    "best_mmd2",
+    "best_predicted_mmd2",
+    "iteration_best_mmd2",
+    "kid",
+    "mean_nearest_real",
+    "epsilon_ball_share",
+    "noise_floor_pool_q95",
+    "n_sets",
+    "pool_size",
+)
+#: Files of the experiment folder logged as artefacts at the end (when present).
+_FINAL_FILES = (
+    "report.html",
+    "calibration.json",
+    "events.jsonl",
+    "experiment.json",
+    "history.csv",
+    "retarget.json",
+)
+
+
+def flatten_params(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(dotted.key, text)`` pairs of a nested mapping, for MLflow params.
+
+    Args:
+        value: A mapping (e.g. ``ExperimentConfig.to_dict()``), or a leaf.
+        prefix: Key prefix of ``value``.
+
+    Yields:
+        One pair per leaf; lists become their text.
+    """
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from flatten_params(v, f"{prefix}.{k}" if prefix else str(k))
+        return
+    text = "" if value is None else str(value)
+    if len(text) > _MAX_PARAM_LENGTH:
+        text = text[: _MAX_PARAM_LENGTH - 1] + "…"
+    yield prefix, text
+
+
+def iteration_metrics(scores: Mapping[str, Any], timings: Mapping[str, float]) -> dict[str, float]:
+    """The finite metrics of one iteration (see the module docstring for the names).
+
+    Args:
+        scores: The iteration's run-level scores (``scores.json``).
+        timings: Cumulative seconds per stage.
+
+    Returns:
+        ``{name: value}``; NaN and missing values are left out (MLflow plots them badly).
+    """
+    out: dict[str, float] = {}
+    for key in _SCORE_METRICS:
+        _put(out, key, scores.get(key))
+    rec = scores.get("recommendation") or {}
+    _put(out, "recommendation_fresh_mmd2", rec.get("fresh_mmd2"))
+    _put(out, "recommendation_in_sample_mmd2", rec.get("mmd2_in_sample"))
+    for stage, seconds in timings.items():
+        _put(out, f"timings/{stage}", seconds)
+    return out
+
+
+def _put(out: dict[str, float], key: str, value: Any) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return
+    if math.isfinite(v):
+        out[key] = v
+
+
+def _resolve_uri(tracking_uri: str | os.PathLike[str] | None) -> str:
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the local ``./mlruns`` file store."""
+    uri = str(tracking_uri) if tracking_uri else os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        uri = DEFAULT_STORE
+    scheme = urlparse(uri).scheme
+    if scheme in {"", "file"}:
+        path = Path(urlparse(uri).path if scheme == "file" else uri).expanduser().resolve()
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return path.as_uri()
+    return uri
+
+
+class MLflowCallback:
+    """Log a run to MLflow: params, per-iteration metrics, plots and the report.
+
+    Use it as a context manager around the run (the run is ended, with its final artefacts,
+    when the block ends: ``FINISHED``, or ``FAILED`` / ``KILLED`` on an exception / Ctrl-C), or
+    call :meth:`start` and :meth:`finish` yourself.
+
+    Args:
+        tracking_uri: MLflow tracking URI or a folder for a local file store (default:
+            ``MLFLOW_TRACKING_URI``, else ``./mlruns``).
+        experiment_name: MLflow experiment (default: the config's ``experiment_name``).
+        run_name: Name of the MLflow run (default: MLflow's).
+        run_id: Continue this existing MLflow run instead of starting one (e.g. on resume).
+        tags: Extra tags of the run.
+        plots_every_iteration: Log ``plots/*.png`` after every iteration (else at the end only).
+
+    Raises:
+        ConfigError: At :meth:`start`, when ``mlflow`` is not installed or the store cannot be
+            opened.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | os.PathLike[str] | None = None,
+        experiment_name: str | None = None,
+        *,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        plots_every_iteration: bool = True,
+    ) -> None:
+        self.tracking_uri = _resolve_uri(tracking_uri)
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.run_id = run_id
+        self.tags = dict(tags or {})
+        self.plots_every_iteration = plots_every_iteration
+        self.experiment_dir: Path | None = None
+        self._client: Any = None
+        self._params_logged = False
+        self._finished = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, experiment_name: str | None = None) -> str:
+        """Open the store and start (or reopen) the MLflow run.
+
+        Args:
+            experiment_name: Used when none was given to the constructor.
+
+        Returns:
+            The MLflow run id.
+
+        Raises:
+            ConfigError: ``mlflow`` is not installed, or the store cannot be opened.
+        """
+        if self._client is not None and self.run_id is not None:
+            return self.run_id
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as exc:
+            raise ConfigError(
+                "MLflow logging needs the mlflow extra: pip install -e '.[mlflow]' "
+                f"(or pip install mlflow-skinny); {exc}"
+            ) from exc
+        name = self.experiment_name or experiment_name or "bo_voids"
+        try:
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            if self.run_id is None:
+                experiment = client.get_experiment_by_name(name)
+                experiment_id = (
+                    experiment.experiment_id if experiment else client.create_experiment(name)
+                )
+                run = client.create_run(experiment_id, tags=self.tags, run_name=self.run_name)
+                self.run_id = run.info.run_id
+            else:
+                client.update_run(self.run_id, status="RUNNING")
+        except Exception as exc:  # MLflow raises its own and OS errors for an unusable store
+            raise ConfigError(
+                f"cannot open the MLflow tracking store {self.tracking_uri}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self._client = client
+        self.experiment_name = name
+        logger.debug("MLflow run %s in %s (%s)", self.run_id, name, self.tracking_uri)
+        assert self.run_id is not None
+        return self.run_id
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Log the final artefacts and end the run (once; later calls do nothing).
+
+        Args:
+            status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+        """
+        if self._finished or self._client is None or self.run_id is None:
+            return
+        self._finished = True
+        if self.experiment_dir is not None:
+            self._log_plots()
+            for name in _FINAL_FILES:
+                path = self.experiment_dir / name
+                if path.is_file():
+                    self._client.log_artifact(self.run_id, str(path))
+        self._client.set_terminated(self.run_id, status=status)
+
+    def __enter__(self) -> MLflowCallback:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.finish("FINISHED")
+        else:
+            self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+
+    # ---- the callback ------------------------------------------------------------------------
+
+    def __call__(self, event: Any) -> None:
+        """Log one persisted iteration (params too, on the first call)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        pipeline = event.pipeline
+        config = pipeline.config
+        self.start(config.experiment_name)
+        client, run_id = self._client, self.run_id
+        self.experiment_dir = Path(event.experiment_dir)
+        if not self._params_logged:
+            params = dict(flatten_params(config.to_dict()))
+            embedder = getattr(pipeline, "embedder_info", None) or {}
+            params.update(flatten_params(dict(embedder), "embedder_info"))
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), _BATCH):
+                client.log_batch(run_id, params=items[i : i + _BATCH])
+            tags = [
+                RunTag("bo_voids.experiment_dir", str(self.experiment_dir.resolve())),
+                RunTag("bo_voids.embedder_fingerprint", str(embedder.get("fingerprint", ""))),
+                RunTag("bo_voids.first_iteration_logged", str(event.iteration)),
+            ]
+            client.log_batch(run_id, tags=tags)
+            self._params_logged = True
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, v, now, int(event.iteration))
+            for k, v in iteration_metrics(event.scores, event.timings).items()
+        ]
+        client.log_batch(run_id, metrics=metrics)
+        if self.plots_every_iteration:
+            self._log_plots()
+
+    def _log_plots(self) -> None:
+        assert self.experiment_dir is not None
+        plots = self.experiment_dir / "plots"
+        for png in sorted(plots.glob("*.png")) if plots.is_dir() else []:
+            self._client.log_artifact(self.run_id, str(png), artifact_path="plots")
