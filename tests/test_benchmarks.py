@@ -145,3 +145,26 @@ def test_render_speed_quick_keeps_its_files_and_columns(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "render_speed.json").read_text(encoding="utf-8"))
     assert record["rows"] == rows and "out" not in record["meta"]["args"]
     assert "| image size | case |" in (tmp_path / "render_speed.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_npe_peer_recovers_a_simple_simulator() -> None:
+    """The sbi peer (skipped where sbi is absent): posterior summary near the truth."""
+    pytest.importorskip("sbi")
+    from benchmarks.compare_acquisitions.sbi_peer import npe_recommendation
+    from bo_voids.testing.synthetic import SyntheticProblem
+
+    problem = SyntheticProblem(seed=0)
+    space = problem.space
+    sets = space.sample_uniform(300, 5)
+    emb, _ = problem.evaluate(sets, 0, "close")
+    reps = problem.replications
+    xs = emb.reshape(len(sets), reps, -1).mean(axis=1)
+    thetas = np.stack([space.encode(p) for p in sets])
+    truth = problem.optimum
+    x_o = problem.targets.mean(axis=0)
+    point = npe_recommendation(space, thetas, xs, x_o, seed=0, max_epochs=60)
+    assert space.validate(point) == point
+    err = space.normalized_distance(point, truth, shape_weight=0.0)
+    rnd = np.median([space.normalized_distance(p, truth, shape_weight=0.0) for p in sets])
+    assert err < rnd

@@ -14,7 +14,7 @@ Each method's recommendation (the set it ranks best) at iterations 0 / 3 / 6 / 1
 on :data:`~benchmarks.compare_acquisitions.specs.N_FRESH` images with seeds shared by every method
 and scored (``fresh_mmd2``); its parameter error is measured against the distribution's nominal
 means (``err_true_*``) and against the mean of the realised target sets (``err_realised_*``); the
-oracle row is the realised mean point, fresh-scored the same way. Paired one-sided Wilcoxon
+oracle row is the realised mean point, fresh-scored the same way. Paired two-sided Wilcoxon
 signed-rank tests of the default method against TPE and random, Holm-corrected per target.
 
 Usage::

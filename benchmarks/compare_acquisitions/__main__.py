@@ -50,17 +50,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for s in range(args.seeds if t == "real" else args.extra_seeds)
         for m in methods
     ]
-    results = []
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, s) for s in specs]
-            for f in as_completed(futures):
-                results.append(f.result())
+    results: list[dict[str, Any]] = []
+    # methods trained on another method's run (the sbi peer) go second, so that run exists and
+    # no two processes ever write one experiment folder
+    direct = [s for s in specs if "from_run" not in METHODS[s.method]]
+    derived = [s for s in specs if "from_run" in METHODS[s.method]]
+    for batch in (direct, derived):
+        if args.workers > 1 and len(batch) > 1:
+            with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(run_one, s) for s in batch]
+                for f in as_completed(futures):
+                    results.append(f.result())
+                    print(f"done {len(results)}/{len(specs)}", file=sys.stderr, flush=True)
+        else:
+            for s in batch:
+                results.append(run_one(s))
                 print(f"done {len(results)}/{len(specs)}", file=sys.stderr, flush=True)
-    else:
-        for s in specs:
-            results.append(run_one(s))
-            print(f"done {len(results)}/{len(specs)}", file=sys.stderr, flush=True)
     rows = [r for res in results for r in res["rows"]]
     oracle = [res["oracle"] for res in results]
     pairing: dict[tuple[str, int], set[str]] = {}
@@ -91,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 s["tests"],
                 out_dir=out,
                 meta={"args": cli_args(args)},
-                markdown_title=f"Paired one-sided Wilcoxon tests on target {target} (Holm)",
+                markdown_title=f"Paired two-sided Wilcoxon tests on target {target} (Holm)",
             )
         print_table(
             s["table"],

@@ -55,6 +55,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         old = read_json(path)
         if old.get("fingerprint") == spec.fingerprint():
             return old
+    if "from_run" in METHODS[spec.method]:
+        return _run_sbi(spec)
     cfg = build_config(spec)
     space = SearchSpace.from_config(cfg)
     optimizer = None
@@ -147,6 +149,71 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "timings": dict(pipe.timings),
     }
     atomic_write_json(path, result)
+    return result
+
+
+def _run_sbi(spec: RunSpec) -> dict[str, Any]:
+    """The NPE peer: trained on the random-search run of the same seed, judged the same way."""
+    from dataclasses import replace
+
+    from benchmarks.compare_acquisitions.sbi_peer import npe_recommendation
+    from bo_voids.evaluation import EvaluationTask, EvaluatorSpec
+    from bo_voids.scoring import score_book_from_iterations
+    from bo_voids.seeding import derive_seed
+    from bo_voids.space import SearchSpace
+    from bo_voids.state import atomic_write_json, load_experiment
+
+    t0 = time.perf_counter()
+    source_spec = replace(spec, method=METHODS[spec.method]["from_run"])
+    source = run_one(source_spec)
+    cfg = build_config(source_spec)
+    space = SearchSpace.from_config(cfg)
+    run = load_experiment(source_spec.run_dir)
+    book = score_book_from_iterations(
+        space, run.iterations, bandwidth=cfg.metric.bandwidth, top_k=cfg.bo.top_k
+    )
+    evaluator = EvaluatorSpec.from_config(cfg).build()
+    real_sets = _realised_sets(run.iterations[0].metadata)
+    truth = _true_means(cfg, spec.target)
+    realised = _mean_point(real_sets)
+    x_o = book.targets.mean(axis=0)
+    rows = []
+    checkpoints = sorted({c for c in CHECKPOINTS if c <= spec.iterations} | {spec.iterations})
+    for k in checkpoints:
+        sets = [o for o in book.observations().sets if o.first_iteration <= k]
+        thetas = np.stack([space.encode(o.params) for o in sets])
+        xs = np.stack([o.embeddings[o.image_iterations <= k].mean(axis=0) for o in sets])
+        p = npe_recommendation(space, thetas, xs, x_o, seed=derive_seed(spec.seed, "npe", k))
+        seeds = tuple(derive_seed(spec.seed, "bench-fresh", k, r) for r in range(N_FRESH))
+        task = EvaluationTask(k, "synthetic", 0, f"fresh_{k}", dict(p), seeds)
+        fresh = float(book.scorer.score(evaluator.evaluate_one(task).embeddings))
+        rows.append(
+            {
+                "target": spec.target,
+                "method": spec.method,
+                "seed": spec.seed,
+                "iteration": k,
+                "fresh_mmd2": fresh,
+                "mmd2_in_sample": math.nan,
+                "n_images": 0,
+                **_errors(space, p, truth, "true"),
+                **_errors(space, p, realised, "realised"),
+                "shape": p["void_shape"],
+                "shape_right": int(p["void_shape"] == truth["void_shape"]),
+                **{f"param_{n}": p[n] for n in NUMERIC},
+            }
+        )
+    result = {
+        "spec": spec.__dict__,
+        "fingerprint": spec.fingerprint(),
+        "iteration0_sha": source["iteration0_sha"],
+        "rows": rows,
+        "oracle": {**source["oracle"], "method": "oracle"},
+        "seconds": time.perf_counter() - t0,
+        "timings": {},
+    }
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(spec.run_dir / RESULT_FILE, result)
     return result
 
 

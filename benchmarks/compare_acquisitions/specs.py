@@ -32,6 +32,8 @@ METHODS: dict[str, dict[str, Any]] = {
         "config": {"optimizer": "botorch", "acquisition_function": "ucb"},
         "bo": {"surrogate": "composite"},
     },
+    # trained on the random-search run of the same seed (see sbi_peer.py): no run of its own
+    "sbi_npe": {"config": {"optimizer": "random"}, "from_run": "random"},
 }
 NUMERIC: tuple[str, ...] = (
     "void_count",
