@@ -78,7 +78,7 @@ def test_smoke_run(tmp_path: Path) -> None:
     argv += ["--out", str(out), "--work-dir", str(work), "--workers", "1"]
     summary = bench.main(argv)
     assert summary["pairing"]["ok"]
-    with (out / "runs.csv").open(encoding="utf-8") as f:
+    with (out / "runs_real.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     judged = [r for r in rows if r["method"] != "oracle"]
     assert len(judged) == 3 * 2 * 2  # methods x seeds x (iteration 0, the last)
@@ -92,7 +92,7 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert first[("random", "0")]["fresh_mmd2"] == first[("optuna_tpe", "0")]["fresh_mmd2"]
     real = summary["targets"]["real"]
     assert real["seeds"] == [0, 1] and real["tests"] and real["table"]
-    for name in ("table_real.md", "tests_real.md", "runs.json", "recommendation_real.png"):
+    for name in ("table_real.md", "tests_real.md", "runs_real.json", "recommendation_real.png"):
         assert (out / name).stat().st_size > 0
     again = bench.main(argv)  # every run is reused from its bench_result.json
     assert again["targets"]["real"]["table"] == real["table"]

@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ],
         )
     write_results(
-        "runs",
+        f"runs_{'_'.join(targets)}",
         rows + oracle,
         out_dir=out,
         meta={"args": cli_args(args), "paired": paired},
