@@ -958,10 +958,20 @@ class OptimizationPipeline:
         try:
             from bo_voids.plots import write_all_plots
 
-            write_all_plots(self.store.root)
+            write_all_plots(self.store.root, run=self._run_view())
         except Exception as exc:  # a plot must never lose a run
             logger.warning("plotting failed: %s", exc)
         self.timings["plot"] = self.timings.get("plot", 0.0) + time.perf_counter() - t0
+
+    def _run_view(self) -> ExperimentRun:
+        """The run as it stands, from memory (only the small manifest and history are read)."""
+        return ExperimentRun(
+            root=self.store.root,
+            manifest=self.store.read_manifest(),
+            config=self.config,
+            iterations=list(self.records),
+            history=self.store.read_history(),
+        )
 
     def _calibrate(self) -> None:
         """Fit the implied parameter distribution (``calibration.json``); never loses a run."""

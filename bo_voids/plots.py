@@ -868,11 +868,13 @@ def plot_parameter_trajectories(run: ExperimentRun) -> Figure:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_all_plots(experiment_dir: str | Path) -> list[Path]:
+def write_all_plots(experiment_dir: str | Path, run: ExperimentRun | None = None) -> list[Path]:
     """Render the four figures of a run into ``plots/`` (each written atomically).
 
     Args:
         experiment_dir: The experiment folder.
+        run: The run as the caller holds it in memory (the pipeline does, so nothing is read
+            back from disk); ``None`` loads it from ``experiment_dir``.
 
     Returns:
         The paths written: ``latent_pca.png``, ``convergence.png``, ``image_grid.png``,
@@ -881,7 +883,7 @@ def write_all_plots(experiment_dir: str | Path) -> list[Path]:
     Raises:
         StateError: If the folder is not an experiment or cannot be read or written.
     """
-    run = load_experiment(experiment_dir)
+    run = load_experiment(experiment_dir) if run is None else run
     out_dir = Path(experiment_dir) / "plots"
     makers = {
         "latent": plot_latent,
