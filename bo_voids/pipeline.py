@@ -31,7 +31,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +83,7 @@ PROPOSAL_FILE = "proposals.json"
 #: Config keys that must agree for a warm start (they decide what an image looks like).
 WARM_START_KEYS: tuple[str, ...] = ("image_size", "edge_blur", "base_image_dir", "param_bounds")
 #: Images, masks, embeddings and metadata evaluated outside the executor (iteration 0 only).
-_Evaluated = tuple[
-    list[np.ndarray], list["np.ndarray | None"], np.ndarray, list[dict[str, Any]]
-]
+_Evaluated = tuple[list[np.ndarray], list["np.ndarray | None"], np.ndarray, list[dict[str, Any]]]
 
 
 @dataclass
@@ -1015,23 +1013,6 @@ class OptimizationPipeline:
             embedder=self.embedder_info,
             timings=dict(self.timings),
         )
-
-    # ---- views ---------------------------------------------------------------------------------
-
-    @property
-    def target_embeddings(self) -> np.ndarray:
-        """Embeddings of the real target images."""
-        assert self.book is not None
-        return self.book.targets
-
-    def history_arrays(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """All embeddings and their metadata, concatenated over iterations."""
-        embeddings = np.concatenate([r.embeddings for r in self.records], axis=0)
-        return embeddings, [m for r in self.records for m in r.metadata]
-
-    def iter_records(self) -> Iterator[IterationRecord]:
-        """The persisted iterations, in order."""
-        return iter(self.records)
 
 
 def _status_line(s: Mapping[str, Any]) -> str:

@@ -439,7 +439,7 @@ def _legend_marker(kind: str, label: str) -> Line2D:
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_convergence(run: ExperimentRun) -> Figure:
+def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = None) -> Figure:
     """Score curves over the iterations (x = iteration; iteration 0 = the close + far seeds).
 
     Panels: (a) per-set MMD² — every set evaluated (dots), the iteration's best and the best so
@@ -450,6 +450,7 @@ def plot_convergence(run: ExperimentRun) -> Figure:
 
     Args:
         run: The loaded run.
+        summaries: :func:`set_summaries` of ``run`` when the caller already has them.
 
     Returns:
         The figure.
@@ -467,7 +468,9 @@ def plot_convergence(run: ExperimentRun) -> Figure:
 
     # (a) per-set MMD²
     scored = [
-        s_ for s_ in set_summaries(run) if math.isfinite(s_.mmd2) and s_.dataset_type != "real"
+        s_
+        for s_ in (set_summaries(run) if summaries is None else summaries)
+        if math.isfinite(s_.mmd2) and s_.dataset_type != "real"
     ]
     for kind in sorted({s_.dataset_type for s_ in scored}):
         pts = np.array([(s_.iteration, s_.mmd2) for s_ in scored if s_.dataset_type == kind])
@@ -598,7 +601,12 @@ def _iteration_ticks(ax: Any, iterations: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_image_grid(run: ExperimentRun, n: int = 6, max_sets: int = 4) -> Figure:
+def plot_image_grid(
+    run: ExperimentRun,
+    n: int = 6,
+    max_sets: int = 4,
+    summaries: list[SetSummary] | None = None,
+) -> Figure:
     """Real target images (top row) beside the images of the best parameter sets.
 
     The rows below the targets hold the replications of the best sets in rank order (several sets
@@ -611,6 +619,7 @@ def plot_image_grid(run: ExperimentRun, n: int = 6, max_sets: int = 4) -> Figure
         run: The loaded run.
         n: Images per row.
         max_sets: At most this many best sets.
+        summaries: :func:`set_summaries` of ``run`` when the caller already has them.
 
     Returns:
         The figure.
@@ -618,13 +627,13 @@ def plot_image_grid(run: ExperimentRun, n: int = 6, max_sets: int = 4) -> Figure
     n = max(1, int(n))
     by_iter = {it.iteration: it for it in run.iterations}
     real = _round_robin_targets(run, n)
-    summaries = {s.param_set_id: s for s in set_summaries(run)}
+    by_id = {s.param_set_id: s for s in (set_summaries(run) if summaries is None else summaries)}
     Cell = tuple[tuple[int, int] | None, str, str | None]  # (image, title, frame colour)
     rows: list[list[Cell]] = [[(img, f"real · {label}", None) for img, label in real]]
     current: list[Cell] = []
     n_cells = 0
     for rank, rec in enumerate(best_sets(run, max_sets)):
-        ps = summaries.get(rec["param_set_id"])
+        ps = by_id.get(rec["param_set_id"])
         if ps is None:
             continue
         color = _RANK_COLORS[rank % len(_RANK_COLORS)]
@@ -740,7 +749,9 @@ def _load_gray(path: Path, size: int) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_parameter_trajectories(run: ExperimentRun) -> Figure:
+def plot_parameter_trajectories(
+    run: ExperimentRun, summaries: list[SetSummary] | None = None
+) -> Figure:
     """One panel per parameter: what was tried at each iteration, and where the best set sits.
 
     Every evaluated set is a dot at its iteration (slightly jittered) coloured by its MMD² (dark
@@ -750,12 +761,14 @@ def plot_parameter_trajectories(run: ExperimentRun) -> Figure:
 
     Args:
         run: The loaded run.
+        summaries: :func:`set_summaries` of ``run`` when the caller already has them.
 
     Returns:
         The figure.
     """
     cfg = run.config
-    sets = [s for s in set_summaries(run) if s.params is not None and s.dataset_type != "real"]
+    every = set_summaries(run) if summaries is None else summaries
+    sets = [s for s in every if s.params is not None and s.dataset_type != "real"]
     mmd = np.array([s.mmd2 for s in sets], dtype=float)
     finite = mmd[np.isfinite(mmd)]
     if len(finite):
@@ -894,8 +907,9 @@ def write_all_plots(experiment_dir: str | Path, run: ExperimentRun | None = None
     written: list[Path] = []
     if not run.iterations:
         return written
+    summaries = set_summaries(run)  # one scoring pass shared by the three figures that need it
     for key, make in makers.items():
-        fig = make(run)
+        fig = make(run) if key == "latent" else make(run, summaries=summaries)
         try:
             data = figure_to_png(fig)
         finally:

@@ -415,12 +415,12 @@ class ScoreBook:
             try:
                 params = self.space.validate(first.get("params") or {})
             except (ConfigError, TypeError, ValueError) as exc:
-                changed.append(self._exclude_new(psid, dtype, first, it, rows + base, exc))
+                changed.append(self._exclude_new(psid, dtype, first, it, rows, base, exc))
                 continue
             if any(not self.space.same(metadata[r]["params"], params) for r in idx[1:]):
                 changed.append(
                     self._exclude_new(
-                        psid, dtype, first, it, rows + base, "its images disagree on the params"
+                        psid, dtype, first, it, rows, base, "its images disagree on the params"
                     )
                 )
                 continue
@@ -486,17 +486,6 @@ class ScoreBook:
             target_groups=self.target_groups,
             evaluated_keys=keys,
         )
-
-    def get(self, uid: str) -> Observation:
-        """The observation with this ``uid``.
-
-        Raises:
-            KeyError: No such observation.
-        """
-        for o in self.all_sets():
-            if o.uid == uid:
-                return o
-        raise KeyError(uid)
 
     def scores(self, iteration: int, predicted: Mapping[str, float] | None = None) -> RunScores:
         """Run-level scores after ``iteration`` (see the module docstring for the definitions).
@@ -571,6 +560,7 @@ class ScoreBook:
         first: Mapping[str, Any],
         iteration: int,
         rows: np.ndarray,
+        base: int,
         why: object,
     ) -> Observation:
         reason = why if isinstance(why, str) else f"invalid parameters ({why})"
@@ -584,8 +574,8 @@ class ScoreBook:
             params=dict(first.get("params") or {}),
             iterations=(iteration,),
             param_set_ids=(psid,),
-            rows=rows,
-            local_rows=rows - (rows.min() if rows.size else 0),
+            rows=rows + base,
+            local_rows=rows,
             embeddings=np.zeros((len(rows), self.targets.shape[1])),
             image_iterations=np.full(len(rows), iteration, dtype=np.int64),
             nearest_real=np.full(len(rows), math.nan),
