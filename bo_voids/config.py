@@ -167,6 +167,8 @@ class BOSettings:
     top_k: int = 5
     #: Slots of each batch that re-evaluate the best-ranked sets with new seeds.
     replicate_slots: int = 1
+    #: Slots of each batch drawn from the current population fit p_ψ (composite surrogate).
+    population_slots: int = 1
 
 
 @dataclass(frozen=True)
@@ -449,6 +451,7 @@ def config_from_dict(
         min_observations=bo.integer("min_observations", low=2, high=100_000),
         top_k=bo.integer("top_k", low=1, high=1000),
         replicate_slots=bo.integer("replicate_slots", low=0, high=1023),
+        population_slots=bo.integer("population_slots", low=0, high=1023),
     )
     bo.finish()
     metric = r.section("metric", required=False, schema=MetricSettings)

@@ -609,9 +609,89 @@ def _calibration_section(run: ExperimentRun) -> str:
         if isinstance(data, Mapping)
         else _render_value(data)
     )
+    population = _population_section(run, data) if isinstance(data, Mapping) else ""
     return (
-        "<h2>Implied parameter distribution</h2>"
-        f'<p class="note">From {_e(CALIBRATION_FILE)}.</p>{body}'
+        f"{population}<h2>Implied parameter distribution</h2>"
+        f'<p class="note">From {_e(CALIBRATION_FILE)}.</p>'
+        f"<details><summary>Everything in {_e(CALIBRATION_FILE)}</summary>{body}</details>"
+    )
+
+
+def _population_section(run: ExperimentRun, data: Mapping[str, Any]) -> str:
+    """ψ with its intervals beside the mixture and the truth, the fresh validation, the plot."""
+    pop = data.get("population")
+    if not isinstance(pop, Mapping):
+        reason = data.get("population_error")
+        return (
+            f'<h2>Population calibration</h2><p class="note">Not available: {_e(reason)}</p>'
+            if reason
+            else ""
+        )
+    psi = pop.get("psi") or {}
+    intervals = pop.get("intervals") or {}
+    mixture = data.get("implied_distribution") or {}
+    truth = pop.get("truth") or {}
+    level = _num(pop.get("interval_level"))
+    rows = []
+    for name, value in psi.items():
+        for part, v in value.items():
+            lo, hi = (intervals.get(name) or {}).get(part, (math.nan, math.nan))
+            rows.append(
+                (
+                    [
+                        f"{name}.{part}",
+                        _fmt(v),
+                        f"{_fmt(lo)} – {_fmt(hi)}",
+                        _fmt((mixture.get(name) or {}).get(part)),
+                        _fmt((truth.get(name) or {}).get(part)) if truth else "-",
+                    ],
+                    "",
+                )
+            )
+    head = ["parameter", "ψ", f"{level:.0%} interval", "mixture", "truth"]
+    comp = [
+        (
+            [
+                str(k),
+                _fmt(v.get("in_sample_mmd2")),
+                _fmt(v.get("in_sample_p")),
+                _fmt(v.get("held_out_mmd2")),
+                _fmt(v.get("held_out_p")),
+                _fmt(v.get("held_out_inside_noise_floor")),
+            ],
+            "best" if k == "population" else "",
+        )
+        for k, v in (pop.get("comparison") or {}).items()
+    ]
+    chead = ["distribution", "in-sample MMD²", "p", "held-out MMD²", "p", "inside null band"]
+    errors = pop.get("errors") or {}
+    err = "".join(
+        f"<li>vs the {_e(ref)} distribution: mean error {_fmt(e.get('mean_error'))}, std "
+        f"error {_fmt(e.get('std_error'))} (fractions of the range), shape TV "
+        f"{_fmt(e.get('shape_tv'))}</li>"
+        for ref, e in errors.items()
+    )
+    plot = ""
+    png = run.root / "plots" / "calibration_marginals.png"
+    if png.is_file():
+        data64 = base64.b64encode(png.read_bytes()).decode("ascii")
+        plot = (
+            '<figure id="fig-calibration-marginals"><h3>Implied marginals</h3>'
+            f'<img alt="implied marginals" src="data:image/png;base64,{data64}">'
+            "<figcaption>ψ (blue, with the interval of its mean), the mixture's implied "
+            "distribution (green, dashed), the truth and the realised target sets (red) when "
+            "the targets are simulated, the best single point (dotted).</figcaption></figure>"
+        )
+    return (
+        "<h2>Population calibration (ψ)</h2>"
+        f'<p class="note">{_e(pop.get("method", ""))}. Intervals: '
+        f"{_e(pop.get('interval_method', ''))}. Paste under <code>param_distributions:</code>:"
+        f"</p><pre>{_e(pop.get('yaml_snippet', ''))}</pre>"
+        f'<div class="scroll">{_table(head, rows)}</div>'
+        "<h3>Fresh renders against the targets</h3>"
+        f'<div class="scroll">{_table(chead, comp)}</div>'
+        + (f"<ul>{err}</ul>" if err else "")
+        + plot
     )
 
 

@@ -26,11 +26,16 @@ METHODS: dict[str, dict[str, Any]] = {
     },
     "composite_ei": {
         "config": {"optimizer": "botorch", "acquisition_function": "ei"},
-        "bo": {"surrogate": "composite"},
+        "bo": {"surrogate": "composite", "population_slots": 0},
     },
     "composite_ucb": {
         "config": {"optimizer": "botorch", "acquisition_function": "ucb"},
-        "bo": {"surrogate": "composite"},
+        "bo": {"surrogate": "composite", "population_slots": 0},
+    },
+    # the package default: one slot of each batch drawn from the population fit p_psi
+    "composite_pop": {
+        "config": {"optimizer": "botorch", "acquisition_function": "ei"},
+        "bo": {"surrogate": "composite", "population_slots": 1},
     },
     # trained on the random-search run of the same seed (see sbi_peer.py): no run of its own
     "sbi_npe": {"config": {"optimizer": "random"}, "from_run": "random"},

@@ -12,6 +12,8 @@ Modules:
   over the observed sets; cross pairs sharing a render seed are dropped).
 * :mod:`~bo_voids.calibration.distribution` — the implied distribution (std corrected for the
   effective number of components), its YAML snippet, errors against a known distribution.
+* :mod:`~bo_voids.calibration.population` — the parametric population ``p_ψ`` fitted through
+  the composite surrogate, with intervals, validated the same way.
 * :mod:`~bo_voids.calibration.validate` — fresh renders, the tests, the null bands and the
   held-out scheme.
 * ``python -m bo_voids.calibration EXPERIMENT_DIR`` — the command line
@@ -59,6 +61,15 @@ from .distribution import (
     yaml_snippet,
 )
 from .mixture import MixtureFit, fit_mixture, mixture_terms
+from .population import (
+    MARGINALS_PLOT,
+    PopulationOptions,
+    PopulationPlan,
+    build_emulator,
+    plan_population,
+    score_population,
+    write_marginals_plot,
+)
 from .validate import (
     SEED_STREAM,
     CalibrationContext,
@@ -88,14 +99,18 @@ __all__ = [
     "CALIBRATION_FILE",
     "CALIBRATION_PLOT",
     "CALIBRATION_VERSION",
+    "MARGINALS_PLOT",
     "CalibrationContext",
     "CalibrationError",
     "FitOptions",
     "HeldOutResult",
     "ImpliedFit",
     "MixtureFit",
+    "PopulationOptions",
+    "PopulationPlan",
     "TargetDesign",
     "ValidationResult",
+    "build_emulator",
     "calibrate_experiment",
     "distribution_errors",
     "distribution_from_yaml",
@@ -104,12 +119,15 @@ __all__ = [
     "fit_mixture",
     "implied_distribution",
     "mixture_terms",
+    "plan_population",
     "point_distribution",
+    "score_population",
     "std_correction_factor",
     "stratified_permutation_test",
     "target_folds",
     "validate_distribution",
     "validate_param_sets",
+    "write_marginals_plot",
     "yaml_snippet",
 ]
 
@@ -119,7 +137,7 @@ logger = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
 #: Where the PCA plot goes, relative to the experiment folder.
 CALIBRATION_PLOT = Path("plots") / "calibration_pca.png"
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 #: In-sample validations rendered, in order: the implied distribution, then its comparators.
 IN_SAMPLE_LABELS = ("implied", "mixture", "best_point", "top_k_pool")
 
@@ -139,6 +157,7 @@ def calibrate_experiment(
     sets_per_fold: int | None = None,
     plot: bool = True,
     evaluator: Any = None,
+    population: bool = True,
 ) -> dict[str, Any]:
     """Fit the mixture, derive the implied distribution, validate it, write ``calibration.json``.
 
@@ -159,6 +178,8 @@ def calibrate_experiment(
         plot: Write ``plots/calibration_pca.png``.
         evaluator: A prebuilt :class:`~bo_voids.evaluation.Evaluator` (default: built from the
             run's config; its embedder must match the run's).
+        population: Also fit the population parameters ψ through the composite surrogate
+            (:mod:`~bo_voids.calibration.population`), validated like the mixture.
 
     Returns:
         The dict written to ``calibration.json``.
@@ -202,10 +223,22 @@ def calibrate_experiment(
     ]
     best_id, top_ids = _best_and_top(run, ctx, full.mixture)
     plans, scheme = plan_held_out(ctx, options, sets_per_fold=spf, seed=seed, max_folds=folds)
+    pop_error: str | None = None if population else "disabled (population=False)"
+    pop_plan = None
+    if population:
+        try:
+            pop_plan = plan_population(
+                ctx, n_sets=n_sets, sets_per_fold=spf, seed=seed, max_folds=folds
+            )
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            logger.warning("calibration: no population fit: %s", exc)
+            pop_error = f"{type(exc).__name__}: {exc}"
     t_fit = time.perf_counter()
 
     requests = _in_sample_requests(ctx, full, best_id, top_ids, n_sets, seed)
     requests += [p.request for p in plans]
+    if pop_plan is not None:
+        requests += pop_plan.requests
     if design.source == "simulated":
         requests.append(render_null_pool(ctx, default_pool_sets(max(n_sets, spf)), seed))
     rendered = render_requests(ctx, requests, seed)
@@ -265,19 +298,64 @@ def calibrate_experiment(
             "held_out": held.to_dict(),
             "implied_beats_best_point": bool(implied.mmd2 < val["best_point"].mmd2),
         },
+        "population": None,
+        "population_error": pop_error,
         "truth": None,
         "errors": None,
         "plot": None,
+        "marginals_plot": None,
     }
     result["validation"]["best_point"]["param_set_id"] = best_id
     result["validation"]["top_k_pool"]["param_set_ids"] = top_ids
     if cfg.target_image_dir is None:
         result["truth"], result["errors"] = _errors(ctx, full, best_id)
+    if pop_plan is not None:
+        comparators = {
+            "mixture": {
+                "in_sample_mmd2": implied.mmd2,
+                "in_sample_p": implied.p_value,
+                "held_out_mmd2": held.mmd2,
+                "held_out_p": held.p_value,
+                "held_out_inside_noise_floor": held.inside_noise_floor,
+            },
+            "best_point": {
+                "in_sample_mmd2": val["best_point"].mmd2,
+                "in_sample_p": val["best_point"].p_value,
+                "held_out_mmd2": None,
+                "held_out_p": None,
+                "held_out_inside_noise_floor": None,
+            },
+        }
+        result["population"] = score_population(
+            ctx,
+            pop_plan,
+            rendered,
+            band=band,
+            pool=pool,
+            sets_per_fold=spf,
+            seed=seed,
+            comparators=comparators,
+        )
+        if result["errors"] is not None and result["population"]["errors"] is not None:
+            result["errors"]["population"] = result["population"]["errors"]["nominal"]
     if plot:
         try:
             result["plot"] = str(_write_plot(run, ctx, val, held))
         except Exception as exc:  # a plot must never lose the calibration
             logger.warning("calibration plot failed: %s", exc)
+        if result["population"] is not None:
+            try:
+                result["marginals_plot"] = str(
+                    write_marginals_plot(
+                        run.root,
+                        ctx,
+                        result["population"],
+                        mixture=full.distribution,
+                        best_point=ctx.observation(best_id).params,
+                    )
+                )
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("calibration marginals plot failed: %s", exc)
     result["timings"] = {
         "fit_s": t_fit - t0,
         "render_s": t_render - t_fit,

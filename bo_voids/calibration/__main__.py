@@ -148,8 +148,43 @@ def format_result(result: dict[str, Any], path: Path) -> str:
             f"vs the true real distribution: mean error {e['mean_error']:.3f}, std error "
             f"{e['std_error']:.3f} (fractions of the range), shape TV {e['shape_tv']:.3f}"
         )
+    lines += _population_lines(result)
     lines.append(f"wrote {path} ({result['timings']['total_s']:.1f} s)")
     return "\n".join(lines)
+
+
+def _population_lines(result: dict[str, Any]) -> list[str]:
+    pop = result.get("population")
+    if pop is None:
+        reason = result.get("population_error")
+        return [f"population fit (psi): not available ({reason})"] if reason else []
+    level = pop.get("interval_level") or 0.9
+    lines = [
+        f"population fit (psi, through the composite surrogate; {pop['fit']['emulator']}), "
+        f"{level:.0%} intervals in brackets:"
+    ]
+    intervals = pop.get("intervals") or {}
+    for name, value in pop["psi"].items():
+        iv = intervals.get(name, {})
+        parts = []
+        for key, v in value.items():
+            lo, hi = iv.get(key, (math.nan, math.nan))
+            parts.append(f"{key} {v:.4g} [{lo:.4g}, {hi:.4g}]")
+        lines.append(f"  {name}: " + ", ".join(parts))
+    lines.append("  fresh renders of p_psi vs the targets (same tests and null bands as above):")
+    for name, row in pop["comparison"].items():
+        lines.append(
+            f"    {name:<11} in-sample MMD² {_num(row['in_sample_mmd2'])} "
+            f"p {_num(row['in_sample_p'], '.3f')}   held-out MMD² {_num(row['held_out_mmd2'])} "
+            f"p {_num(row['held_out_p'], '.3f')}"
+        )
+    if pop.get("errors"):
+        for ref, e in pop["errors"].items():
+            lines.append(
+                f"  vs the {ref} distribution: mean error {e['mean_error']:.3f}, std error "
+                f"{e['std_error']:.3f} (fractions of the range), shape TV {e['shape_tv']:.3f}"
+            )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.calibration") -> int:

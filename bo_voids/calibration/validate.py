@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -367,6 +367,24 @@ class ImpliedFit:
     n_eff: float
     std_factor: float
     n_targets: int
+
+    def fold_summary(self) -> dict[str, Any]:
+        """What a held-out fold reports of the fit on its training part."""
+        return {
+            "n_train_images": self.n_targets,
+            "n_components": self.mixture.n_components,
+            "train_mixture_mmd2": self.mixture.mmd2,
+            "n_eff": self.n_eff,
+            "implied_distribution": self.distribution,
+        }
+
+
+class FoldFit(Protocol):
+    """A fit on a fold's training part (:class:`ImpliedFit` or a population fit)."""
+
+    def fold_summary(self) -> dict[str, Any]:
+        """JSON figures of the fit, for the fold's record."""
+        ...
 
 
 def fit_implied(
@@ -950,7 +968,7 @@ class FoldPlan:
     """One fold's fit and the fresh sample to render from it."""
 
     fold: Fold
-    fit: ImpliedFit
+    fit: FoldFit
     request: RenderRequest
 
 
@@ -1098,7 +1116,7 @@ class FoldResult:
     """
 
     fold: Fold
-    fit: ImpliedFit
+    fit: FoldFit
     mmd2: float
     sample: Rendered
 
@@ -1108,12 +1126,8 @@ class FoldResult:
             "fold": self.fold.index,
             "held_out_units": list(self.fold.units),
             "n_held_out_images": int(self.fold.held_out.sum()),
-            "n_train_images": self.fit.n_targets,
-            "n_components": self.fit.mixture.n_components,
-            "train_mixture_mmd2": self.fit.mixture.mmd2,
-            "n_eff": self.fit.n_eff,
+            **self.fit.fold_summary(),
             "mmd2": self.mmd2,
-            "implied_distribution": self.fit.distribution,
             "render_seeds": self.sample.render_seeds,
         }
 

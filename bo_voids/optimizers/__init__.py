@@ -96,6 +96,7 @@ def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOpti
             maxiter=cfg.bo.maxiter,
             min_observations=cfg.bo.min_observations,
             replicate_slots=cfg.bo.replicate_slots,
+            population_slots=cfg.bo.population_slots,
         )
         return make_optimizer(CompositeGPOptimizer.name, space, **kwargs)
     if cfg.optimizer == BoTorchOptimizer.name:

@@ -33,6 +33,7 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,10 +42,97 @@ from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal
 from bo_voids.optimizers.botorch_gp import ACQUISITIONS, RECOVERABLE
 from bo_voids.scoring import Observation, ObservationSet
+from bo_voids.seeding import rng
 from bo_voids.summaries import SummaryMap, head_targets, set_statistics
 from bo_voids.surrogates.composite import CompositeSurrogate
+from bo_voids.surrogates.population import (
+    PopulationFit,
+    PopulationModel,
+    PopulationParameters,
+    cluster_means,
+    fit_population,
+    pooled_within_covariance,
+    starts_from_sets,
+)
 
 logger = logging.getLogger(__name__)
+
+#: Best-ranked observed sets whose spread starts the population fit.
+_POPULATION_START_SETS = 8
+
+
+@dataclass
+class Emulator:
+    """The fitted composite surrogate and everything needed to use it as an image emulator.
+
+    Attributes:
+        summary_map: The summaries (embedding → `k` numbers).
+        surrogate: The multi-output GP of per-set mean summaries.
+        sets: The observations it was fitted on.
+        X: `(n, d)` raw inputs of ``sets``.
+        within_cov: `(k, k)` pooled within-set covariance of single-image summaries.
+        target_summaries: `(M, k)` summaries of the targets.
+        target_means: `(c, k)` mean summary of each target cluster.
+        target_sizes: `(c,)` images per target cluster.
+    """
+
+    summary_map: SummaryMap
+    surrogate: CompositeSurrogate
+    sets: tuple[Observation, ...]
+    X: np.ndarray
+    within_cov: np.ndarray
+    target_summaries: np.ndarray
+    target_means: np.ndarray
+    target_sizes: np.ndarray
+
+    def population_model(self, n_draws: int = 128, seed: int = 0) -> PopulationModel:
+        """A :class:`~bo_voids.surrogates.population.PopulationModel` on the posterior mean.
+
+        Its likelihood includes the posterior variance of ``f`` (see the module's notes).
+        """
+        return PopulationModel(
+            self.surrogate.space,
+            self.surrogate.mean_function(),
+            self.within_cov,
+            n_draws=n_draws,
+            seed=seed,
+            var_fn=self.surrogate.variance_function(),
+        )
+
+    def best_sets(self, n: int) -> list[Observation]:
+        """The ``n`` observed sets with the best posterior-mean distance to the targets."""
+        neg, _ = self.surrogate.predict_objective(self.X)
+        return [self.sets[int(i)] for i in np.argsort(-neg, kind="stable")[:n]]
+
+    def fit_population(
+        self,
+        *,
+        mask: np.ndarray | None = None,
+        start: PopulationParameters | None = None,
+        only_start: bool = False,
+        n_draws: int = 128,
+        seed: int = 0,
+        maxiter: int = 200,
+    ) -> tuple[PopulationModel, PopulationFit]:
+        """Fit ψ to the target clusters (``mask``: a boolean selection of them).
+
+        Starts from the spread of the best-ranked observed sets, ``start`` and the centre of
+        the bounds (only from ``start`` with ``only_start``, e.g. a refit on part of the
+        targets from the fit on all of them); returns the model and the fit.
+        """
+        means, sizes = self.target_means, self.target_sizes
+        if mask is not None:
+            means, sizes = means[mask], sizes[mask]
+        model = self.population_model(n_draws=n_draws, seed=seed)
+        if start is not None and only_start:
+            return model, fit_population(
+                model, means, sizes, starts=[start], default_start=False, maxiter=maxiter
+            )
+        best = [s.params for s in self.best_sets(_POPULATION_START_SETS)]
+        starts = [starts_from_sets(self.surrogate.space, best)]
+        if start is not None:
+            starts.append(start)
+        return model, fit_population(model, means, sizes, starts=starts, maxiter=maxiter)
 
 
 class CompositeGPOptimizer(BaseOptimizer):
@@ -64,6 +152,9 @@ class CompositeGPOptimizer(BaseOptimizer):
         maxiter: L-BFGS-B iterations of a cold hyper-parameter fit.
         min_observations: Scored sets needed before the model is used (Sobol before).
         replicate_slots: Batch slots that re-evaluate the best-ranked sets.
+        population_slots: Batch slots drawn from the current population fit ``p_ψ``
+            (:mod:`bo_voids.surrogates.population`), so evaluations fill the region the
+            targets' population occupies (0 disables it).
 
     Raises:
         ConfigError: An invalid option.
@@ -80,6 +171,7 @@ class CompositeGPOptimizer(BaseOptimizer):
         "mc_samples": 128,
         "maxiter": 100,
         "min_observations": 8,
+        "population_slots": 1,
     }
 
     def __init__(self, space: Any, **kwargs: Any) -> None:
@@ -102,6 +194,7 @@ class CompositeGPOptimizer(BaseOptimizer):
                 "mc_samples": 1,
                 "maxiter": 1,
                 "min_observations": 2,
+                "population_slots": 0,
             }
         )
 
@@ -132,27 +225,17 @@ class CompositeGPOptimizer(BaseOptimizer):
                 warn=bool(sets),
             )
         warm = dict(warm_state or {})
-        smap = self._summary_map(sets, warm.get("summary_map"), seed)
-        info["summaries"] = smap.fingerprint()
-        X, Y, Yvar = self.training_data(sets, smap)
-        target = smap.transform(observations.targets).mean(axis=0)
-        surrogate = CompositeSurrogate(
-            self.space,
-            acquisition=o["acquisition"],
-            ucb_beta=float(o["ucb_beta"]),
-            num_restarts=int(o["num_restarts"]),
-            raw_samples=int(o["raw_samples"]),
-            mc_samples=int(o["mc_samples"]),
-            maxiter=int(o["maxiter"]),
-        )
         try:
             t0 = time.perf_counter()
-            surrogate.fit(X, Y, Yvar, target, warm_state=warm.get("surrogate"), seed=seed)
+            emu = self.emulator(observations, seed=seed, warm_state=warm)
             info["fit_seconds"] = time.perf_counter() - t0
+            info["summaries"] = emu.summary_map.fingerprint()
+            n_pop = min(int(o["population_slots"]), batch_size - 1)
+            population, pop_params = self._population_slots(emu, n_pop, seed, warm, info)
             t0 = time.perf_counter()
-            cand, value = surrogate.propose(batch_size, seed=seed)
+            cand, value = emu.surrogate.propose(batch_size - len(pop_params), seed=seed)
             info["propose_seconds"] = time.perf_counter() - t0
-            neg_distance, _ = surrogate.predict_objective(X)
+            neg_distance, _ = emu.surrogate.predict_objective(emu.X)
             predicted = -neg_distance  # the posterior mean distance: lower is better
         except RECOVERABLE as exc:
             logger.warning("composite GP step failed; falling back to Sobol", exc_info=True)
@@ -168,12 +251,101 @@ class CompositeGPOptimizer(BaseOptimizer):
             )
         info["model"] = "CompositeSurrogate"
         info["acq_value"] = float(value)
+        state: dict[str, Any] = {
+            "summary_map": emu.summary_map.state_dict(),
+            "surrogate": emu.surrogate.state_dict(),
+        }
+        if population is not None:
+            state["population"] = population
         return Proposal(
-            next_params=tuple(self.space.from_raw(row) for row in cand),
-            predicted_mmd2={s.uid: float(v) for s, v in zip(sets, predicted, strict=True)},
+            next_params=(*(self.space.from_raw(row) for row in cand), *pop_params),
+            predicted_mmd2={s.uid: float(v) for s, v in zip(emu.sets, predicted, strict=True)},
             info=info,
-            state={"summary_map": smap.state_dict(), "surrogate": surrogate.state_dict()},
+            state=state,
         )
+
+    def emulator(
+        self,
+        observations: ObservationSet,
+        *,
+        seed: int,
+        warm_state: Mapping[str, Any] | None = None,
+    ) -> Emulator:
+        """Fit the summaries (or reuse the stored map) and the composite GP to the observations.
+
+        Args:
+            observations: The scored sets and the targets.
+            seed: Seed of the fit.
+            warm_state: A previous :attr:`Proposal.state` (its summary map is reused, its
+                hyper-parameters start the fit).
+
+        Returns:
+            The :class:`Emulator`.
+
+        Raises:
+            ValueError: Fewer than 2 sets, or no set with 2 images.
+        """
+        o = self.options
+        warm = dict(warm_state or {})
+        sets = tuple(observations.sets)
+        smap = self._summary_map(sets, warm.get("summary_map"), seed)
+        X, Y, Yvar = self.training_data(sets, smap)
+        ST = smap.transform(observations.targets)
+        surrogate = CompositeSurrogate(
+            self.space,
+            acquisition=o["acquisition"],
+            ucb_beta=float(o["ucb_beta"]),
+            num_restarts=int(o["num_restarts"]),
+            raw_samples=int(o["raw_samples"]),
+            mc_samples=int(o["mc_samples"]),
+            maxiter=int(o["maxiter"]),
+        )
+        surrogate.fit(X, Y, Yvar, ST.mean(axis=0), warm_state=warm.get("surrogate"), seed=seed)
+        E = np.concatenate([s.embeddings for s in sets])
+        groups = np.repeat(np.arange(len(sets)), [s.n_images for s in sets])
+        means, sizes = cluster_means(ST, observations.target_groups)
+        return Emulator(
+            summary_map=smap,
+            surrogate=surrogate,
+            sets=sets,
+            X=X,
+            within_cov=pooled_within_covariance(smap.transform(E), groups),
+            target_summaries=ST,
+            target_means=means,
+            target_sizes=sizes,
+        )
+
+    def _population_slots(
+        self,
+        emu: Emulator,
+        n: int,
+        seed: int,
+        warm: Mapping[str, Any],
+        info: dict[str, Any],
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Fit ψ through the emulator and draw ``n`` sets from ``p_ψ`` (none when ``n = 0``)."""
+        if n <= 0:
+            return None, []
+        previous = warm.get("population")
+        start = None
+        if isinstance(previous, Mapping):
+            start = PopulationParameters.from_distribution(previous, self.space)
+        t0 = time.perf_counter()
+        try:
+            _, fit = emu.fit_population(start=start, n_draws=64, seed=seed, maxiter=100)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            logger.warning("population fit failed (%s); no population slot this batch", exc)
+            info["population"] = {"error": f"{type(exc).__name__}: {exc}"}
+            return None, []
+        dist = fit.psi.to_distribution()
+        draws = self.space.sample(fit.psi.to_typed(), n, rng(seed, "population_slots"))
+        info["population"] = {
+            "slots": n,
+            "psi": dist,
+            "log_likelihood": fit.log_likelihood,
+            "seconds": time.perf_counter() - t0,
+        }
+        return dist, [dict(p) for p in draws]
 
     # ---- building blocks -----------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -393,6 +393,16 @@ class _ExactPosterior(Model):
         cov = cov.reshape(*batch, self._k, q, q)
         std = self.y_std[:, None]
         return self.y_mean[:, None] + std * mean, (std * std)[..., None] * cov
+
+    def cross_weights(self, A: Tensor, beta: Tensor) -> Tensor:
+        """``γ = Lc⁻ᵀ Lc⁻¹ K(Zc, A) β`` `(..., k, m)` for anchor weights ``β`` `(..., k, a)`.
+
+        With it ``Σ_a C(x, a) β_a = K(x, A) β - K(x, Zc) γ`` (posterior cross-covariance in
+        standardised units), so a sample path costs two kernel evaluations per point.
+        """
+        KA = self._kernel(A, self.Zc)  # (k, a, m)
+        v = (KA.transpose(-1, -2) @ beta.unsqueeze(-1)).squeeze(-1)  # (..., k, m)
+        return torch.cholesky_solve(v.unsqueeze(-1), self.Lc).squeeze(-1)
 
     def posterior(
         self,
@@ -836,6 +846,77 @@ class CompositeSurrogate:
         with torch.no_grad(), _seeded(0, self.torch_threads):
             mean, var = self._marginals(Z)
         return mean.numpy().copy(), var.numpy().copy()
+
+    def mean_function(self) -> Callable[[Tensor], Tensor]:
+        """The posterior mean of ``f`` as a differentiable function of `(n, d_f)` features.
+
+        Returns:
+            A function mapping `(n, d_f)` features (``float64``) to the `(n, k)` posterior mean
+            in the summaries' units; gradients flow to the features.
+        """
+        post = self._require_posterior()
+        return post.mean
+
+    def variance_function(self) -> Callable[[Tensor], Tensor]:
+        """The posterior variance of ``f`` as a differentiable function of `(n, d_f)` features.
+
+        Returns:
+            A function mapping `(n, d_f)` features to the `(n, k)` latent posterior variance.
+        """
+        post = self._require_posterior()
+
+        def var(X: Tensor) -> Tensor:
+            _, cov = post.moments(X.unsqueeze(-2))  # (n, k, 1, 1)
+            return cov[..., 0, 0].clamp_min(0.0)
+
+        return var
+
+    def function_samples(
+        self, anchors_raw: Any, n_samples: int, seed: int = 0
+    ) -> list[Callable[[Tensor], Tensor]]:
+        """Approximate posterior sample paths of ``f``, differentiable in the features.
+
+        Each path is drawn jointly at the ``anchors`` (exact posterior sample ``g`` there) and
+        extended elsewhere by its conditional mean ``m(x) + C(x, A) C(A, A)⁻¹ (g - m(A))``: exact
+        at the anchors and between them whenever they are dense compared with the
+        lengthscales, and never narrower than the posterior there. Put the anchors where the
+        paths will be evaluated (e.g. draws of the population being fitted).
+
+        Args:
+            anchors_raw: `(a, d)` raw encodings of the anchor points.
+            n_samples: Number of paths.
+            seed: Seed of the joint draw at the anchors.
+
+        Returns:
+            ``n_samples`` functions mapping `(n, d_f)` features to `(n, k)` values.
+        """
+        post = self._require_posterior()
+        n_samples = _positive_int("n_samples", n_samples)
+        A = torch.as_tensor(self.encoder.to_features(anchors_raw), dtype=_DTYPE)
+        with torch.no_grad(), _seeded(seed, self.torch_threads):
+            mean_std, cov = post.moments(A.unsqueeze(0))  # (1, k, a), (1, k, a, a) original
+            mA, cA = mean_std[0], cov[0]
+            std2 = (post.y_std * post.y_std)[:, None, None]
+            cA_std = cA / std2  # standardised units, like cross_weights
+            L = psd_safe_cholesky(cA_std)
+            eps = torch.randn(n_samples, *mA.shape, dtype=_DTYPE)  # (s, k, a)
+            delta = (L.unsqueeze(0) @ eps.unsqueeze(-1)).squeeze(-1)  # standardised
+            beta = torch.cholesky_solve(delta.unsqueeze(-1), L.unsqueeze(0)).squeeze(-1)
+            gamma = post.cross_weights(A, beta)  # (s, k, m)
+        y_std = post.y_std
+
+        def path(b: int) -> Callable[[Tensor], Tensor]:
+            beta_b, gamma_b = beta[b], gamma[b]  # (k, a), (k, m)
+
+            def f(X: Tensor) -> Tensor:
+                shift = (post._kernel(X, A) * beta_b[:, None, :]).sum(-1) - (
+                    post._kernel(X, post.Zc) * gamma_b[:, None, :]
+                ).sum(-1)  # (k, q)
+                return post.mean(X) + (y_std[:, None] * shift).transpose(-1, -2)
+
+            return f
+
+        return [path(b) for b in range(n_samples)]
 
     def predict_objective(self, X_raw: Any) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the objective ``-D`` at raw points.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bo_voids.calibration import CALIBRATION_VERSION
 from bo_voids.calibration.__main__ import format_result
 from bo_voids.calibration.__main__ import main as calibrate_main
 
@@ -16,7 +17,7 @@ from bo_voids.calibration.__main__ import main as calibrate_main
 def test_cli_exit_codes(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli.json"
     assert calibrate_main([str(tiny_run), "--out", str(out), "--no-plot", "-q"]) == 0
-    assert json.loads(out.read_text())["version"] == 2
+    assert json.loads(out.read_text())["version"] == CALIBRATION_VERSION
     assert calibrate_main([str(tmp_path / "missing")]) == 2
     assert calibrate_main([str(tiny_run), "--n-samples", "0"]) == 2
     assert calibrate_main([str(tiny_run), "--folds", "1"]) == 2

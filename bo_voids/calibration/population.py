@@ -1,0 +1,495 @@
+"""Population calibration of a run: ψ through the composite surrogate, validated on fresh renders.
+
+The simplex mixture (:mod:`~bo_voids.calibration.mixture`) answers "which *observed* sets,
+weighted, look like the targets?"; this module answers "which *distribution* ``p_ψ`` of
+parameters generates them?" with the parametric fit of :mod:`bo_voids.surrogates.population`:
+
+1. **Emulator.** The run's composite surrogate (summary map and GP hyper-parameters from the last
+   iteration's proposal state when the run used it, else fitted afresh on every observation).
+2. **Fit and intervals.** ψ's posterior mode under the Gaussian synthetic likelihood of the target
+   clusters, and quantile intervals combining a Laplace approximation (finite targets) with
+   surrogate sample paths (emulator uncertainty).
+3. **Validation.** A fresh sample of ``p_ψ`` rendered in the shape of the target clusters (sets ×
+   the targets' renders per set, seeds disjoint from the run's) scored against all targets
+   (in-sample) and, refitting ψ on the other folds, against each held-out fold
+   (leave-one-cluster-out), with the same cluster-aware tests and null bands as the mixture.
+
+:func:`plan_population` fits and says what to render; :func:`score_population` turns the renders
+into the ``population`` section of ``calibration.json``. :func:`write_marginals_plot` draws the
+implied marginals (against the truth when the targets are simulated).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bo_voids._io import atomic_write_bytes
+from bo_voids.exceptions import StateError
+from bo_voids.metrics import NullBand
+from bo_voids.optimizers.composite_gp import CompositeGPOptimizer, Emulator
+from bo_voids.scoring import ObservationSet
+from bo_voids.seeding import derive_seed, rng
+from bo_voids.surrogates.population import (
+    PopulationFit,
+    PopulationModel,
+    PopulationParameters,
+    population_intervals,
+)
+
+from .distribution import distribution_errors, implied_distribution, yaml_snippet
+from .validate import (
+    SEED_STREAM,
+    CalibrationContext,
+    FoldPlan,
+    HeldOutResult,
+    Rendered,
+    RenderRequest,
+    score_held_out,
+    score_sample,
+    target_folds,
+)
+
+__all__ = [
+    "MARGINALS_PLOT",
+    "PopulationFoldFit",
+    "PopulationOptions",
+    "PopulationPlan",
+    "build_emulator",
+    "plan_population",
+    "score_population",
+    "write_marginals_plot",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Where the marginals plot goes, relative to the experiment folder.
+MARGINALS_PLOT = Path("plots") / "calibration_marginals.png"
+IN_SAMPLE_LABEL = "population"
+
+
+@dataclass(frozen=True)
+class PopulationOptions:
+    """Options of the population calibration.
+
+    Attributes:
+        n_draws: Quasi-Monte-Carlo draws of the numeric parameters per categorical combination.
+        n_paths: Surrogate sample paths behind the intervals (0: Laplace only).
+        n_anchors: Anchor points of each sample path (drawn from the fitted ``p_ψ``).
+        level: Central probability of the intervals.
+        interval_draws: ψ draws behind the intervals.
+        fold_draws: QMC draws of each held-out fold's refit (cheaper than the main fit).
+    """
+
+    n_draws: int = 128
+    n_paths: int = 16
+    n_anchors: int = 256
+    level: float = 0.9
+    interval_draws: int = 400
+    fold_draws: int = 64
+
+
+@dataclass
+class PopulationFoldFit:
+    """ψ refitted on a fold's training clusters."""
+
+    psi: PopulationParameters
+    log_likelihood: float
+    n_train_clusters: int
+    n_train_images: int
+
+    def fold_summary(self) -> dict[str, Any]:
+        """What the fold reports of this fit."""
+        return {
+            "n_train_images": self.n_train_images,
+            "n_train_clusters": self.n_train_clusters,
+            "log_likelihood": self.log_likelihood,
+            "population": self.psi.to_distribution(),
+        }
+
+
+@dataclass
+class PopulationPlan:
+    """The fitted ψ and the renders its validation needs.
+
+    Attributes:
+        emulator: The surrogate ψ was fitted through.
+        emulator_source: ``"stored state"`` or ``"refitted"``.
+        model: The population model on the posterior mean.
+        fit: The fit on all target clusters, with intervals.
+        requests: Fresh samples to render (in-sample first, then one per held-out fold).
+        folds: The held-out plans (empty when the targets allow no split).
+        scheme: The held-out scheme, or why there is none.
+        seconds: Fit time.
+    """
+
+    emulator: Emulator
+    emulator_source: str
+    model: PopulationModel
+    fit: PopulationFit
+    requests: list[RenderRequest]
+    folds: list[FoldPlan]
+    scheme: str
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build_emulator(context: CalibrationContext, seed: int) -> tuple[Emulator, str]:
+    """The run's composite surrogate: from the last stored proposal state, else refitted.
+
+    Args:
+        context: From :meth:`CalibrationContext.from_run`.
+        seed: Seed of the (warm or cold) fit.
+
+    Returns:
+        ``(emulator, source)``.
+
+    Raises:
+        ValueError: The observations cannot carry a surrogate (fewer than 2 sets, no replicate).
+    """
+    optimizer = CompositeGPOptimizer(context.space, seed=int(context.config.seed))
+    observations = ObservationSet(
+        sets=context.observations,
+        targets=context.targets,
+        target_groups=context.design.groups,
+    )
+    state = None
+    for it in reversed(context.run.iterations):
+        stored = (it.proposals or {}).get("state") or {}
+        if "summary_map" in stored and "surrogate" in stored:
+            state = stored
+            break
+    if state is not None:
+        try:
+            return optimizer.emulator(observations, seed=seed, warm_state=state), "stored state"
+        except (StateError, ValueError, KeyError) as exc:
+            logger.info("stored surrogate state unusable (%s); refitting the emulator", exc)
+    return optimizer.emulator(observations, seed=seed), "refitted"
+
+
+def _cluster_labels(context: CalibrationContext) -> list[Any]:
+    return list(dict.fromkeys(context.design.groups.tolist()))
+
+
+def plan_population(
+    context: CalibrationContext,
+    *,
+    n_sets: int,
+    sets_per_fold: int,
+    seed: int,
+    max_folds: int = 5,
+    options: PopulationOptions | None = None,
+) -> PopulationPlan:
+    """Fit ψ on all target clusters (with intervals) and on each fold; plan the fresh renders.
+
+    Args:
+        context: From :meth:`CalibrationContext.from_run`.
+        n_sets: Sets of the in-sample validation sample.
+        sets_per_fold: Sets of each fold's sample.
+        seed: Seed of the fits, the draws and the fold split (the mixture's split: same folds).
+        max_folds: Largest number of held-out folds.
+        options: :class:`PopulationOptions`.
+
+    Returns:
+        The :class:`PopulationPlan`.
+
+    Raises:
+        ValueError: No surrogate can be fitted to this run.
+    """
+    opts = options or PopulationOptions()
+    t0 = time.perf_counter()
+    emu, source = build_emulator(context, seed)
+    model, fit = emu.fit_population(n_draws=opts.n_draws, seed=seed)
+    paths = []
+    if opts.n_paths > 0:
+        anchors = context.space.sample(
+            fit.psi.to_typed(), opts.n_anchors, rng(seed, SEED_STREAM, "population", "anchors")
+        )
+        X = np.stack([context.space.to_raw(p) for p in anchors])
+        paths = emu.surrogate.function_samples(
+            X, opts.n_paths, seed=derive_seed(seed, SEED_STREAM, "population", "paths")
+        )
+    population_intervals(
+        model,
+        fit,
+        emu.target_means,
+        emu.target_sizes,
+        paths=paths,
+        n_draws=opts.interval_draws,
+        level=opts.level,
+        seed=derive_seed(seed, SEED_STREAM, "population", "intervals"),
+    )
+    reps = context.design.cluster_size
+    draws = context.space.sample(
+        fit.psi.to_typed(), n_sets, rng(seed, SEED_STREAM, "population", "sample")
+    )
+    requests = [RenderRequest(IN_SAMPLE_LABEL, tuple(dict(p) for p in draws), reps)]
+    folds, scheme = target_folds(context.design, max_folds, seed)
+    labels = _cluster_labels(context)
+    plans: list[FoldPlan] = []
+    for fold in folds:
+        train = np.array([lab not in fold.units for lab in labels], dtype=bool)
+        _, ffit = emu.fit_population(
+            mask=train,
+            start=fit.psi,
+            only_start=True,
+            n_draws=opts.fold_draws,
+            seed=seed,
+            maxiter=100,
+        )
+        sample = context.space.sample(
+            ffit.psi.to_typed(),
+            sets_per_fold,
+            rng(seed, SEED_STREAM, "population_held_out", fold.index, "sample"),
+        )
+        req = RenderRequest(
+            f"population_held_out_{fold.index}", tuple(dict(p) for p in sample), reps
+        )
+        fold_fit = PopulationFoldFit(
+            ffit.psi, ffit.log_likelihood, int(train.sum()), int((~fold.held_out).sum())
+        )
+        plans.append(FoldPlan(fold, fold_fit, req))
+        requests.append(req)
+    return PopulationPlan(
+        emulator=emu,
+        emulator_source=source,
+        model=model,
+        fit=fit,
+        requests=requests,
+        folds=plans,
+        scheme=scheme,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def score_population(
+    context: CalibrationContext,
+    plan: PopulationPlan,
+    rendered: Mapping[str, Rendered],
+    *,
+    band: NullBand,
+    pool: Rendered | None,
+    sets_per_fold: int,
+    seed: int,
+    comparators: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The ``population`` section of ``calibration.json``.
+
+    Args:
+        context: From :meth:`CalibrationContext.from_run`.
+        plan: From :func:`plan_population`.
+        rendered: The renders of ``plan.requests`` (by label).
+        band: The in-sample null band (the shape of ``n_sets`` × the cluster size).
+        pool: The rendered null pool (simulated targets) or ``None``.
+        sets_per_fold: Sets of each fold's sample.
+        seed: Seed of the tests.
+        comparators: ``{name: {"in_sample_mmd2", "in_sample_p", "held_out_mmd2", ...}}`` of the
+            other calibrations (mixture, best point), copied into ``comparison``.
+
+    Returns:
+        The section (JSON-serialisable).
+    """
+    fit = plan.fit
+    in_sample = score_sample(context, rendered[IN_SAMPLE_LABEL], band, seed=seed)
+    if plan.folds:
+        held = score_held_out(
+            context,
+            plan.folds,
+            rendered,
+            scheme=plan.scheme,
+            sets_per_fold=sets_per_fold,
+            pool=pool,
+            seed=derive_seed(seed, "population"),
+        )
+    else:
+        held = HeldOutResult.unavailable(plan.scheme, sets_per_fold, context.design.cluster_size)
+    dist = fit.psi.to_distribution()
+    comparison = {
+        "population": {
+            "in_sample_mmd2": in_sample.mmd2,
+            "in_sample_p": in_sample.p_value,
+            "held_out_mmd2": held.mmd2,
+            "held_out_p": held.p_value,
+            "held_out_inside_noise_floor": held.inside_noise_floor,
+        },
+        **{k: dict(v) for k, v in (comparators or {}).items()},
+    }
+    section: dict[str, Any] = {
+        "method": (
+            "Gaussian synthetic likelihood of the target cluster means through the composite "
+            "surrogate (moments of f under p_psi by exact sums over categories and QMC over the "
+            "numeric parameters), posterior mode under uniform priors"
+        ),
+        "psi": dist,
+        "intervals": fit.intervals,
+        "interval_level": fit.info.get("level"),
+        "interval_method": (
+            f"Laplace approximation around the mode of each of {fit.info.get('n_paths', 0)} "
+            "surrogate sample paths (and the posterior mean), quantiles of "
+            f"{fit.info.get('n_interval_draws', 0)} draws"
+        ),
+        "yaml_snippet": yaml_snippet(dist),
+        "fit": {
+            "log_likelihood": fit.log_likelihood,
+            "log_posterior": fit.log_posterior,
+            "converged": fit.converged,
+            "n_starts": fit.n_starts,
+            "n_clusters": fit.n_clusters,
+            "n_summaries": int(plan.emulator.target_means.shape[1]),
+            "n_observed_sets": len(plan.emulator.sets),
+            "emulator": plan.emulator_source,
+            "summaries": plan.emulator.summary_map.fingerprint(),
+            "seconds": plan.seconds,
+        },
+        "validation": {
+            "in_sample": in_sample.to_dict(),
+            "held_out": held.to_dict(),
+        },
+        "comparison": comparison,
+        "truth": None,
+        "errors": None,
+        "coverage": None,
+    }
+    if context.config.target_image_dir is None:
+        section["truth"], section["errors"], section["coverage"] = _truth_figures(context, fit)
+    return section
+
+
+def _truth_figures(
+    context: CalibrationContext, fit: PopulationFit
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Errors against the nominal distribution and the realised target sets; coverage."""
+    cfg = context.config
+    bounds = cfg.param_bounds
+    truth = {k: v.to_yaml() for k, v in cfg.param_distributions["real"].items()}
+    dist = fit.psi.to_distribution()
+    errors = {"nominal": distribution_errors(dist, truth, bounds)}
+    realised = context.real_param_sets()
+    emp = None
+    if realised:
+        emp = implied_distribution([(p, 1.0) for p in realised], bounds, decimals=9)
+        errors["realised"] = distribution_errors(dist, emp, bounds)
+    coverage = {
+        "nominal": _covered(fit.intervals or {}, truth),
+        "realised": _covered(fit.intervals or {}, emp) if emp is not None else None,
+    }
+    return truth, errors, coverage
+
+
+def _covered(
+    intervals: Mapping[str, Mapping[str, Sequence[float]]], truth: Mapping[str, Mapping[str, float]]
+) -> dict[str, bool]:
+    """Whether each component of ``truth`` lies inside its interval."""
+    out = {}
+    for name, parts in intervals.items():
+        for part, (lo, hi) in parts.items():
+            if name in truth and part in truth[name]:
+                v = float(truth[name][part])
+                out[f"{name}.{part}"] = bool(lo - 1e-12 <= v <= hi + 1e-12)
+    return out
+
+
+def _clipped_normal_pdf(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    if std <= 0:
+        return np.zeros_like(x)
+    return np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+
+
+def write_marginals_plot(
+    root: Path,
+    context: CalibrationContext,
+    population: Mapping[str, Any],
+    mixture: Mapping[str, Mapping[str, float]] | None = None,
+    best_point: Mapping[str, Any] | None = None,
+) -> Path:
+    """Plot ψ's marginals (and intervals of the means) against the mixture and the truth.
+
+    Args:
+        root: The experiment folder.
+        context: The calibration context.
+        population: The ``population`` section.
+        mixture: The mixture's implied distribution.
+        best_point: The best single parameter set.
+
+    Returns:
+        The written PNG's path.
+    """
+    from matplotlib.figure import Figure
+
+    from bo_voids.plots import figure_to_png
+
+    params = list(context.space.parameters)
+    cols = 3
+    rows = math.ceil(len(params) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    truth = population.get("truth")
+    realised = context.real_param_sets() if truth is not None else []
+    psi = population["psi"]
+    intervals = population.get("intervals") or {}
+    for i, p in enumerate(params):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        if p.kind == "categorical":
+            xs = np.arange(len(p.choices))
+            series = [("ψ (population)", psi[p.name], "#1f77b4")]
+            if mixture is not None:
+                series.append(("mixture", mixture[p.name], "#2ca02c"))
+            if truth is not None:
+                series.append(("truth", truth[p.name], "#d62728"))
+            width = 0.8 / len(series)
+            for j, (label, probs, color) in enumerate(series):
+                ax.bar(
+                    xs + (j - (len(series) - 1) / 2) * width,
+                    [float(probs.get(c, 0.0)) for c in p.choices],
+                    width,
+                    label=label,
+                    color=color,
+                )
+            ax.set_xticks(xs, p.choices)
+            ax.set_ylabel("probability")
+        else:
+            x = np.linspace(p.low, p.high, 300)
+            est = psi[p.name]
+            ax.plot(x, _clipped_normal_pdf(x, est["mean"], est["std"]), c="#1f77b4", label="ψ")
+            lo, hi = (intervals.get(p.name) or {}).get("mean", (None, None))
+            if lo is not None:
+                ax.axvspan(lo, hi, color="#1f77b4", alpha=0.12, label="ψ mean interval")
+            if mixture is not None:
+                m = mixture[p.name]
+                ax.plot(
+                    x,
+                    _clipped_normal_pdf(x, m["mean"], m["std"]),
+                    c="#2ca02c",
+                    ls="--",
+                    label="mixture",
+                )
+            if truth is not None:
+                t = truth[p.name]
+                ax.plot(x, _clipped_normal_pdf(x, t["mean"], t["std"]), c="#d62728", label="truth")
+            if realised:
+                ax.plot(
+                    [r[p.name] for r in realised],
+                    np.zeros(len(realised)),
+                    "|",
+                    c="#d62728",
+                    ms=14,
+                    label="realised target sets",
+                )
+            if best_point is not None:
+                ax.axvline(float(best_point[p.name]), c="k", ls=":", label="best point")
+            ax.set_xlim(p.low, p.high)
+            ax.set_yticks([])
+        ax.set_title(p.name, fontsize=10)
+        if i == 0 or (p.kind != "categorical" and i == 1):
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Population calibration: implied marginals ({context.config.experiment_name})")
+    fig.tight_layout()
+    path = root / MARGINALS_PLOT
+    atomic_write_bytes(path, figure_to_png(fig))
+    return path

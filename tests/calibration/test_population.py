@@ -1,0 +1,75 @@
+"""The population section of ``calibration.json``: ψ, intervals, fresh validation, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bo_voids.calibration import (
+    MARGINALS_PLOT,
+    CalibrationContext,
+    calibrate_experiment,
+    distribution_from_yaml,
+)
+from bo_voids.calibration.population import build_emulator
+
+
+def test_population_section(tiny_run: Path, calibrated: dict[str, Any]) -> None:
+    pop = calibrated["population"]
+    assert pop is not None and calibrated["population_error"] is None
+    ctx = CalibrationContext.from_run(tiny_run)
+    distribution_from_yaml(pop["psi"], ctx.config)  # pastes into the config as it is
+    names = {p.name for p in ctx.space.parameters}
+    assert set(pop["psi"]) == names == set(pop["intervals"])
+    bounds = ctx.config.param_bounds
+    for name, value in pop["psi"].items():
+        for part in value:
+            lo, hi = pop["intervals"][name][part]
+            assert lo <= hi
+            if part == "mean":
+                assert bounds[name].low <= lo and hi <= bounds[name].high
+    assert pop["interval_level"] == 0.9
+    assert "real:" in pop["yaml_snippet"]
+    held = pop["validation"]["held_out"]
+    assert held["available"] and held["folds"]
+    assert all("population" in f for f in held["folds"])
+    assert set(pop["comparison"]) == {"population", "mixture", "best_point"}
+    # simulated targets: errors against both references, coverage of the truth
+    assert set(pop["errors"]) == {"nominal", "realised"}
+    assert set(pop["coverage"]["nominal"]) >= {"void_count.mean", "void_shape.circle"}
+    assert calibrated["errors"]["population"] == pop["errors"]["nominal"]
+    assert Path(calibrated["marginals_plot"]) == tiny_run / MARGINALS_PLOT
+    assert (tiny_run / MARGINALS_PLOT).stat().st_size > 1000
+
+
+def test_population_renders_are_fresh(tiny_run: Path, calibrated: dict[str, Any]) -> None:
+    run_seeds: set[int] = set()
+    for meta in tiny_run.glob("iteration_*/metadata.json"):
+        run_seeds |= {m["render_seed"] for m in json.loads(meta.read_text()) if m["render_seed"]}
+    val = calibrated["population"]["validation"]
+    fresh = list(val["in_sample"]["render_seeds"])
+    fresh += [s for f in val["held_out"]["folds"] for s in f["render_seeds"]]
+    assert fresh and not run_seeds & set(fresh)
+    mixture = set(calibrated["validation"]["implied"]["render_seeds"])
+    assert not mixture & set(fresh) and len(set(fresh)) == len(fresh)
+
+
+def test_population_is_reproducible_and_optional(
+    tiny_run: Path, calibrated: dict[str, Any], tmp_path: Path
+) -> None:
+    ctx = CalibrationContext.from_run(tiny_run)
+    emu, source = build_emulator(ctx, seed=0)
+    assert source in ("stored state", "refitted") and len(emu.sets) == len(ctx.observations)
+    off = calibrate_experiment(tiny_run, out=tmp_path / "c.json", plot=False, population=False)
+    assert off["population"] is None and "disabled" in off["population_error"]
+    assert off["implied_distribution"] == calibrated["implied_distribution"]
+
+
+@pytest.mark.slow
+def test_population_same_seed_same_psi(tiny_run: Path, calibrated: dict[str, Any], tmp_path):
+    again = calibrate_experiment(tiny_run, out=tmp_path / "again.json", plot=False)
+    assert again["population"]["psi"] == calibrated["population"]["psi"]
+    assert again["population"]["intervals"] == calibrated["population"]["intervals"]
