@@ -132,8 +132,8 @@ def _npe_population(
 ) -> tuple[Any, np.ndarray]:
     """Train NPE on the random run (one image = one simulation); return a sampler per image."""
     import torch
-    from sbi.inference import NPE
-    from sbi.utils import BoxUniform
+
+    from benchmarks.compare_acquisitions.sbi_peer import train_npe
 
     run = load_experiment(random_dir)
     thetas, xs = [], []
@@ -143,19 +143,10 @@ def _npe_population(
                 continue
             thetas.append(ctx.space.encode(m["params"]))
             xs.append(it.embeddings[row])
-    T, X = np.asarray(thetas), np.asarray(xs)
+    per_image = []
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(seed, "bench-npe-pop") % 2**63)
-        prior = BoxUniform(torch.zeros(T.shape[1]), torch.ones(T.shape[1]))
-        inference = NPE(prior=prior, density_estimator="maf", show_progress_bars=False)
-        inference.append_simulations(
-            torch.as_tensor(T, dtype=torch.float32), torch.as_tensor(X, dtype=torch.float32)
-        )
-        estimator = inference.train(
-            max_num_epochs=max_epochs, training_batch_size=32, show_train_summary=False
-        )
-        posterior = inference.build_posterior(estimator)
-        per_image = []
+        posterior = train_npe(np.asarray(thetas), np.asarray(xs), max_epochs)
         for x in ctx.targets:
             s = posterior.sample(
                 (200,), x=torch.as_tensor(x, dtype=torch.float32), show_progress_bars=False

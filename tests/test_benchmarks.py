@@ -168,3 +168,22 @@ def test_npe_peer_recovers_a_simple_simulator() -> None:
     err = space.normalized_distance(point, truth, shape_weight=0.0)
     rnd = np.median([space.normalized_distance(p, truth, shape_weight=0.0) for p in sets])
     assert err < rnd
+
+
+@pytest.mark.slow
+def test_calibration_recovery_smoke(tmp_path: Path) -> None:
+    """The population-calibration benchmark end to end on tiny runs (no sbi)."""
+    from benchmarks import calibration_recovery
+
+    argv = ["--smoke", "--targets", "real", "--no-sbi", "--work-dir", str(tmp_path / "work")]
+    out = calibration_recovery.main([*argv, "--out", str(tmp_path / "out")])
+    (result,) = out["results"]
+    assert {"psi", "psi_on_composite_ei", "mixture", "best_point", "realised"} <= set(
+        result["methods"]
+    )
+    psi = result["methods"]["psi"]
+    assert 0.0 <= psi["mean_err_nominal"] <= 1.0 and psi["coverage_nominal"]
+    assert (tmp_path / "out" / "table_real.md").is_file()
+    # a rerun reads the cached seed instead of recomputing it
+    again = calibration_recovery.main([*argv, "--out", str(tmp_path / "out2")])
+    assert again["results"][0]["methods"]["psi"] == psi

@@ -31,6 +31,37 @@ def sbi_available() -> bool:
     return True
 
 
+def train_npe(thetas: np.ndarray, xs: np.ndarray, max_epochs: int = 300) -> Any:
+    """Train sbi's NPE (a masked autoregressive flow) on ``(θ, x)`` under a unit-cube prior.
+
+    Draws from torch's global generator: call it inside ``torch.random.fork_rng()`` after
+    seeding, and sample the posterior in the same block, so training and sampling form one
+    seeded stream.
+
+    Args:
+        thetas: `(n, d)` unit-cube parameters of the simulations.
+        xs: `(n, D)` simulated summaries.
+        max_epochs: Training epochs at most (early stopping on a validation split).
+
+    Returns:
+        sbi's posterior object (``.sample((n,), x=...)``).
+    """
+    import torch
+    from sbi.inference import NPE
+    from sbi.utils import BoxUniform
+
+    d = thetas.shape[1]
+    prior = BoxUniform(torch.zeros(d), torch.ones(d))
+    inference = NPE(prior=prior, density_estimator="maf", show_progress_bars=False)
+    inference.append_simulations(
+        torch.as_tensor(thetas, dtype=torch.float32), torch.as_tensor(xs, dtype=torch.float32)
+    )
+    estimator = inference.train(
+        max_num_epochs=max_epochs, training_batch_size=32, show_train_summary=False
+    )
+    return inference.build_posterior(estimator)
+
+
 def npe_recommendation(
     space: Any,
     thetas: np.ndarray,
@@ -55,21 +86,10 @@ def npe_recommendation(
         The recommended parameter set.
     """
     import torch
-    from sbi.inference import NPE
-    from sbi.utils import BoxUniform
 
     with torch.random.fork_rng():
         torch.manual_seed(seed % 2**63)
-        d = thetas.shape[1]
-        prior = BoxUniform(torch.zeros(d), torch.ones(d))
-        inference = NPE(prior=prior, density_estimator="maf", show_progress_bars=False)
-        inference.append_simulations(
-            torch.as_tensor(thetas, dtype=torch.float32), torch.as_tensor(xs, dtype=torch.float32)
-        )
-        estimator = inference.train(
-            max_num_epochs=max_epochs, training_batch_size=32, show_train_summary=False
-        )
-        posterior = inference.build_posterior(estimator)
+        posterior = train_npe(thetas, xs, max_epochs)
         samples = posterior.sample(
             (n_samples,), x=torch.as_tensor(x_o, dtype=torch.float32), show_progress_bars=False
         ).numpy()

@@ -32,7 +32,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "config": {"optimizer": "botorch", "acquisition_function": "ucb"},
         "bo": {"surrogate": "composite", "population_slots": 0},
     },
-    # the package default: one slot of each batch drawn from the population fit p_psi
+    # one slot of each batch drawn from the population fit p_psi (bo.population_slots)
     "composite_pop": {
         "config": {"optimizer": "botorch", "acquisition_function": "ei"},
         "bo": {"surrogate": "composite", "population_slots": 1},

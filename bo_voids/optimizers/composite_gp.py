@@ -171,7 +171,7 @@ class CompositeGPOptimizer(BaseOptimizer):
         "mc_samples": 128,
         "maxiter": 100,
         "min_observations": 8,
-        "population_slots": 1,
+        "population_slots": 0,
     }
 
     def __init__(self, space: Any, **kwargs: Any) -> None:
