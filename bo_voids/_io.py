@@ -1,4 +1,4 @@
-"""Atomic file writes and UTC timestamps: the one implementation every module that writes uses.
+"""Atomic file writes, pickle-free ``.npz`` files and UTC timestamps, shared by every module.
 
 Every file bo_voids writes goes through :func:`atomic_open`, with one policy:
 
@@ -9,6 +9,10 @@ Every file bo_voids writes goes through :func:`atomic_open`, with one policy:
   :func:`tempfile.mkstemp` would otherwise leave it readable by its owner only;
 * on any error the temporary file is removed, and an :class:`OSError` (folder not writable,
   disk full) becomes a :class:`~bo_voids.exceptions.StateError` naming the destination.
+
+Saved models (:class:`~bo_voids.projection.PCAProjector`, :class:`~bo_voids.summaries.SummaryMap`)
+are ``.npz`` files of plain arrays and a ``format_version``, written by :func:`write_npz` and read
+back by :func:`read_npz` with ``allow_pickle=False``, so loading a file never runs code from it.
 
 This module depends on numpy and :mod:`bo_voids.exceptions` only, so that low-level modules
 (generation, projection, embedders) can write files without importing the experiment store.
@@ -21,7 +25,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,9 +40,14 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "read_npz",
     "to_jsonable",
     "utc_timestamp",
+    "write_npz",
 ]
+
+#: The key of the format version in every file written by :func:`write_npz`.
+FORMAT_VERSION_KEY = "format_version"
 
 
 def _current_umask() -> int:
@@ -152,3 +161,70 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, Any], *, format_version: int) -> Path:
+    """Save named arrays and a format version as an ``.npz`` file atomically, without pickle.
+
+    The file is written through :func:`atomic_open`, so the name is used exactly as given (no
+    ``.npz`` is appended) and readers never see a half-written file.
+
+    Args:
+        path: Destination file.
+        arrays: The arrays by name (anything :func:`numpy.asarray` takes; no object arrays).
+        format_version: The version of the caller's layout, checked by :func:`read_npz`.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: An array holds Python objects (it could only be stored pickled), or an
+            array is named ``format_version``.
+        StateError: The file cannot be written.
+    """
+    plain = {name: np.asarray(value) for name, value in arrays.items()}
+    if FORMAT_VERSION_KEY in plain:
+        raise ValueError(f"{FORMAT_VERSION_KEY!r} is written by write_npz itself")
+    pickled = sorted(name for name, value in plain.items() if value.dtype.hasobject)
+    if pickled:
+        raise ValueError(f"object arrays {pickled} cannot be saved without pickle")
+    dest = Path(path)
+    with atomic_open(dest) as fh:
+        np.savez(fh, **{FORMAT_VERSION_KEY: np.int64(format_version)}, **plain)
+    return dest
+
+
+def read_npz(
+    path: str | Path, keys: Sequence[str], *, kind: str, format_version: int
+) -> dict[str, np.ndarray]:
+    """Read the arrays ``keys`` of a file written by :func:`write_npz` (``allow_pickle=False``).
+
+    Args:
+        path: The file.
+        keys: The arrays the caller needs; other arrays in the file are ignored.
+        kind: What the file holds, for the error messages (e.g. ``"PCAProjector"``).
+        format_version: The only format version the caller reads.
+
+    Returns:
+        ``{key: array}`` for every key of ``keys``.
+
+    Raises:
+        StateError: The file is missing or unreadable ("cannot read ..."), lacks a key ("... is
+            not a saved ``kind``"), or has another format version.
+    """
+    p = Path(path)
+    wanted = (FORMAT_VERSION_KEY, *keys)
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            missing = [k for k in wanted if k not in data.files]
+            if missing:
+                raise StateError(f"{p} is not a saved {kind} (missing {missing})")
+            arrays = {k: data[k] for k in wanted}
+    except StateError:
+        raise
+    except (OSError, ValueError) as exc:  # no such file, not a zip, an object array
+        raise StateError(f"cannot read {kind} file {p}: {exc}") from exc
+    version = arrays.pop(FORMAT_VERSION_KEY)
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != format_version:
+        raise StateError(f"{p}: unsupported {kind} format version {version.tolist()}")
+    return arrays

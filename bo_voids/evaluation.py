@@ -14,8 +14,6 @@ results are identical whichever executor ran them.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,31 +28,6 @@ from bo_voids.generation.voids import VoidGenerator, image_record
 from bo_voids.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
-
-#: Test hook (never set in normal use): ``"phase:iteration[,phase:iteration...]"``.
-TEST_KILL_ENV = "BO_VOIDS_TEST_KILL_AT"
-
-
-def fault_point(phase: str, iteration: int) -> None:
-    """Crash-test hook: kill this process with ``SIGKILL`` at ``phase`` of ``iteration``.
-
-    Only active when the environment variable ``BO_VOIDS_TEST_KILL_AT`` names this point, e.g.
-    ``BO_VOIDS_TEST_KILL_AT=render:2`` kills the process while it renders iteration 2 (after the
-    first image). Phases: ``render`` and ``embed`` (in whichever process evaluates; the driver
-    for the ``local`` executor), ``propose`` (the driver, after the optimiser answered),
-    ``write`` (while iteration files are written into ``iteration_k.partial/``) and ``commit``
-    (after ``iteration_k/`` is renamed into place, before ``history.csv`` and the manifest are
-    updated). The reliability tests use it to check that every crash point resumes to the result
-    of an uninterrupted run; it costs one environment lookup otherwise.
-    """
-    spec = os.environ.get(TEST_KILL_ENV)
-    if not spec:
-        return
-    for item in spec.split(","):
-        name, _, it = item.strip().partition(":")
-        if name == phase and it.strip() == str(iteration):
-            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
-
 
 # ---------------------------------------------------------------------------------------------
 # Tasks and results
@@ -176,8 +149,6 @@ class Evaluator:
         """Render one task's replications: images, masks and per-image records."""
         images, masks, records = [], [], []
         for r, seed in enumerate(task.seeds):
-            if r == 1:
-                fault_point("render", task.iteration)
             out = self.generator.render(task.params, int(seed))
             images.append(out.image)
             masks.append(out.mask)
@@ -199,7 +170,6 @@ class Evaluator:
         t0 = time.perf_counter()
         images, masks, records = self.render(task)
         t1 = time.perf_counter()
-        fault_point("embed", task.iteration)
         emb = self.embedder.embed(list(images), batch_size=self.embed_batch_size)
         return EvaluationResult(
             task, images, masks, emb, records, t1 - t0, time.perf_counter() - t1
@@ -218,8 +188,6 @@ class Evaluator:
         ]
         t1 = time.perf_counter()
         all_images = [img for imgs, _, _ in rendered for img in imgs]
-        if tasks:
-            fault_point("embed", tasks[0].iteration)
         emb = self.embedder.embed(all_images, batch_size=self.embed_batch_size, progress=progress)
         t2 = time.perf_counter()
         out, start = [], 0

@@ -44,7 +44,6 @@ from bo_voids.evaluation import (
     EvaluationTask,
     Evaluator,
     EvaluatorSpec,
-    fault_point,
     render_seeds,
     target_records,
 )
@@ -335,8 +334,17 @@ class OptimizationPipeline:
     def add_stage_listener(self, listener: Callable[[str, int], None]) -> None:
         """Call ``listener(stage, iteration)`` as each stage of an iteration starts.
 
-        Stages: ``render+embed``, ``null band`` (iteration 0), ``propose``, ``fresh score``,
-        ``write``, ``plot``, ``callbacks``. Progress displays use it (:mod:`bo_voids.progress`).
+        Stages, in order: ``render+embed``, ``null band`` (iteration 0), ``propose``,
+        ``fresh score``, ``write`` (the files go to ``iteration_k.partial/``), ``commit`` (every
+        file written; the folder is renamed to ``iteration_k/``), ``history`` (``history.csv``
+        and the manifest are rebuilt), ``plot``, ``callbacks``. ``commit`` and ``history`` start
+        where a crash leaves a different state on disk, so the crash tests stop there
+        (:mod:`bo_voids.testing.faults`); progress displays show every stage
+        (:mod:`bo_voids.progress`).
+
+        Args:
+            listener: Called in the driver process; an exception it raises ends the run as an
+                exception of that stage would.
         """
         self._stage_listeners.append(listener)
 
@@ -387,7 +395,6 @@ class OptimizationPipeline:
             warm_state=warm,
         )
         self.timings["propose"] += time.perf_counter() - t0
-        fault_point("propose", k)
         self.proposal = proposal
         return proposal
 
@@ -450,7 +457,6 @@ class OptimizationPipeline:
                 if mask is not None:
                     m["mask_file"] = f"{m['sample_id']}_mask.png"
                     save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
-            fault_point("write", k)
             atomic_save_npy(tmp / "embeddings.npy", embeddings)
             atomic_save_npy(tmp / "pca_2d.npy", pca_2d)
             if k == 0:
@@ -460,10 +466,11 @@ class OptimizationPipeline:
             atomic_write_json(tmp / PROPOSAL_FILE, record.proposals)
             if failures:
                 atomic_write_json(tmp / FAILURES, list(failures))
-        fault_point("commit", k)
+            self._stage("commit", k)
         record.folder = self.store.iteration_dir(k)
         self.records.append(record)
         self.scores.append(scores)
+        self._stage("history", k)
         self._write_derived(k)
         self.timings["write"] += time.perf_counter() - t0
         return record

@@ -15,7 +15,9 @@ Two per-iteration callbacks (see :class:`~bo_voids.pipeline.IterationEvent`) and
   resume the file is first rewritten to exactly the persisted iterations (complete lines kept,
   missing ones rebuilt from ``scores.json``), so no iteration is ever listed twice.
 * :func:`attach_stage_hook` — tells listeners (``ProgressLine.on_stage``) which stage of the
-  loop runs: ``render+embed``, ``propose``, ``fresh score``, ``write``, ``plot``.
+  loop runs (the stages of :meth:`~bo_voids.pipeline.OptimizationPipeline.add_stage_listener`:
+  ``render+embed``, ``null band``, ``propose``, ``fresh score``, ``write``, ``commit``,
+  ``history``, ``plot``, ``callbacks``).
 
 Example:
     >>> line, events = ProgressLine(), EventLog()  # doctest: +SKIP

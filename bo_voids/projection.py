@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 from sklearn.decomposition import PCA
 
-from bo_voids._io import atomic_open
+from bo_voids._io import read_npz, write_npz
 from bo_voids.exceptions import StateError
 
 __all__ = ["PCAProjector"]
 
 _FORMAT_VERSION = 1
 _KEYS = (
-    "format_version",
     "mean",
     "components",
     "explained_variance",
@@ -149,8 +148,7 @@ class PCAProjector:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted projection to an ``.npz`` file atomically, without pickle.
 
-        The file is written through an open handle to a temporary file in the same folder and
-        moved into place with :func:`os.replace`, so the name is used exactly as given (no
+        Written by :func:`bo_voids._io.write_npz`: the name is used exactly as given (no
         ``.npz`` is appended) and readers never see a half-written file.
 
         Args:
@@ -167,19 +165,18 @@ class PCAProjector:
         assert self.mean_ is not None and self.components_ is not None
         assert self.explained_variance_ is not None
         assert self.explained_variance_ratio_ is not None
-        dest = Path(path)
-        with atomic_open(dest) as fh:
-            np.savez(
-                fh,
-                format_version=np.int64(_FORMAT_VERSION),
-                mean=self.mean_,
-                components=self.components_,
-                explained_variance=self.explained_variance_,
-                explained_variance_ratio=self.explained_variance_ratio_,
-                n_components=np.int64(self.n_components),
-                n_features=np.int64(self.n_features_in_),
-            )
-        return dest
+        return write_npz(
+            path,
+            {
+                "mean": self.mean_,
+                "components": self.components_,
+                "explained_variance": self.explained_variance_,
+                "explained_variance_ratio": self.explained_variance_ratio_,
+                "n_components": np.int64(self.n_components),
+                "n_features": np.int64(self.n_features_in_),
+            },
+            format_version=_FORMAT_VERSION,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PCAProjector:
@@ -194,26 +191,13 @@ class PCAProjector:
         Raises:
             StateError: Missing, unreadable or inconsistent file.
         """
-        p = Path(path)
-        try:
-            with np.load(p, allow_pickle=False) as data:
-                missing = [k for k in _KEYS if k not in data.files]
-                if missing:
-                    raise StateError(f"{p} is not a saved PCAProjector (missing {missing})")
-                arrays = {k: data[k] for k in _KEYS}
-        except StateError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read PCA projection {p}: {exc}") from exc
-        version = int(arrays["format_version"])
-        if version != _FORMAT_VERSION:
-            raise StateError(f"{p}: unsupported PCAProjector format version {version}")
+        arrays = read_npz(path, _KEYS, kind="PCAProjector", format_version=_FORMAT_VERSION)
         k, d = int(arrays["n_components"]), int(arrays["n_features"])
         comps = np.asarray(arrays["components"], dtype=np.float64)
         mean = np.asarray(arrays["mean"], dtype=np.float64)
         if comps.shape != (k, d) or mean.shape != (d,):
             raise StateError(
-                f"{p}: inconsistent shapes (components {comps.shape}, mean {mean.shape}, "
+                f"{path}: inconsistent shapes (components {comps.shape}, mean {mean.shape}, "
                 f"expected ({k}, {d}) and ({d},))"
             )
         obj = cls(n_components=k)

@@ -42,11 +42,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bo_voids._io import read_npz, write_npz
 from bo_voids.exceptions import StateError
 
 __all__ = [
@@ -496,29 +495,21 @@ class SummaryMap:
 
         Returns:
             The destination path.
+
+        Raises:
+            StateError: The file cannot be written.
         """
-        dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    format_version=np.int64(_FORMAT_VERSION),
-                    matrix=self.matrix,
-                    offset=self.offset,
-                    within_var=self.within_var,
-                    names=np.array(self._names, dtype=np.str_),
-                    settings=np.array(json.dumps(self.settings, sort_keys=True), dtype=np.str_),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
-        return dest
+        return write_npz(
+            path,
+            {
+                "matrix": self.matrix,
+                "offset": self.offset,
+                "within_var": self.within_var,
+                "names": np.array(self._names, dtype=np.str_),
+                "settings": np.array(json.dumps(self.settings, sort_keys=True), dtype=np.str_),
+            },
+            format_version=_FORMAT_VERSION,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SummaryMap:
@@ -533,21 +524,8 @@ class SummaryMap:
         Raises:
             StateError: Missing, unreadable or inconsistent file.
         """
-        p = Path(path)
-        keys = ("format_version", "matrix", "offset", "within_var", "names", "settings")
-        try:
-            with np.load(p, allow_pickle=False) as data:
-                missing = [k for k in keys if k not in data.files]
-                if missing:
-                    raise StateError(f"{p} is not a saved SummaryMap (missing {missing})")
-                arrays = {k: data[k] for k in keys}
-        except StateError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read summary map {p}: {exc}") from exc
-        version = int(arrays["format_version"])
-        if version != _FORMAT_VERSION:
-            raise StateError(f"{p}: unsupported SummaryMap format version {version}")
+        keys = ("matrix", "offset", "within_var", "names", "settings")
+        arrays = read_npz(path, keys, kind="SummaryMap", format_version=_FORMAT_VERSION)
         try:
             return cls(
                 arrays["matrix"],
@@ -557,7 +535,7 @@ class SummaryMap:
                 json.loads(str(arrays["settings"])),
             )
         except ValueError as exc:
-            raise StateError(f"{p}: {exc}") from exc
+            raise StateError(f"{path}: {exc}") from exc
 
     def __repr__(self) -> str:
         return (

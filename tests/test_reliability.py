@@ -45,6 +45,7 @@ from bo_voids.exceptions import (
 from bo_voids.generation.base_chips import load_base_images
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.state import ExperimentLock, ExperimentStore, load_experiment
+from bo_voids.testing.faults import PHASES, FaultInjector, parse_points
 from bo_voids.testing.runs import tiny_config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bo_voids"
@@ -476,6 +477,42 @@ def _nan_embeddings(monkeypatch: pytest.MonkeyPatch, should_fail) -> None:
         return out
 
     monkeypatch.setattr(Evaluator, "evaluate_many", evaluate_many)
+
+
+def test_the_fault_hook_stops_once_at_each_phase_with_its_state_on_disk(
+    cfg: ExperimentConfig,
+) -> None:
+    """What the crash tests of ``test_reliability_kill.py`` kill at, seen in-process."""
+    store = ExperimentStore(cfg.experiment_dir)
+    seen: list[tuple[str, int, list[int], bool, int]] = []
+
+    def look(phase: str, k: int) -> None:
+        partial = (store.root / f"iteration_{k}.partial").is_dir()
+        done = store.read_manifest()["iterations_completed"]
+        seen.append((phase, k, store.completed_iterations(), partial, done))
+
+    pipeline = OptimizationPipeline(cfg)
+    FaultInjector([(phase, 1) for phase in PHASES], action=look).install(pipeline)
+    pipeline.run_full_experiment()
+    assert seen == [
+        ("render", 1, [0], False, 0),
+        ("embed", 1, [0], False, 0),
+        ("propose", 1, [0], False, 0),
+        ("write", 1, [0], True, 0),  # every file in the partial folder, not yet renamed
+        ("commit", 1, [0, 1], False, 0),  # renamed; the manifest (and history.csv) behind
+    ]
+    assert load_experiment(cfg.experiment_dir).manifest["status"] == "completed"
+
+
+def test_fault_points_are_checked() -> None:
+    assert parse_points(" render:0, ,commit:3") == [("render", 0), ("commit", 3)]
+    with pytest.raises(ValueError, match="phase:iteration"):
+        parse_points("write")
+    with pytest.raises(ValueError, match="unknown fault phase"):
+        FaultInjector([("plot", 1)])
+    assert FaultInjector.from_env({}) is None
+    injector = FaultInjector.from_env({"BO_VOIDS_TEST_KILL_AT": "embed:2"})
+    assert injector is not None and injector.pending == {("embed", 2)}
 
 
 def test_sigterm_stops_like_ctrl_c(

@@ -4,10 +4,11 @@ Each killed run is resumed and compared with an uninterrupted run of the same co
 ``history.csv`` rows, identical embeddings and parameters per iteration, no partial iteration
 counted, the dead process's lock taken over.
 
-The phase is hit deterministically with the documented test hook ``BO_VOIDS_TEST_KILL_AT``
-(:func:`bo_voids.evaluation.fault_point`), which makes the process ``SIGKILL`` itself; one more
+The phase is hit deterministically by the test hook :class:`bo_voids.testing.faults.FaultInjector`
+(points named in ``BO_VOIDS_TEST_KILL_AT``), which makes the process ``SIGKILL`` itself; one more
 test kills the process from outside at a random moment. The child process runs the real CLI
-(``bo_voids.optimize.main``) with plotting switched off to keep the tests fast.
+(``bo_voids.optimize.main``, through :func:`bo_voids.testing.faults.main`, which installs the
+hook) with plotting switched off to keep the tests fast.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ import yaml
 
 from bo_voids import optimize
 from bo_voids.config import ExperimentConfig
-from bo_voids.evaluation import TEST_KILL_ENV
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.state import ExperimentStore, load_experiment
+from bo_voids.testing.faults import KILL_AT_ENV, PHASES
 from bo_voids.testing.runs import tiny_config
 
 MAX_ITER = 3
-#: The real CLI, with plots off (they are not under test and cost ~2 s per iteration).
+#: The real CLI with the fault points of the environment installed, and plots off (they are
+#: not under test and cost ~2 s per iteration).
 RUNNER = (
     "import sys, bo_voids.pipeline as p; p.OptimizationPipeline._plot = lambda self: None; "
-    "from bo_voids.optimize import main; sys.exit(main(sys.argv[1:]))"
+    "from bo_voids.testing.faults import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -125,6 +127,10 @@ KILL_POINTS = [
 ]
 
 
+def test_every_phase_has_a_kill_point() -> None:
+    assert [point.split(":")[0] for point, _, _ in KILL_POINTS] == list(PHASES)
+
+
 @pytest.mark.parametrize(
     ("point", "complete", "state"), KILL_POINTS, ids=[k[0] for k in KILL_POINTS]
 )
@@ -133,7 +139,7 @@ def test_sigkill_at_each_phase_resumes_to_the_same_result(
 ) -> None:
     cfg, path = make_config(repo_root, tmp_path)
     root = Path(cfg.experiment_dir)
-    proc = spawn(path, env={TEST_KILL_ENV: point})
+    proc = spawn(path, env={KILL_AT_ENV: point})
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == -signal.SIGKILL, err
     # the dead run: a stale lock naming the dead pid, only whole iterations
@@ -176,7 +182,9 @@ def test_sigkill_at_a_random_moment(repo_root: Path, tmp_path: Path, reference) 
 def test_ctrl_c_second_process_and_resume(
     repo_root: Path, tmp_path: Path, reference, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg, path = make_config(repo_root, tmp_path)
+    # no early stop: the tiny run would otherwise end by itself after ~50 idle iterations
+    # (about 20 s), and a SIGINT sent later by a slow parent would find it finished
+    cfg, path = make_config(repo_root, tmp_path, early_stop_patience=10_000)
     root = Path(cfg.experiment_dir)
     proc = spawn(path, "--max-iterations", "500")  # long enough to be interrupted
     try:

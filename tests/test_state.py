@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bo_voids._io import atomic_open
+from bo_voids._io import atomic_open, read_npz, write_npz
 from bo_voids.exceptions import ExperimentLockedError, StateError
 from bo_voids.state import (
     FLOCK,
@@ -79,6 +79,29 @@ def test_an_unwritable_folder_is_a_state_error_naming_the_file(tmp_path: Path) -
     blocker.write_text("x")  # a file where a folder should be: fails even as root
     with pytest.raises(StateError, match=r"cannot write .*a_file/x\.json"):
         atomic_write_json(blocker / "x.json", {})
+
+
+def test_npz_round_trip_without_pickle_and_its_checks(tmp_path: Path) -> None:
+    path = tmp_path / "model"  # no extension: the name is kept as given
+    write_npz(path, {"w": np.eye(2), "names": np.array(["a", "b"])}, format_version=3)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    back = read_npz(path, ["w", "names"], kind="Model", format_version=3)
+    assert sorted(back) == ["names", "w"]  # the format version is checked, not returned
+    np.testing.assert_array_equal(back["w"], np.eye(2))
+    assert back["names"].tolist() == ["a", "b"]
+    with pytest.raises(StateError, match="not a saved Model .*'bias'"):
+        read_npz(path, ["w", "bias"], kind="Model", format_version=3)
+    with pytest.raises(StateError, match="unsupported Model format version 3"):
+        read_npz(path, ["w"], kind="Model", format_version=4)
+    with pytest.raises(StateError, match="cannot read Model file"):
+        read_npz(tmp_path / "missing", ["w"], kind="Model", format_version=3)
+    with pytest.raises(ValueError, match="without pickle"):
+        write_npz(tmp_path / "obj", {"o": np.array([{}], dtype=object)}, format_version=1)
+    with pytest.raises(ValueError, match="format_version"):
+        write_npz(tmp_path / "v", {"format_version": 1}, format_version=1)
+    np.savez(tmp_path / "pickled.npz", format_version=1, o=np.array([{}], dtype=object))
+    with pytest.raises(StateError, match="cannot read Model file"):  # never unpickled
+        read_npz(tmp_path / "pickled.npz", ["o"], kind="Model", format_version=1)
 
 
 def test_utc_timestamp_format() -> None:

@@ -9,6 +9,9 @@ ones:
   optimum (no rendering), and an ask/evaluate loop over it;
 * :mod:`~bo_voids.testing.runs`: tiny experiment configs and evaluation tasks on the bundled
   base chips, and the comparison of evaluation results across executors;
+* :mod:`~bo_voids.testing.faults`: fault injection for crash tests (stop or kill a run at a
+  named phase of an iteration), and a CLI entry point that takes the points from the
+  environment;
 * :mod:`~bo_voids.testing.optimizer_contract` and :mod:`~bo_voids.testing.embedder_contract`:
   pytest suites (classes whose ``test_*`` methods a test module inherits; they need pytest and
   are not imported here).
