@@ -84,7 +84,7 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihoo
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.utils.errors import NanError, NotPSDError
 
-from bo_voids.config import ACQUISITIONS
+from bo_voids.config import ACQUISITIONS, BOSettings
 from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal
 from bo_voids.scoring import Observation, ObservationSet
@@ -141,21 +141,22 @@ class BoTorchOptimizer(BaseOptimizer):
     """
 
     name: ClassVar[str] = "botorch"
+    # the options the ``bo:`` section also sets take its defaults (one place: BOSettings)
     default_options: ClassVar[dict[str, Any]] = {
         "acquisition": "ei",
-        "ucb_beta": 2.0,
+        "ucb_beta": BOSettings.ucb_beta,
         "surrogate": "mixed",
         "noise": "fixed+learned",
-        "num_restarts": 8,
-        "raw_samples": 256,
-        "maxiter": 100,
+        "num_restarts": BOSettings.num_restarts,
+        "raw_samples": BOSettings.raw_samples,
+        "maxiter": BOSettings.maxiter,
         "acqf_maxiter": 8,
         "acqf_alternating_steps": 4,
         "acqf_optimizer": "alternating",
         "torch_threads": 1,
         "fit_subsample": 400,
         "nei_max_baseline": 128,
-        "min_observations": 12,
+        "min_observations": BOSettings.min_observations,
     }
 
     def __init__(self, space: Any, **kwargs: Any) -> None:

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bo_voids.config import BOSettings
 from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal
 from bo_voids.optimizers.botorch_gp import ACQUISITIONS, RECOVERABLE
@@ -161,17 +162,19 @@ class CompositeGPOptimizer(BaseOptimizer):
     """
 
     name: ClassVar[str] = "composite"
+    # the options the ``bo:`` section also sets take its defaults (one place: BOSettings); the
+    # acquisition optimisation is cheaper than the scalar GP's (joint q-batch, fixed categories)
     default_options: ClassVar[dict[str, Any]] = {
         "acquisition": "ei",
-        "ucb_beta": 2.0,
+        "ucb_beta": BOSettings.ucb_beta,
         "summaries": "pca+head",
         "n_components": 8,
         "num_restarts": 4,
         "raw_samples": 128,
         "mc_samples": 128,
-        "maxiter": 100,
-        "min_observations": 8,
-        "population_slots": 0,
+        "maxiter": BOSettings.maxiter,
+        "min_observations": BOSettings.min_observations,
+        "population_slots": BOSettings.population_slots,
     }
 
     def __init__(self, space: Any, **kwargs: Any) -> None:
