@@ -475,26 +475,11 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     for kind in sorted({s_.dataset_type for s_ in scored}):
         pts = np.array([(s_.iteration, s_.mmd2) for s_ in scored if s_.dataset_type == kind])
         ax_a.scatter(*pts.T, s=14, c="#B0B0B0", marker=_MARKERS.get(kind, "o"), zorder=1, lw=0)
-    ax_a.plot(
-        x,
-        series("iteration_best_mmd2"),
-        "o--",
-        color=COLORS["accent"],
-        ms=5,
-        lw=1.2,
-        label="best of the iteration",
-        zorder=3,
-    )
-    ax_a.plot(
-        x,
-        series("best_mmd2"),
-        "o-",
-        color=COLORS["real"],
-        ms=5,
-        lw=2.2,
-        label="recommendation (in sample)",
-        zorder=4,
-    )
+    for key, style, color, lw, label, z in (
+        ("iteration_best_mmd2", "o--", COLORS["accent"], 1.2, "best of the iteration", 3),
+        ("best_mmd2", "o-", COLORS["real"], 2.2, "recommendation (in sample)", 4),
+    ):
+        ax_a.plot(x, series(key), style, color=color, ms=5, lw=lw, label=label, zorder=z)
     ax_a.scatter([], [], s=14, c="#B0B0B0", label="every evaluated set")
     ax_a.set_ylabel("MMD² of one parameter set vs targets")
     ax_a.set_title("(a) Per-set MMD² (lower is better)", fontsize=10.5, loc="left")

@@ -56,7 +56,7 @@ from PIL import Image
 from bo_voids.cli import ExitCode, call_guarded
 from bo_voids.config import ExperimentConfig, load_config
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
-from bo_voids.exceptions import BoVoidsError, FallbackWarning, StateError, UserInputError
+from bo_voids.exceptions import FallbackWarning, StateError, UserInputError
 from bo_voids.executors import EvaluationExecutor
 from bo_voids.optimizers import BaseOptimizer, Proposal
 from bo_voids.scoring import ObservationSet
@@ -566,24 +566,18 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.r
     """
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        config = load_config(args.config) if args.config else None
-        result = retarget_experiment(
-            args.experiment_dir,
-            args.targets,
-            args.out,
-            config=config,
-            device=args.device,
-            dino_weights=args.dino_weights,
-            overwrite=args.overwrite,
-            plots=not args.no_plots,
-        )
-    except UserInputError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return ExitCode.USAGE
-    except BoVoidsError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return ExitCode.FAILURE
+    # user errors propagate to call_guarded (the one exit-code table of bo_voids.cli)
+    config = load_config(args.config) if args.config else None
+    result = retarget_experiment(
+        args.experiment_dir,
+        args.targets,
+        args.out,
+        config=config,
+        device=args.device,
+        dino_weights=args.dino_weights,
+        overwrite=args.overwrite,
+        plots=not args.no_plots,
+    )
     if args.quiet:
         print(result.experiment_dir)
         return ExitCode.OK

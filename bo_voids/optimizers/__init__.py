@@ -85,29 +85,19 @@ def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOpti
     Raises:
         ConfigError: Unknown optimiser or invalid settings.
     """
-    kwargs: dict[str, Any] = {
-        "seed": cfg.seed,
-        "top_k": cfg.bo.top_k,
-    }
-    if cfg.optimizer == BoTorchOptimizer.name and cfg.bo.surrogate == "composite":
-        kwargs.update(
-            acquisition=cfg.acquisition_function,
-            ucb_beta=cfg.bo.ucb_beta,
-            maxiter=cfg.bo.maxiter,
-            min_observations=cfg.bo.min_observations,
-            replicate_slots=cfg.bo.replicate_slots,
-            population_slots=cfg.bo.population_slots,
-        )
+    kwargs: dict[str, Any] = {"seed": cfg.seed, "top_k": cfg.bo.top_k}
+    if cfg.optimizer != BoTorchOptimizer.name:
+        return make_optimizer(cfg.optimizer, space, **kwargs)
+    bo = cfg.bo
+    kwargs.update(
+        acquisition=cfg.acquisition_function,
+        ucb_beta=bo.ucb_beta,
+        maxiter=bo.maxiter,
+        min_observations=bo.min_observations,
+        replicate_slots=bo.replicate_slots,
+    )
+    if bo.surrogate == "composite":
+        kwargs["population_slots"] = bo.population_slots
         return make_optimizer(CompositeGPOptimizer.name, space, **kwargs)
-    if cfg.optimizer == BoTorchOptimizer.name:
-        kwargs.update(
-            acquisition=cfg.acquisition_function,
-            ucb_beta=cfg.bo.ucb_beta,
-            surrogate=cfg.bo.surrogate,
-            num_restarts=cfg.bo.num_restarts,
-            raw_samples=cfg.bo.raw_samples,
-            maxiter=cfg.bo.maxiter,
-            min_observations=cfg.bo.min_observations,
-            replicate_slots=cfg.bo.replicate_slots,
-        )
+    kwargs.update(surrogate=bo.surrogate, num_restarts=bo.num_restarts, raw_samples=bo.raw_samples)
     return make_optimizer(cfg.optimizer, space, **kwargs)
