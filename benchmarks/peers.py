@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers import OPTIMIZERS, make_optimizer
-from bo_voids.optimizers.base import BaseOptimizer, Proposal
-from bo_voids.scoring import ObservationSet
+from bo_voids.optimizers.base import BaseOptimizer, Proposal, ProposalRequest
 
 if TYPE_CHECKING:
     from bo_voids.space import SearchSpace
@@ -118,24 +116,16 @@ class OptunaOptimizer(BaseOptimizer):
         """
         raise NotImplementedError
 
-    def _propose(
-        self,
-        observations: ObservationSet,
-        batch_size: int,
-        seed: int,
-        warm_state: Mapping[str, Any] | None,
-    ) -> Proposal:
+    def _propose(self, request: ProposalRequest) -> Proposal:
         """Rebuild the study from the scored sets and ask ``batch_size`` trials.
 
         Args:
-            observations: Valid scored sets (their ``mmd2`` is the objective, minimised).
-            batch_size: Number of sets wanted.
-            seed: The seed of this call.
-            warm_state: Unused (the study is rebuilt from the observations).
+            request: The observations, batch size, seed and warm state of this call.
 
         Returns:
             A :class:`~bo_voids.optimizers.base.Proposal` ranked by the raw scores.
         """
+        observations, batch_size, seed = request.observations, request.batch_size, request.seed
         optuna = _import_optuna()
         distributions = optuna_distributions(self.space)
         with warnings.catch_warnings():

@@ -58,7 +58,7 @@ from bo_voids.config import ExperimentConfig, load_config
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
 from bo_voids.exceptions import FallbackWarning, StateError, UserInputError
 from bo_voids.executors import EvaluationExecutor
-from bo_voids.optimizers import BaseOptimizer, Proposal
+from bo_voids.optimizers import BaseOptimizer, Proposal, ProposalRequest
 from bo_voids.scoring import ObservationSet
 from bo_voids.space import SearchSpace
 from bo_voids.state import ExperimentRun, atomic_write_json, load_experiment
@@ -256,14 +256,8 @@ class ReplayOptimizer(BaseOptimizer):
             state=None,
         )
 
-    def _propose(
-        self,
-        observations: ObservationSet,
-        batch_size: int,
-        seed: int,
-        warm_state: Mapping[str, Any] | None,
-    ) -> Proposal:  # pragma: no cover - propose() is overridden whole
-        raise NotImplementedError
+    def _propose(self, request: ProposalRequest) -> Proposal:  # pragma: no cover
+        raise NotImplementedError  # propose() is overridden whole
 
 
 def _read_png(path: Path) -> np.ndarray:

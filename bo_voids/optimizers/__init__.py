@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from bo_voids.config import SURROGATES
 from bo_voids.exceptions import ConfigError
-from bo_voids.optimizers.base import BaseOptimizer, BatchRecommendation, Proposal
+from bo_voids.optimizers.base import (
+    BaseOptimizer,
+    BatchRecommendation,
+    Proposal,
+    ProposalRequest,
+)
 from bo_voids.optimizers.botorch_gp import ACQUISITIONS, BoTorchOptimizer
 from bo_voids.optimizers.composite_gp import CompositeGPOptimizer
 from bo_voids.optimizers.random_search import RandomSearchOptimizer
@@ -33,6 +38,7 @@ __all__ = [
     "BoTorchOptimizer",
     "CompositeGPOptimizer",
     "Proposal",
+    "ProposalRequest",
     "RandomSearchOptimizer",
     "make_optimizer",
     "optimizer_from_config",

@@ -60,6 +60,23 @@ _PERTURB_TRIES: int = 20
 
 
 @dataclass(frozen=True)
+class ProposalRequest:
+    """What :meth:`BaseOptimizer._propose` is asked for.
+
+    Attributes:
+        observations: Valid, scored sets (``mmd2`` finite, ``mmd2_var > 0``) and the targets.
+        batch_size: Number of new sets wanted (the replicate slots already taken off).
+        seed: The seed of this call; all randomness must derive from it.
+        warm_state: A previous :attr:`Proposal.state`, or ``None``.
+    """
+
+    observations: ObservationSet
+    batch_size: int
+    seed: int
+    warm_state: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Proposal:
     """An optimiser's answer: the next batch and its model's view of the observed sets.
 
@@ -189,7 +206,9 @@ class BaseOptimizer(ABC):
             derive_seed(self.seed, "optimizer", len(observations)) if seed is None else int(seed)
         )
         n_rep = min(int(self.options["replicate_slots"]), batch_size - 1, len(observations))
-        raw = self._propose(observations, batch_size - n_rep, call_seed, warm_state)
+        raw = self._propose(
+            ProposalRequest(observations, batch_size - n_rep, call_seed, warm_state)
+        )
         rng = np.random.default_rng(derive_seed(call_seed, "fill"))
         fresh, n_replaced = self._finalize(
             raw.next_params, set(observations.evaluated_keys), batch_size - n_rep, rng
@@ -282,20 +301,13 @@ class BaseOptimizer(ABC):
         }
 
     @abstractmethod
-    def _propose(
-        self,
-        observations: ObservationSet,
-        batch_size: int,
-        seed: int,
-        warm_state: Mapping[str, Any] | None,
-    ) -> Proposal:
+    def _propose(self, request: ProposalRequest) -> Proposal:
         """Propose parameter sets from the scored observations.
 
         Args:
-            observations: Valid, scored sets (``mmd2`` finite, ``mmd2_var > 0``) and targets.
-            batch_size: Number of new sets wanted.
-            seed: The seed of this call; all randomness must derive from it.
-            warm_state: A previous :attr:`Proposal.state`, or ``None``.
+            request: The observations, the number of new sets wanted (replicate slots already
+                taken off), this call's seed (all randomness must derive from it) and the warm
+                state.
 
         Returns:
             A :class:`Proposal` (the base class validates, de-duplicates and fills it).

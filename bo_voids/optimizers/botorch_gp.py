@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar
@@ -86,8 +86,8 @@ from gpytorch.utils.errors import NanError, NotPSDError
 
 from bo_voids.config import ACQUISITIONS, BOSettings
 from bo_voids.exceptions import ConfigError
-from bo_voids.optimizers.base import BaseOptimizer, Proposal
-from bo_voids.scoring import Observation, ObservationSet
+from bo_voids.optimizers.base import BaseOptimizer, Proposal, ProposalRequest
+from bo_voids.scoring import Observation
 from bo_voids.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -191,24 +191,16 @@ class BoTorchOptimizer(BaseOptimizer):
 
     # ---- proposal ------------------------------------------------------------------------------
 
-    def _propose(
-        self,
-        observations: ObservationSet,
-        batch_size: int,
-        seed: int,
-        warm_state: Mapping[str, Any] | None,
-    ) -> Proposal:
+    def _propose(self, request: ProposalRequest) -> Proposal:
         """Fit the GP and optimise the batch acquisition (or fall back to Sobol).
 
         Args:
-            observations: Valid scored sets.
-            batch_size: ``q``, the number of sets wanted.
-            seed: The seed of this call (torch draws happen inside ``fork_rng``).
-            warm_state: Unused: this model is refitted from scratch at every call.
+            request: The observations, batch size, seed and warm state of this call.
 
         Returns:
             A :class:`~bo_voids.optimizers.base.Proposal`, ranked by the GP posterior mean.
         """
+        observations, batch_size, seed = request.observations, request.batch_size, request.seed
         o = self.options
         info: dict[str, Any] = {
             "model": None,

@@ -40,7 +40,7 @@ import numpy as np
 
 from bo_voids.config import BOSettings
 from bo_voids.exceptions import ConfigError
-from bo_voids.optimizers.base import BaseOptimizer, Proposal
+from bo_voids.optimizers.base import BaseOptimizer, Proposal, ProposalRequest
 from bo_voids.optimizers.botorch_gp import ACQUISITIONS, RECOVERABLE
 from bo_voids.scoring import Observation, ObservationSet
 from bo_voids.seeding import rng
@@ -203,13 +203,9 @@ class CompositeGPOptimizer(BaseOptimizer):
 
     # ---- proposal ------------------------------------------------------------------------------
 
-    def _propose(
-        self,
-        observations: ObservationSet,
-        batch_size: int,
-        seed: int,
-        warm_state: Mapping[str, Any] | None,
-    ) -> Proposal:
+    def _propose(self, request: ProposalRequest) -> Proposal:
+        observations, batch_size, seed = request.observations, request.batch_size, request.seed
+        warm_state = request.warm_state
         o = self.options
         sets = list(observations.sets)
         info: dict[str, Any] = {

@@ -7,13 +7,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from bo_voids.optimizers.base import BaseOptimizer, Proposal
-from bo_voids.scoring import ObservationSet
+from bo_voids.optimizers.base import BaseOptimizer, Proposal, ProposalRequest
 
 
 class RandomSearchOptimizer(BaseOptimizer):
@@ -33,23 +31,14 @@ class RandomSearchOptimizer(BaseOptimizer):
     name: ClassVar[str] = "random"
     default_options: ClassVar[dict[str, Any]] = {}
 
-    def _propose(
-        self,
-        observations: ObservationSet,
-        batch_size: int,
-        seed: int,
-        warm_state: Mapping[str, Any] | None,
-    ) -> Proposal:
-        """Draw ``batch_size`` uniform parameter sets.
+    def _propose(self, request: ProposalRequest) -> Proposal:
+        """Draw ``request.batch_size`` uniform parameter sets (from ``request.seed`` alone).
 
         Args:
-            observations: Scored sets (unused: the draw depends on the seed alone).
-            batch_size: Number of sets wanted.
-            seed: The seed of this call.
-            warm_state: Unused (there is no model).
+            request: The observations, batch size, seed and warm state of this call.
 
         Returns:
             A :class:`~bo_voids.optimizers.base.Proposal` ranked by the raw scores.
         """
-        params = self.space.sample_uniform(batch_size, np.random.default_rng(seed))
+        params = self.space.sample_uniform(request.batch_size, np.random.default_rng(request.seed))
         return Proposal(next_params=tuple(params), info={"model": "none"})
