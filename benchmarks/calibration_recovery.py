@@ -228,49 +228,42 @@ def run_seed(target: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     ctx = CalibrationContext.from_run(pop_spec.run_dir)
     bounds = ctx.config.param_bounds
     truth = res["truth"]
-    realised = implied_distribution([(p, 1.0) for p in ctx.real_param_sets()], bounds, decimals=9)
+    realised = ctx.realised_distribution()
     val = res["validation"]
     pop = res["population"]
-    rows: dict[str, dict[str, Any]] = {}
     pv = pop["validation"]
-    rows["psi"] = {
-        **_errors(pop["psi"], truth, bounds, "nominal"),
-        **_errors(pop["psi"], realised, bounds, "realised"),
-        "in_sample_mmd2": pv["in_sample"]["mmd2"],
-        "in_sample_p": pv["in_sample"]["p_value"],
-        "held_out_mmd2": pv["held_out"]["mmd2"],
-        "held_out_p": pv["held_out"]["p_value"],
-        "held_out_inside": pv["held_out"]["inside_noise_floor"],
-        "coverage_nominal": pop["coverage"]["nominal"],
-        "coverage_realised": pop["coverage"]["realised"],
-        "distribution": pop["psi"],
-        "intervals": pop["intervals"],
-    }
-    rows["mixture"] = {
-        **_errors(res["implied_distribution"], truth, bounds, "nominal"),
-        **_errors(res["implied_distribution"], realised, bounds, "realised"),
-        "in_sample_mmd2": val["implied"]["mmd2"],
-        "in_sample_p": val["implied"]["p_value"],
-        "held_out_mmd2": val["held_out"]["mmd2"],
-        "held_out_p": val["held_out"]["p_value"],
-        "held_out_inside": val["held_out"]["inside_noise_floor"],
-        "distribution": res["implied_distribution"],
-    }
+
+    def row(dist: Mapping[str, Any], in_sample: Any, held: Any, **extra: Any) -> dict[str, Any]:
+        """A method's errors against both references and its fresh validation figures."""
+        return {
+            **_errors(dist, truth, bounds, "nominal"),
+            **_errors(dist, realised, bounds, "realised"),
+            "in_sample_mmd2": in_sample["mmd2"] if in_sample else math.nan,
+            "in_sample_p": in_sample["p_value"] if in_sample else math.nan,
+            "held_out_mmd2": held["mmd2"] if held else math.nan,
+            "held_out_p": held["p_value"] if held else math.nan,
+            "held_out_inside": held["inside_noise_floor"] if held else None,
+            "distribution": dist,
+            **extra,
+        }
+
     best = point_distribution(ctx.observation(val["best_point"]["param_set_id"]).params, bounds)
-    rows["best_point"] = {
-        **_errors(best, truth, bounds, "nominal"),
-        **_errors(best, realised, bounds, "realised"),
-        "in_sample_mmd2": val["best_point"]["mmd2"],
-        "in_sample_p": val["best_point"]["p_value"],
-        "held_out_mmd2": math.nan,
-        "held_out_p": math.nan,
-        "held_out_inside": None,
-        "distribution": best,
-    }
-    rows["realised"] = {
-        **_errors(realised, truth, bounds, "nominal"),
-        **_errors(realised, realised, bounds, "realised"),
-        "distribution": realised,
+    rows: dict[str, dict[str, Any]] = {
+        "psi": row(
+            pop["psi"],
+            pv["in_sample"],
+            pv["held_out"],
+            coverage_nominal=pop["coverage"]["nominal"],
+            coverage_realised=pop["coverage"]["realised"],
+            intervals=pop["intervals"],
+        ),
+        "mixture": row(res["implied_distribution"], val["implied"], val["held_out"]),
+        "best_point": row(best, val["best_point"], None),
+        "realised": {
+            **_errors(realised, truth, bounds, "nominal"),
+            **_errors(realised, realised, bounds, "realised"),
+            "distribution": realised,
+        },
     }
     for method in [m for m in args.ablation_runs.split(",") if m]:
         rows[f"psi_on_{method}"] = _psi_errors_on(target, method, seed, args, truth, realised)

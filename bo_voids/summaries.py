@@ -106,6 +106,21 @@ def _within(X: np.ndarray, inverse: np.ndarray, n_groups: int) -> tuple[np.ndarr
     return resid.T @ resid / df, df
 
 
+def within_covariance(X: Any, groups: Any) -> tuple[np.ndarray, int]:
+    """Pooled within-group covariance `(p, p)` of the rows of ``X`` and its degrees of freedom.
+
+    Args:
+        X: `(N, p)` rows (e.g. single-image summaries).
+        groups: `(N,)` group label of each row (e.g. its parameter set).
+
+    Returns:
+        ``(cov, df)``; ``df = N - groups`` is 0 (and ``cov`` zero) when no group has two rows.
+    """
+    A = _as_2d(X, "X")
+    labels, inverse = _group_index(groups, A.shape[0])
+    return _within(A, inverse, labels.shape[0])
+
+
 def _inv_sqrt(C: np.ndarray, ridge: float) -> np.ndarray:
     """Symmetric inverse square root of ``C + ridge * mean(eig) * I`` (unique, sign-free)."""
     C = 0.5 * (C + C.T)

@@ -516,19 +516,16 @@ def _errors(
     ctx: CalibrationContext, full: ImpliedFit, best_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Errors against the config's real distribution (the simulated targets' truth)."""
-    cfg = ctx.config
-    bounds = cfg.param_bounds
-    truth = {k: v.to_yaml() for k, v in cfg.param_distributions["real"].items()}
+    bounds = ctx.config.param_bounds
+    truth = ctx.nominal_distribution()
     best = point_distribution(ctx.observation(best_id).params, bounds)
     errors = {
         "implied": distribution_errors(full.distribution, truth, bounds),
         "implied_uncorrected_std": distribution_errors(full.uncorrected, truth, bounds),
         "best_point": distribution_errors(best, truth, bounds),
     }
-    realised = ctx.real_param_sets()
-    if realised:
-        # the realised sets' own (corrected) moments: what a perfect fit to these targets gives
-        emp = implied_distribution([(p, 1.0) for p in realised], bounds, decimals=9)
+    emp = ctx.realised_distribution()
+    if emp is not None:
         errors["realised_targets"] = distribution_errors(emp, truth, bounds)
         errors["implied_vs_realised"] = distribution_errors(full.distribution, emp, bounds)
     return truth, errors

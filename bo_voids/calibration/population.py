@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from bo_voids.surrogates.population import (
     population_intervals,
 )
 
-from .distribution import distribution_errors, implied_distribution, yaml_snippet
+from .distribution import distribution_errors, yaml_snippet
 from .validate import (
     SEED_STREAM,
     CalibrationContext,
@@ -138,7 +138,6 @@ class PopulationPlan:
     folds: list[FoldPlan]
     scheme: str
     seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def build_emulator(context: CalibrationContext, seed: int) -> tuple[Emulator, str]:
@@ -175,7 +174,8 @@ def build_emulator(context: CalibrationContext, seed: int) -> tuple[Emulator, st
 
 
 def _cluster_labels(context: CalibrationContext) -> list[Any]:
-    return list(dict.fromkeys(context.design.groups.tolist()))
+    """Target cluster labels in the row order of :func:`cluster_means`."""
+    return np.unique(context.design.groups).tolist()
 
 
 def plan_population(
@@ -366,15 +366,12 @@ def _truth_figures(
     context: CalibrationContext, fit: PopulationFit
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Errors against the nominal distribution and the realised target sets; coverage."""
-    cfg = context.config
-    bounds = cfg.param_bounds
-    truth = {k: v.to_yaml() for k, v in cfg.param_distributions["real"].items()}
+    bounds = context.config.param_bounds
+    truth = context.nominal_distribution()
     dist = fit.psi.to_distribution()
     errors = {"nominal": distribution_errors(dist, truth, bounds)}
-    realised = context.real_param_sets()
-    emp = None
-    if realised:
-        emp = implied_distribution([(p, 1.0) for p in realised], bounds, decimals=9)
+    emp = context.realised_distribution()
+    if emp is not None:
         errors["realised"] = distribution_errors(dist, emp, bounds)
     coverage = {
         "nominal": _covered(fit.intervals or {}, truth),

@@ -309,6 +309,21 @@ class CalibrationContext:
             )
         return self.evaluator
 
+    def nominal_distribution(self) -> dict[str, dict[str, float]]:
+        """The config's ``param_distributions.real`` in config form (the simulated truth)."""
+        return {k: v.to_yaml() for k, v in self.config.param_distributions["real"].items()}
+
+    def realised_distribution(self) -> dict[str, dict[str, float]] | None:
+        """The realised target sets' own distribution (``None`` for a target folder).
+
+        What a perfect fit to these targets gives: their frequencies, mean and (small-sample
+        corrected) std, as :func:`~bo_voids.calibration.distribution.implied_distribution`.
+        """
+        sets = self.real_param_sets()
+        if not sets:
+            return None
+        return implied_distribution([(p, 1.0) for p in sets], self.config.param_bounds, decimals=9)
+
     def real_param_sets(self) -> list[ParamSet]:
         """The parameter sets of the simulated targets (empty for a target folder)."""
         seen: dict[str, ParamSet] = {}

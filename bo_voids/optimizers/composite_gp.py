@@ -288,7 +288,8 @@ class CompositeGPOptimizer(BaseOptimizer):
         warm = dict(warm_state or {})
         sets = tuple(observations.sets)
         smap = self._summary_map(sets, warm.get("summary_map"), seed)
-        X, Y, Yvar = self.training_data(sets, smap)
+        S, groups = self.image_summaries(sets, smap)
+        X, Y, Yvar = self.training_data(sets, smap, summaries=(S, groups))
         ST = smap.transform(observations.targets)
         surrogate = CompositeSurrogate(
             self.space,
@@ -300,15 +301,13 @@ class CompositeGPOptimizer(BaseOptimizer):
             maxiter=int(o["maxiter"]),
         )
         surrogate.fit(X, Y, Yvar, ST.mean(axis=0), warm_state=warm.get("surrogate"), seed=seed)
-        E = np.concatenate([s.embeddings for s in sets])
-        groups = np.repeat(np.arange(len(sets)), [s.n_images for s in sets])
         means, sizes = cluster_means(ST, observations.target_groups)
         return Emulator(
             summary_map=smap,
             surrogate=surrogate,
             sets=sets,
             X=X,
-            within_cov=pooled_within_covariance(smap.transform(E), groups),
+            within_cov=pooled_within_covariance(S, groups),
             target_summaries=ST,
             target_means=means,
             target_sizes=sizes,
@@ -349,22 +348,34 @@ class CompositeGPOptimizer(BaseOptimizer):
     # ---- building blocks -----------------------------------------------------------------------
 
     def training_data(
-        self, sets: Sequence[Observation], smap: SummaryMap
+        self,
+        sets: Sequence[Observation],
+        smap: SummaryMap,
+        summaries: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw inputs, per-set mean summaries and the variance of each mean.
 
         Args:
             sets: The observations.
             smap: The summary map.
+            summaries: :meth:`image_summaries` of ``sets`` when the caller already has them.
 
         Returns:
             `(n, d)` raw inputs, `(n, k)` means and `(n, k)` variances of the means.
         """
-        E = np.concatenate([s.embeddings for s in sets])
-        groups = np.repeat(np.arange(len(sets)), [s.n_images for s in sets])
-        stats = set_statistics(smap.transform(E), groups)
+        S, groups = self.image_summaries(sets, smap) if summaries is None else summaries
+        stats = set_statistics(S, groups)
         X = np.stack([self.space.to_raw(s.params) for s in sets])
         return X, stats.means, stats.mean_var
+
+    @staticmethod
+    def image_summaries(
+        sets: Sequence[Observation], smap: SummaryMap
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(N, k)` summaries of every image of ``sets`` and the `(N,)` index of its set."""
+        E = np.concatenate([s.embeddings for s in sets])
+        groups = np.repeat(np.arange(len(sets)), [s.n_images for s in sets])
+        return smap.transform(E), groups
 
     def _summary_map(
         self, sets: Sequence[Observation], stored: Mapping[str, Any] | None, seed: int

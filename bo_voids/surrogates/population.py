@@ -57,6 +57,7 @@ from scipy.stats import norm, qmc
 from torch import Tensor
 
 from bo_voids.config import CategoricalDistribution, NormalDistribution
+from bo_voids.summaries import set_means, within_covariance
 
 __all__ = [
     "STD_MAX",
@@ -416,14 +417,10 @@ def cluster_means(summaries: Any, groups: Any) -> tuple[np.ndarray, np.ndarray]:
         groups: `(N,)` cluster label of each image (a unique label per image for an iid folder).
 
     Returns:
-        `(n, k)` means and `(n,)` sizes, clusters in order of first appearance.
+        `(n, k)` means and `(n,)` sizes, clusters in the order of ``np.unique(groups)``.
     """
-    S = np.asarray(summaries, dtype=np.float64)
-    g = np.asarray(groups)
-    labels = list(dict.fromkeys(g.tolist()))
-    means = np.stack([S[g == lab].mean(axis=0) for lab in labels])
-    sizes = np.array([int(np.sum(g == lab)) for lab in labels], dtype=np.float64)
-    return means, sizes
+    _, sizes = np.unique(np.asarray(groups), return_counts=True)
+    return set_means(summaries, groups), sizes.astype(np.float64)
 
 
 def pooled_within_covariance(summaries: Any, groups: Any) -> np.ndarray:
@@ -432,18 +429,10 @@ def pooled_within_covariance(summaries: Any, groups: Any) -> np.ndarray:
     Raises:
         ValueError: No set has two images.
     """
-    S = np.asarray(summaries, dtype=np.float64)
-    g = np.asarray(groups)
-    resid, dof = [], 0
-    for lab in dict.fromkeys(g.tolist()):
-        rows = S[g == lab]
-        if rows.shape[0] >= 2:
-            resid.append(rows - rows.mean(axis=0))
-            dof += rows.shape[0] - 1
-    if not resid:
+    cov, df = within_covariance(summaries, groups)
+    if df == 0:
         raise ValueError("no set has two images: the within-set covariance is unknown")
-    R = np.concatenate(resid)
-    return (R.T @ R) / dof
+    return cov
 
 
 def _logit(p: float) -> float:
