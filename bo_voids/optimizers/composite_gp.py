@@ -170,7 +170,7 @@ class CompositeGPOptimizer(BaseOptimizer):
         "summaries": "pca+head",
         "n_components": 8,
         "num_restarts": 4,
-        "raw_samples": 128,
+        "raw_samples": 64,
         "mc_samples": 128,
         "maxiter": BOSettings.maxiter,
         "min_observations": BOSettings.min_observations,
