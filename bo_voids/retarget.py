@@ -236,14 +236,8 @@ class ReplayOptimizer(BaseOptimizer):
         self.source = source
         self.calls = 0
 
-    def propose(
-        self,
-        observations: ObservationSet,
-        batch_size: int = 8,
-        seed: int | None = None,
-        warm_state: Mapping[str, Any] | None = None,
-    ) -> Proposal:
-        """The next stored batch (``observations``, ``batch_size`` and ``seed`` are ignored)."""
+    def propose(self, observations: ObservationSet, *args: Any, **kwargs: Any) -> Proposal:
+        """The next stored batch (the observations and every other argument are ignored)."""
         k = self.calls
         self.calls += 1
         stored = self.proposals[k] if k < len(self.proposals) else None

@@ -54,7 +54,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     if path.exists():
         old = read_json(path)
         if old.get("fingerprint") == spec.fingerprint():
-            return old
+            return _with_realised_shapes(spec, old)
     if "from_run" in METHODS[spec.method]:
         return _run_sbi(spec)
     cfg = build_config(spec)
@@ -125,8 +125,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
                 "n_images": picks[k]["n_images"],
                 **_errors(space, p, truth, "true"),
                 **_errors(space, p, realised, "realised"),
-                "shape": p["void_shape"],
-                "shape_right": int(p["void_shape"] == truth["void_shape"]),
+                **_shape_fields(p["void_shape"], truth, real_sets),
                 **{f"param_{n}": p[n] for n in NUMERIC},
             }
         )
@@ -137,6 +136,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "iteration": -1,
         "fresh_mmd2": fresh(realised, 10_000),
         **_errors(space, realised, truth, "true"),
+        "shape_right": int(realised["void_shape"] == truth["void_shape"]),
     }
     emb0 = pipe.records[0].embeddings
     result = {
@@ -198,8 +198,7 @@ def _run_sbi(spec: RunSpec) -> dict[str, Any]:
                 "n_images": 0,
                 **_errors(space, p, truth, "true"),
                 **_errors(space, p, realised, "realised"),
-                "shape": p["void_shape"],
-                "shape_right": int(p["void_shape"] == truth["void_shape"]),
+                **_shape_fields(p["void_shape"], truth, real_sets),
                 **{f"param_{n}": p[n] for n in NUMERIC},
             }
         )
@@ -215,6 +214,40 @@ def _run_sbi(spec: RunSpec) -> dict[str, Any]:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(spec.run_dir / RESULT_FILE, result)
     return result
+
+
+def _shape_fields(
+    shape: str, truth: Mapping[str, Any], real_sets: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The pick's shape, and whether it is the nominal modal shape and a realised modal one."""
+    shapes = [r["void_shape"] for r in real_sets]
+    top = max((shapes.count(x) for x in shapes), default=0)
+    return {
+        "shape": shape,
+        "shape_right": int(shape == truth["void_shape"]),
+        "shape_right_realised": int(shapes.count(shape) == top > 0),
+    }
+
+
+def _with_realised_shapes(spec: RunSpec, result: dict[str, Any]) -> dict[str, Any]:
+    """A stored result with the realised-shape fields added (results stored before them)."""
+    if (
+        all("shape_right_realised" in r for r in result["rows"])
+        and "shape_right" in result["oracle"]
+    ):
+        return result
+    from bo_voids.state import read_json
+
+    source = spec.run_dir
+    if "from_run" in METHODS[spec.method]:
+        source = source.parents[1] / METHODS[spec.method]["from_run"] / source.name
+    real_sets = _realised_sets(read_json(source / "iteration_0" / "metadata.json"))
+    cfg = build_config(spec)
+    truth = _true_means(cfg, spec.target)
+    rows = [{**r, **_shape_fields(r["shape"], truth, real_sets)} for r in result["rows"]]
+    oracle = dict(result["oracle"])
+    oracle["shape_right"] = int(_mean_point(real_sets)["void_shape"] == truth["void_shape"])
+    return {**result, "rows": rows, "oracle": oracle}
 
 
 def _realised_sets(metadata: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -84,11 +84,20 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihoo
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.utils.errors import NanError, NotPSDError
 
-from bo_voids.config import ACQUISITIONS, BOSettings
+from bo_voids.config import ACQUISITIONS, BOSettings, ExperimentConfig
 from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal, ProposalRequest
 from bo_voids.scoring import Observation
 from bo_voids.seeding import derive_seed
+
+#: Options of every GP optimiser that the ``bo:`` section also sets, with its defaults (one
+#: place: :class:`~bo_voids.config.BOSettings` and the experiment's ``acquisition_function``).
+GP_OPTIONS: dict[str, Any] = {
+    "acquisition": ExperimentConfig.acquisition_function,
+    "ucb_beta": BOSettings.ucb_beta,
+    "maxiter": BOSettings.maxiter,
+    "min_observations": BOSettings.min_observations,
+}
 
 logger = logging.getLogger(__name__)
 
@@ -141,22 +150,18 @@ class BoTorchOptimizer(BaseOptimizer):
     """
 
     name: ClassVar[str] = "botorch"
-    # the options the ``bo:`` section also sets take its defaults (one place: BOSettings)
     default_options: ClassVar[dict[str, Any]] = {
-        "acquisition": "ei",
-        "ucb_beta": BOSettings.ucb_beta,
+        **GP_OPTIONS,
         "surrogate": "mixed",
         "noise": "fixed+learned",
         "num_restarts": BOSettings.num_restarts,
         "raw_samples": BOSettings.raw_samples,
-        "maxiter": BOSettings.maxiter,
         "acqf_maxiter": 8,
         "acqf_alternating_steps": 4,
         "acqf_optimizer": "alternating",
         "torch_threads": 1,
         "fit_subsample": 400,
         "nei_max_baseline": 128,
-        "min_observations": BOSettings.min_observations,
     }
 
     def __init__(self, space: Any, **kwargs: Any) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 from bo_voids.config import BOSettings
 from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal, ProposalRequest
-from bo_voids.optimizers.botorch_gp import ACQUISITIONS, RECOVERABLE
+from bo_voids.optimizers.botorch_gp import ACQUISITIONS, GP_OPTIONS, RECOVERABLE
 from bo_voids.scoring import Observation, ObservationSet
 from bo_voids.seeding import rng
 from bo_voids.summaries import SummaryMap, head_targets, set_statistics
@@ -162,18 +162,15 @@ class CompositeGPOptimizer(BaseOptimizer):
     """
 
     name: ClassVar[str] = "composite"
-    # the options the ``bo:`` section also sets take its defaults (one place: BOSettings); the
-    # acquisition optimisation is cheaper than the scalar GP's (joint q-batch, fixed categories)
+    # the acquisition optimisation is cheaper than the scalar GP's (joint q-batch, fixed
+    # categories), so it has its own restarts and raw samples
     default_options: ClassVar[dict[str, Any]] = {
-        "acquisition": "ei",
-        "ucb_beta": BOSettings.ucb_beta,
+        **GP_OPTIONS,
         "summaries": "pca+head",
         "n_components": 8,
         "num_restarts": 4,
         "raw_samples": 64,
         "mc_samples": 128,
-        "maxiter": BOSettings.maxiter,
-        "min_observations": BOSettings.min_observations,
         "population_slots": BOSettings.population_slots,
     }
 
