@@ -17,6 +17,11 @@ from benchmarks.compare_acquisitions import __main__ as bench  # noqa: E402
 from benchmarks.peers import PEERS, make_benchmark_optimizer  # noqa: E402
 
 PEER_NAMES = sorted(PEERS)
+# Optuna's GPSampler refits on every ask (several seconds a call on 2 cores): its checks run
+# with the slow tests
+PEER_PARAMS = [
+    pytest.param(n, marks=pytest.mark.slow) if n == "optuna_gp" else n for n in PEER_NAMES
+]
 
 
 def _history(problem: SyntheticProblem) -> tuple[np.ndarray, list[dict]]:
@@ -24,7 +29,7 @@ def _history(problem: SyntheticProblem) -> tuple[np.ndarray, list[dict]]:
     return problem.evaluate(init, 0, "close")
 
 
-@pytest.mark.parametrize("name", PEER_NAMES)
+@pytest.mark.parametrize("name", PEER_PARAMS)
 def test_peer_proposals_valid_unique_reproducible(name: str) -> None:
     from bo_voids.optimizers import OPTIMIZERS
 
@@ -56,7 +61,7 @@ def test_peer_proposals_valid_unique_reproducible(name: str) -> None:
     assert other["next_params"] != batch, "the seed is ignored"
 
 
-@pytest.mark.parametrize("name", PEER_NAMES)
+@pytest.mark.parametrize("name", PEER_PARAMS)
 def test_peer_is_stateless_over_a_loop(name: str) -> None:
     """A fresh optimiser on the same history proposes what the one used in the loop did."""
     make_optimizer = make_benchmark_optimizer

@@ -29,7 +29,13 @@ from bo_voids.testing.optimizer_contract import (
 FAST: dict[str, dict] = {
     "random": {},
     "composite": {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "min_observations": 6},
-    "botorch": {"num_restarts": 2, "raw_samples": 32, "maxiter": 30, "min_observations": 6},
+    "botorch": {
+        "num_restarts": 2,
+        "raw_samples": 32,
+        "maxiter": 30,
+        "acqf_alternating_steps": 1,
+        "min_observations": 6,
+    },
 }
 
 
