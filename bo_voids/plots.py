@@ -393,31 +393,13 @@ def _covariance_ellipse(ax: Any, pts: np.ndarray, color: str, n_std: float = 2.0
     vals = np.clip(vals, 1e-12, None)
     angle = math.degrees(math.atan2(vecs[1, -1], vecs[0, -1]))
     width, height = 2 * n_std * np.sqrt(vals[::-1])
-    ax.add_patch(
-        Ellipse(
-            tuple(pts.mean(axis=0)),
-            width,
-            height,
-            angle=angle,
-            fill=True,
-            fc=COLORS["real"],
-            alpha=0.07,
-            zorder=1,
-        )
-    )
-    ax.add_patch(
-        Ellipse(
-            tuple(pts.mean(axis=0)),
-            width,
-            height,
-            angle=angle,
-            fill=False,
-            ec=color,
-            ls="--",
-            lw=1.2,
-            zorder=1,
-        )
-    )
+    centre = tuple(pts.mean(axis=0))
+    # a faint fill of the real targets' colour under a dashed outline in the group's colour
+    for style in (
+        {"fill": True, "fc": COLORS["real"], "alpha": 0.07},
+        {"fill": False, "ec": color, "ls": "--", "lw": 1.2},
+    ):
+        ax.add_patch(Ellipse(centre, width, height, angle=angle, zorder=1, **style))
 
 
 def _legend_marker(kind: str, label: str) -> Line2D:
@@ -745,11 +727,11 @@ def plot_parameter_trajectories(
     (for ``void_shape``: its category probabilities as shaded rows).
 
     Args:
-        run: The loaded run.
+        run: The loaded run (its config gives the real distribution's bands).
         summaries: :func:`set_summaries` of ``run`` when the caller already has them.
 
     Returns:
-        The figure.
+        The figure, one panel per parameter.
     """
     cfg = run.config
     every = set_summaries(run) if summaries is None else summaries
