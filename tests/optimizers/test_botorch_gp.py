@@ -69,6 +69,26 @@ def test_enumerate_acquisition_optimizer(problem, data):
     assert len(keys) == 3 and not keys & {problem.space.key(p) for p in sets}
 
 
+@pytest.mark.parametrize("surrogate", ["mixed", "onehot"])
+def test_joint_acquisition_optimizer(problem, data, surrogate):
+    """One batched optimisation of the whole batch: valid, new, exact categories, reproducible."""
+    emb, meta, sets = data
+    kw = {"surrogate": surrogate, "acqf_optimizer": "joint", "replicate_slots": 0, **FAST}
+    out = BoTorchOptimizer(problem.space, seed=3, **kw).recommend_next_batch(
+        emb, meta, problem.targets, 8
+    )
+    assert out["info"]["fallback"] is None
+    batch = out["next_params"]
+    keys = {problem.space.key(p) for p in batch}
+    assert len(keys) == 8 and not keys & {problem.space.key(p) for p in sets}
+    for p in batch:
+        assert problem.space.validate(p) == p
+    again = BoTorchOptimizer(problem.space, seed=3, **kw).recommend_next_batch(
+        emb, meta, problem.targets, 8
+    )
+    assert again["next_params"] == batch
+
+
 def test_current_best_ranked_by_posterior_mean(problem, data):
     emb, meta, _ = data
     out = BoTorchOptimizer(problem.space, **FAST).recommend_next_batch(
