@@ -95,7 +95,10 @@ def summarise(rows: Sequence[dict[str, Any]], oracle: Sequence[dict[str, Any]]) 
             finite = [t for t in tests if math.isfinite(t["p"])]
             for t, adj in zip(finite, holm([t["p"] for t in finite]), strict=True):
                 t["p_holm"] = adj
-        ors = [o for o in oracle if o["target"] == target and o["seed"] in common]
+        # every method of a seed carries the same oracle record: one per seed
+        ors = list(
+            {o["seed"]: o for o in oracle if o["target"] == target and o["seed"] in common}.values()
+        )
         oracle_fresh = float(np.median([o["fresh_mmd2"] for o in ors])) if ors else math.nan
         # the nominal modal shape is also the realised targets' in this share of seeds: the
         # most a pick that matches the realised targets can score on ``shape_right``

@@ -426,7 +426,7 @@ class BoTorchOptimizer(BaseOptimizer):
                 },
             )
         elif o["acqf_optimizer"] == "joint":
-            cand = self._joint_batch(acqf, q, bounds, list(cat_dims), list(int_dims))
+            cand = self._joint_batch(acqf, q, bounds, list(cat_dims))
         else:
             fixed = [{i: v for i in cat_dims} for v in next(iter(cat_dims.values()))]
             cand, _ = optimize_acqf_mixed(
@@ -450,7 +450,6 @@ class BoTorchOptimizer(BaseOptimizer):
         q: int,
         bounds: torch.Tensor,
         cat_dims: list[int],
-        int_dims: list[int],
     ) -> torch.Tensor:
         """All ``q`` points optimised together in one batched L-BFGS-B run.
 
@@ -460,11 +459,12 @@ class BoTorchOptimizer(BaseOptimizer):
         redoes its continuous-relaxation initialisation for each of the ``q`` points.
         """
         o = self.options
-        n_raw, d = int(o["raw_samples"]), bounds.shape[-1]
-        X = bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n_raw, q, d, dtype=torch.float64)
-        for i in cat_dims + int_dims:  # every category and count equally likely
-            low, high = int(bounds[0, i]), int(bounds[1, i])
-            X[..., i] = torch.randint(low, high + 1, (n_raw, q), dtype=torch.float64)
+        n_raw = int(o["raw_samples"])
+        # the space's own uniform sampler, seeded from this call's seeded torch stream
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        sets = self.space.sample_uniform(n_raw * q, seed)
+        X = torch.tensor(np.stack([self.space.to_raw(p) for p in sets]), dtype=torch.float64)
+        X = X.reshape(n_raw, q, -1)
         with torch.no_grad():
             values = torch.cat([acqf(chunk) for chunk in X.split(64)])
         ics = X[torch.topk(values, min(int(o["num_restarts"]), n_raw)).indices]
