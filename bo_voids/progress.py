@@ -1,6 +1,6 @@
 """Progress a person and a program can read: a live line, plain log lines and ``events.jsonl``.
 
-Two per-iteration callbacks (see :class:`~bo_voids.pipeline.IterationEvent`) and a stage hook:
+Two per-iteration callbacks (see :class:`~bo_voids.run_events.IterationEvent`) and a stage hook:
 
 * :class:`ProgressLine` — one line per iteration: ``iteration k/N``, the recommendation's score on
   fresh images and in sample, the stage being run and an ETA from the measured time of the
@@ -44,7 +44,8 @@ from bo_voids._io import atomic_write_text, to_jsonable
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
-    from bo_voids.pipeline import IterationEvent, OptimizationPipeline
+    from bo_voids.pipeline import OptimizationPipeline
+    from bo_voids.run_events import IterationEvent
     from bo_voids.scoring import RunScores
     from bo_voids.state import IterationRecord
 
@@ -133,7 +134,7 @@ def event_record(
     wall_seconds: float | None = None,
     stage_seconds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The ``events.jsonl`` record of one :class:`~bo_voids.pipeline.IterationEvent`.
+    """The ``events.jsonl`` record of one :class:`~bo_voids.run_events.IterationEvent`.
 
     Args:
         event: The event.
