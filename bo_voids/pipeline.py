@@ -200,7 +200,7 @@ class OptimizationPipeline:
         self.plots = plots
         self.projector = PCAProjector(n_components=config.pca_components)
         self.records: list[IterationRecord] = []
-        self.scores: list[dict[str, Any]] = []
+        self.scores: list[RunScores] = []
         self.book: ScoreBook | None = None
         self.proposal: Proposal | None = None
         self.noise_floor: dict[str, float] = {}
@@ -397,12 +397,12 @@ class OptimizationPipeline:
         metadata: list[dict[str, Any]],
         scores: RunScores,
         proposal: Proposal,
-        failures: Sequence[dict[str, Any]],
+        failures: Sequence[FailureRecord],
     ) -> IterationRecord:
         t0 = time.perf_counter()
         pca_2d = self.projector.transform(embeddings)
         record = IterationRecord(
-            k, embeddings, metadata, pca_2d, scores=scores, failures=list(failures)
+            k, embeddings, metadata, pca_2d, scores=scores, failures=[dict(f) for f in failures]
         )
         record.proposals = proposal.to_dict()
         with self.store.writing_iteration(k) as tmp:
@@ -441,6 +441,7 @@ class OptimizationPipeline:
                     logger.warning("callback %r failed to finish: %s", callback, exc)
 
     def _after_iteration(self, k: int, scores: RunScores, proposal: Proposal) -> None:
+        assert self.book is not None
         event = IterationEvent(
             iteration=k,
             max_iterations=self._max_iterations,

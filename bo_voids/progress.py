@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from bo_voids._io import atomic_write_text, to_jsonable
 from bo_voids.exceptions import StateError
@@ -70,6 +70,7 @@ EVENTS_FILE = "events.jsonl"
 _BAR_WIDTH = 12
 
 
+@runtime_checkable
 class StageListener(Protocol):
     """Anything told when a stage of the loop starts."""
 
@@ -458,10 +459,10 @@ def attach_stage_hook(
         *listeners: Objects with ``on_stage(stage, iteration)``, or such callables.
     """
     for lis in listeners:
-        pipeline.add_stage_listener(getattr(lis, "on_stage", lis))
+        pipeline.add_stage_listener(lis.on_stage if isinstance(lis, StageListener) else lis)
 
 
-class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class TqdmLoggingHandler(logging.StreamHandler):
     """A console handler that prints above a live ``tqdm`` line instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:
