@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,11 +36,13 @@ import numpy as np
 from bo_voids.exceptions import StateError
 
 __all__ = [
+    "JsonLines",
     "atomic_open",
     "atomic_save_npy",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "read_jsonl",
     "read_npz",
     "to_jsonable",
     "utc_timestamp",
@@ -228,3 +231,59 @@ def read_npz(
     if version.shape != () or version.dtype.kind not in "iu" or int(version) != format_version:
         raise StateError(f"{p}: unsupported {kind} format version {version.tolist()}")
     return arrays
+
+
+@dataclass
+class JsonLines:
+    """What :func:`read_jsonl` read: the good records and how many lines it skipped.
+
+    Attributes:
+        records: The JSON objects, in file order.
+        skipped: Lines that are not a UTF-8 JSON object (bad bytes, cut, another type).
+        incomplete: Whether the file ends in a line without its newline (being written, or cut
+            by a crash); that line is never read, and not counted in ``skipped``.
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    incomplete: bool = False
+
+
+def read_jsonl(path: str | Path) -> JsonLines:
+    """Read a JSON-lines file tolerantly: each line decoded and parsed on its own.
+
+    A line of bytes that are not UTF-8, a line that is not JSON or not an object is skipped and
+    counted; the piece after the last newline is incomplete and skipped. A missing file reads as
+    empty.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The :class:`JsonLines`.
+
+    Raises:
+        StateError: The file exists but cannot be read (permissions, a folder).
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        return JsonLines()
+    except OSError as exc:
+        raise StateError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    *lines, tail = raw.split(b"\n")
+    out = JsonLines(incomplete=bool(tail.strip()))
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+            out.skipped += 1
+            continue
+        if isinstance(record, dict):
+            out.records.append(record)
+        else:
+            out.skipped += 1
+    return out

@@ -236,4 +236,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.c
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from bo_voids.cli import run_module
+
+    run_module(main)
