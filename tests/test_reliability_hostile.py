@@ -545,3 +545,84 @@ def test_an_unexpected_failure_in_a_run_keeps_its_traceback_in_the_log_file(
     assert_one_line_no_traceback(err)
     assert "ZeroDivisionError: a bug" in err
     assert "Traceback" in log.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruptions at random points (slow: a few tiny runs per example)
+# ---------------------------------------------------------------------------------------------
+
+
+def _raise(kind: type[BaseException]):
+    def action(phase: str, iteration: int) -> None:
+        raise kind()
+
+    return action
+
+
+@pytest.fixture(scope="module")
+def reference_run(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("reference")
+    cfg = tiny_config(repo_root, folder, max_iterations=2)
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(OptimizationPipeline, "_plot", lambda self: None)
+    try:
+        assert optimize.main(["--config", str(path), "--quiet", "--no-report"]) == 0
+    finally:
+        mp.undo()
+    return cfg, load_experiment(cfg.experiment_dir)
+
+
+@pytest.mark.slow
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    phase=st.sampled_from(("render", "embed", "propose", "write", "commit")),
+    iteration=st.integers(min_value=0, max_value=2),
+    signal_kind=st.sampled_from((KeyboardInterrupt, cli.Terminated)),
+    over_old=st.booleans(),
+)
+def test_interrupted_anywhere_resumes_to_the_uninterrupted_history(
+    reference_run,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+    phase: str,
+    iteration: int,
+    signal_kind: type[BaseException],
+    over_old: bool,
+) -> None:
+    from bo_voids.testing.faults import FaultInjector, inject_into_pipelines
+
+    ref_cfg, reference = reference_run
+    work = tmp_path_factory.mktemp("interrupted")
+    cfg = ref_cfg.replace(experiment_dir=str(work / "exp"))
+    path = work / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    args = ["--config", str(path), "--quiet", "--no-report"]
+    old: dict[str, bytes | None] = {}
+    if over_old:  # an experiment to replace: kept whole until the new iteration 0 exists
+        _fake_experiment(ExperimentStore(cfg.experiment_dir))
+        old = snapshot(work / "exp")
+        args.append("--overwrite")
+    injector = FaultInjector([(phase, iteration)], _raise(signal_kind))
+    with inject_into_pipelines(injector):
+        code = optimize.main(args)
+    err = capsys.readouterr().err
+    if code == 0:
+        return  # the point lies beyond the run's end
+    assert code == (143 if signal_kind is cli.Terminated else 130), err
+    assert "Traceback" not in err
+    iteration_0 = (work / "exp" / "iteration_0").is_dir()
+    if over_old and not iteration_0:
+        now = {k: v for k, v in snapshot(work / "exp").items() if not k.startswith(".lock")}
+        assert now == old  # the replaced experiment is back, untouched
+        return
+    assert not (work / "exp" / REPLACED).exists()
+    assert optimize.main([*args[:4], "--resume"]) == 0, capsys.readouterr().err
+    run = load_experiment(cfg.experiment_dir)
+    assert [it.iteration for it in run.iterations] == [0, 1, 2]
+    for a, b in zip(reference.iterations, run.iterations, strict=True):
+        assert a.scores == b.scores
+        assert [m["params"] for m in a.metadata] == [m["params"] for m in b.metadata]
+    assert run.history == reference.history
+    assert run.status == "completed"
