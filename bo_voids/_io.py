@@ -21,9 +21,11 @@ This module depends on numpy and :mod:`bo_voids.exceptions` only, so that low-le
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ __all__ = [
     "atomic_write_text",
     "read_jsonl",
     "read_npz",
+    "read_regular_file",
     "to_jsonable",
     "utc_timestamp",
     "write_npz",
@@ -233,6 +236,40 @@ def read_npz(
     return arrays
 
 
+def read_regular_file(path: str | Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file, refusing anything that could hang or flood the process.
+
+    A FIFO, a device (``/dev/zero``, ``/dev/stdin``), a socket or a folder is refused without
+    reading from it (the open does not block), and so is a file larger than ``limit``.
+
+    Args:
+        path: The file.
+        limit: Largest size accepted, in bytes (``None``: no limit).
+
+    Returns:
+        The content.
+
+    Raises:
+        FileNotFoundError: No such file.
+        OSError: Not a regular file (``EINVAL``), larger than ``limit`` (``EFBIG``), unreadable.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if limit is not None and info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            if limit is not None and sum(map(len, chunks)) > limit:  # grew while being read
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class JsonLines:
     """What :func:`read_jsonl` read: the good records and how many lines it skipped.
@@ -267,7 +304,7 @@ def read_jsonl(path: str | Path) -> JsonLines:
     """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_regular_file(p)
     except FileNotFoundError:
         return JsonLines()
     except OSError as exc:

@@ -3,11 +3,12 @@
 The rule: **the experiment folder is the run's; everything else is the user's.** A run writes,
 clears (``--overwrite``) and repairs (``--resume``) only inside ``experiment_dir``, so every path
 the run reads from — the real targets, the warm-start experiment, the base chips, the DINOv2
-weights, the config file — and the log file it appends to must lie outside that folder, and the
+weights, the config file — and the log file it appends to must lie outside that folder; the
 experiment folder must not lie inside a folder the run reads wholesale (it would write its images
-into the user's input). :func:`check_run_paths` enforces this before any work, together with the
-shape of every path (a folder that is a file, a log file below a regular file), so a bad path is
-one line and exit 2, never a half-done run or a deleted input.
+into the user's input); and the log file must not be an input or lie inside one.
+:func:`check_run_paths` enforces this before any work, together with the shape of every path (a
+folder that is a file, a log file below a regular file), so a bad path is one line and exit 2,
+never a half-done run or a deleted input.
 
 The check is called by the pipeline (every API run) and by the command line, which adds the
 config file and ``--log-file``; it only reads the file system.
@@ -128,6 +129,15 @@ def check_run_paths(
                 f"experiment_dir {root} is inside {item.name} {item.path}: the run would write "
                 "into its own input; choose an experiment_dir outside it"
             )
+    if log_file is not None:  # the log is appended to: never to an input, nor inside one
+        log = _resolved("--log-file", Path(log_file))
+        for item in run_inputs(config, config_path=config_path, extra=extra):
+            where = _resolved(item.name, item.path)
+            if log == where or (item.folder and where in log.parents):
+                raise ConfigError(
+                    f"--log-file {log_file} would write into {item.name} {item.path}; give a "
+                    "log file outside the run's inputs"
+                )
 
 
 def _check_creatable(name: str, folder: Path) -> None:

@@ -40,6 +40,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import warnings
@@ -125,6 +126,8 @@ EXPERIMENT_ENTRIES = frozenset(
         "retarget.json",
     }
 )
+#: Names of the iteration folders (and their partial versions) a run writes.
+_ITERATION_ENTRY = re.compile(r"iteration_\d+(\.partial)?")
 #: Config keys that may change when an experiment is resumed.
 RESUMABLE_CHANGES = frozenset({"max_iterations", "experiment_dir", "executor", "dask", "device"})
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -727,7 +730,7 @@ def _experiment_entry(name: str) -> bool:
     hidden_own = name in LOCK_FILES or name == REPLACED or name.endswith(".tmp")
     if name.startswith("."):
         return hidden_own
-    return name.startswith("iteration_") or name in EXPERIMENT_ENTRIES
+    return _ITERATION_ENTRY.fullmatch(name) is not None or name in EXPERIMENT_ENTRIES
 
 
 def _remove(path: Path) -> None:

@@ -194,6 +194,40 @@ def test_the_issues_overwrite_cases_keep_the_users_data(
         assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "huge"])
+def test_a_config_that_is_not_a_small_regular_file_is_refused_without_reading_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A FIFO would hang the read, /dev/zero would fill the memory."""
+    places = {"fifo": "c.yaml", "device": "/dev/zero", "folder": ".", "huge": "huge.yaml"}
+    path = tmp_path / places[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    if kind == "huge":
+        path.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    code = optimize.main(["--config", str(path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(path) in err
+    assert_one_line_no_traceback(err)
+
+
+def test_the_log_file_is_never_an_input(
+    repo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    cfg = tiny_config(repo_root, tmp_path, target_image_dir=str(targets))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    for log in (path, targets / "run.log"):
+        before = snapshot(tmp_path)
+        code = optimize.main(["--config", str(path), "--quiet", "--log-file", str(log)])
+        err = capsys.readouterr().err
+        assert code == 2 and "--log-file" in err
+        assert_one_line_no_traceback(err)
+        assert snapshot(tmp_path) == before
+
+
 @FAST
 @given(parts=st.lists(st.sampled_from(("a", "b", "..", ".")), min_size=0, max_size=4))
 def test_ownership_rule_is_about_resolved_paths(
@@ -256,7 +290,7 @@ def test_overwrite_never_clears_files_bo_voids_did_not_write(
     cfg = tiny_config(repo_root, tmp_path)
     store = ExperimentStore(cfg.experiment_dir)
     _fake_experiment(store)
-    for name in ("notes.txt", ".git"):
+    for name in ("notes.txt", ".git", "iteration_notes"):
         (store.root / name).write_text("mine")
         before = snapshot(store.root)
         with pytest.raises(ExperimentExistsError, match=name), ExperimentLock(store.root):
@@ -604,6 +638,7 @@ def test_interrupted_anywhere_resumes_to_the_uninterrupted_history(
         _fake_experiment(ExperimentStore(cfg.experiment_dir))
         old = snapshot(work / "exp")
         args.append("--overwrite")
+    outside = {k: v for k, v in snapshot(work).items() if not k.startswith("exp")}
     injector = FaultInjector([(phase, iteration)], _raise(signal_kind))
     with inject_into_pipelines(injector):
         code = optimize.main(args)
@@ -626,3 +661,4 @@ def test_interrupted_anywhere_resumes_to_the_uninterrupted_history(
         assert [m["params"] for m in a.metadata] == [m["params"] for m in b.metadata]
     assert run.history == reference.history
     assert run.status == "completed"
+    assert {k: v for k, v in snapshot(work).items() if not k.startswith("exp")} == outside
