@@ -316,7 +316,7 @@ def read_jsonl(path: str | Path) -> JsonLines:
             continue
         try:
             record = json.loads(line.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        except (ValueError, RecursionError):  # bad bytes, bad JSON, a nesting bomb
             out.skipped += 1
             continue
         if isinstance(record, dict):

@@ -175,12 +175,18 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.o
             if args.log_file is not None:
                 check_log_file(args.log_file)
             cfg = load_config(args.config, overrides=_overrides(args))
-            # every path checked before the log file is opened or anything else is written
-            check_run_paths(cfg, config_path=args.config, log_file=args.log_file)
-            if args.mlflow:
-                from bo_voids.tracking import check_tracking_uri
+            store = None
+            if args.mlflow is not None:  # a malformed URI stops here, before any import
+                from bo_voids.tracking import local_store
 
-                check_tracking_uri(args.mlflow)  # a malformed URI stops before any import
+                store = local_store(args.mlflow)
+            # every path checked before the log file is opened or anything else is written
+            check_run_paths(
+                cfg,
+                config_path=args.config,
+                log_file=args.log_file,
+                extra={"the MLflow store": store} if store is not None else None,
+            )
             if args.log_file is not None:
                 attach_log_file(args.log_file)
         except ConfigError as exc:

@@ -84,6 +84,8 @@ def check_log_file(log_file: str | Path) -> None:
     path = Path(log_file)
     if path.is_dir():
         raise ConfigError(f"--log-file {path} is a folder; give a file path")
+    if path.exists() and not path.is_file():  # appending to a FIFO would block the run
+        raise ConfigError(f"--log-file {path} is not a regular file (a FIFO or a device)")
     _check_creatable("--log-file", path.parent)
 
 
@@ -117,6 +119,12 @@ def check_run_paths(
         check_log_file(log_file)
     experiment = _resolved("experiment_dir", root)
     for item in run_inputs(config, config_path=config_path, log_file=log_file, extra=extra):
+        if not item.folder and item.path.exists() and not item.path.is_file():
+            if not (item.name == "dino_weights" and item.path.is_dir()):  # a HF weights folder
+                raise ConfigError(
+                    f"{item.name}: {item.path} is not a regular file (a folder, a FIFO or a "
+                    "device); give a file"
+                )
         where = _resolved(item.name, item.path)
         if where == experiment or experiment in where.parents:
             raise ConfigError(

@@ -57,6 +57,7 @@ from bo_voids._io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    read_regular_file,
     to_jsonable,
     utc_timestamp,
 )
@@ -165,9 +166,13 @@ def read_json(path: str | Path, expect: type | tuple[type, ...] | None = None) -
     Raises:
         StateError: The file cannot be read, is not UTF-8 JSON, or holds another type.
     """
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+    try:  # a FIFO planted in the folder is refused, not read (it would hang)
+        value = json.loads(read_regular_file(path).decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise StateError(f"cannot read {path}: it does not exist") from exc
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise StateError(f"cannot read {path}: {exc}; the file is damaged") from exc
     if expect is not None and not isinstance(value, expect):
         raise StateError(
@@ -688,7 +693,7 @@ class ExperimentStore:
         """
         path = self.root / HISTORY
         try:
-            raw = path.read_bytes()
+            raw = read_regular_file(path)
         except FileNotFoundError:
             return []
         except OSError as exc:

@@ -62,6 +62,7 @@ __all__ = [
     "check_tracking_uri",
     "flatten_params",
     "iteration_metrics",
+    "local_store",
     "probe_tracking_server",
 ]
 
@@ -190,6 +191,20 @@ def check_tracking_uri(uri: str) -> None:
         )
     if base in {"http", "https"} and (not host or port == 0):
         raise ConfigError(f"--mlflow: {uri!r} names no server (expected http://HOST[:PORT])")
+
+
+def local_store(tracking_uri: str | None) -> Path | None:
+    """The folder of a local file store (the default ``./mlruns`` too), ``None`` for a server.
+
+    Args:
+        tracking_uri: As given to ``--mlflow`` (empty or ``None``: the default store).
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_STORE
+    check_tracking_uri(uri)
+    scheme = urlparse(uri).scheme
+    if len(scheme) == 1 or scheme in {"", "file"}:
+        return Path(urlparse(uri).path if scheme == "file" else uri).expanduser()
+    return None
 
 
 def probe_tracking_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
