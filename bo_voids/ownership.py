@@ -23,7 +23,7 @@ from pathlib import Path
 from bo_voids.config import ExperimentConfig
 from bo_voids.exceptions import ConfigError
 
-__all__ = ["RunInput", "check_log_file", "check_run_paths", "run_inputs"]
+__all__ = ["RunInput", "check_log_file", "check_output_file", "check_run_paths", "run_inputs"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,38 @@ def check_run_paths(
                     f"--log-file {log_file} would write into {item.name} {item.path}; give a "
                     "log file outside the run's inputs"
                 )
+
+
+def check_output_file(
+    out: str | Path, *, experiment_dir: str | Path, own_name: str, option: str = "--out"
+) -> None:
+    """Refuse an output file that would overwrite an experiment's own files or cannot be a file.
+
+    A command that derives a file from an experiment (``calibrate --out``) may write anywhere the
+    user names, except over a file of the experiment other than its own output ``own_name``
+    (``experiment.json``, ``history.csv``, an iteration's files: the run would be destroyed).
+
+    Args:
+        out: The output path.
+        experiment_dir: The experiment it is derived from.
+        own_name: The name the command writes inside the experiment by default.
+        option: The option that gave ``out``, for the message.
+
+    Raises:
+        ConfigError: Naming the path (exit 2).
+    """
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file path")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{option} {path} is not a regular file (a FIFO or a device)")
+    _check_creatable(option, path.parent)
+    where, root = _resolved(option, path), _resolved("experiment", Path(experiment_dir))
+    if root in where.parents and not (where.parent == root and where.name == own_name):
+        raise ConfigError(
+            f"{option} {path} would overwrite a file of the experiment {experiment_dir}; write "
+            f"outside it, or to {Path(experiment_dir) / own_name}"
+        )
 
 
 def _check_creatable(name: str, folder: Path) -> None:

@@ -662,3 +662,19 @@ def test_interrupted_anywhere_resumes_to_the_uninterrupted_history(
     assert run.history == reference.history
     assert run.status == "completed"
     assert {k: v for k, v in snapshot(work).items() if not k.startswith("exp")} == outside
+
+
+@pytest.mark.parametrize("out", ["experiment.json", "history.csv", "iteration_0/scores.json"])
+def test_calibrate_never_writes_over_the_experiments_own_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], out: str
+) -> None:
+    from bo_voids.calibration.__main__ import main as calibrate_main
+
+    store = ExperimentStore(tmp_path / "exp")
+    _fake_experiment(store)
+    before = snapshot(tmp_path)
+    code = cli.call_guarded(calibrate_main, [str(store.root), "--out", str(store.root / out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "would overwrite" in err
+    assert_one_line_no_traceback(err)
+    assert snapshot(tmp_path) == before
