@@ -42,6 +42,7 @@ from bo_voids.exceptions import (
     BoVoidsError,
     BoVoidsWarning,
     ConfigError,
+    DamagedFileError,
     TrackerUnavailableError,
     UserInputError,
 )
@@ -330,7 +331,13 @@ def _run(
             _mark(pipeline, "failed", str(exc) if isinstance(exc, BoVoidsError) else repr(exc))
         _finish(callbacks, "FAILED")
         hint = ""
-        if _opened(pipeline) and not user_error:
+        if isinstance(exc, DamagedFileError):  # resuming as it is cannot help
+            hint = (
+                "the experiment cannot be continued as it is: restore that file, or move the "
+                "iteration folder holding it (and later ones) out to resume from the one before, "
+                "or start again with --overwrite"
+            )
+        elif _opened(pipeline) and not user_error:
             hint = (
                 f"completed iterations are kept in {cfg.experiment_dir}: fix the cause and "
                 "continue with --resume"

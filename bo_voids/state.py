@@ -64,6 +64,7 @@ from bo_voids._io import (
 from bo_voids.config import PARAMETER_NAMES, ExperimentConfig, config_from_dict
 from bo_voids.exceptions import (
     BoVoidsWarning,
+    DamagedFileError,
     ExperimentExistsError,
     ExperimentLockedError,
     ResumeMismatchError,
@@ -153,7 +154,7 @@ def load_npy(path: str | Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from exc
+        raise DamagedFileError(f"cannot read {path}: {exc}") from exc
 
 
 def read_json(path: str | Path, expect: type | tuple[type, ...] | None = None) -> Any:
@@ -169,13 +170,13 @@ def read_json(path: str | Path, expect: type | tuple[type, ...] | None = None) -
     try:  # a FIFO planted in the folder is refused, not read (it would hang)
         value = json.loads(read_regular_file(path).decode("utf-8"))
     except FileNotFoundError as exc:
-        raise StateError(f"cannot read {path}: it does not exist") from exc
+        raise DamagedFileError(f"cannot read {path}: it does not exist") from exc
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise StateError(f"cannot read {path}: {exc}; the file is damaged") from exc
+        raise DamagedFileError(f"cannot read {path}: {exc}; the file is damaged") from exc
     if expect is not None and not isinstance(value, expect):
-        raise StateError(
+        raise DamagedFileError(
             f"cannot read {path}: it holds a {type(value).__name__}, not what bo_voids wrote "
             "(the file is damaged)"
         )
@@ -387,7 +388,7 @@ class ExperimentStore:
             raise StateError(f"{self.root} is not an experiment folder (no {MANIFEST})")
         manifest = read_json(self.manifest_path, dict)
         if not isinstance(manifest.get("config"), dict):
-            raise StateError(
+            raise DamagedFileError(
                 f"cannot read {self.manifest_path}: it has no config record (the file is damaged "
                 "or not a bo_voids manifest)"
             )
@@ -594,7 +595,9 @@ class ExperimentStore:
         )
         expected = list(range(len(found)))
         if found != expected:
-            raise StateError(f"{self.root}: iteration folders {found} are not contiguous from 0")
+            raise DamagedFileError(
+                f"{self.root}: iteration folders {found} are not contiguous from 0"
+            )
         return found
 
     def clean_partial(self) -> list[Path]:
@@ -654,7 +657,7 @@ class ExperimentStore:
         failures = read_json(failures_path, list) if failures_path.exists() else []
         for name, items in (("metadata.json", metadata), (FAILURES, failures)):
             if not all(isinstance(m, dict) for m in items):
-                raise StateError(
+                raise DamagedFileError(
                     f"cannot read {folder / name}: an entry is not a record (the file is damaged)"
                 )
         return IterationRecord(
