@@ -70,6 +70,7 @@ from bo_voids.exceptions import (
     ResumeMismatchError,
     StateError,
 )
+from bo_voids.scoring import RunScores
 
 __all__ = [
     "EXPERIMENT_ENTRIES",
@@ -116,6 +117,10 @@ REPLACED = ".replaced"
 #: Version of the folder's layout, stored in the manifest; a resume refuses any other.
 LAYOUT_VERSION = 1
 FAILURES = "failures.json"
+#: The file of an iteration folder holding its run-level scores (:class:`RunScores`).
+SCORES_FILE = "scores.json"
+#: The file of an iteration folder holding the proposal made after that iteration.
+PROPOSAL_FILE = "proposals.json"
 #: Entries (besides hidden files and ``iteration_*``) a bo_voids experiment folder may hold.
 EXPERIMENT_ENTRIES = frozenset(
     {
@@ -306,7 +311,7 @@ class IterationRecord:
     embeddings: np.ndarray
     metadata: list[dict[str, Any]]
     pca_2d: np.ndarray
-    scores: dict[str, Any] = field(default_factory=dict)
+    scores: RunScores = field(default_factory=lambda: RunScores.from_dict({}))
     proposals: dict[str, Any] | None = None
     folder: Path | None = None
     #: Parameter sets of this iteration whose evaluation failed (excluded from the history):
@@ -509,10 +514,6 @@ class ExperimentStore:
             )
         return manifest
 
-    def stored_config(self) -> ExperimentConfig:
-        """The config snapshot of the stored experiment."""
-        return config_from_dict(self.read_manifest()["config"], check_paths=False)
-
     # ---- replacing (--overwrite) -----------------------------------------------------------
 
     @property
@@ -650,8 +651,8 @@ class ExperimentStore:
         folder = self.iteration_dir(k)
         if not folder.is_dir():
             raise StateError(f"{folder} does not exist")
-        proposals_path = folder / "proposals.json"
-        scores_path = folder / "scores.json"
+        proposals_path = folder / PROPOSAL_FILE
+        scores_path = folder / SCORES_FILE
         failures_path = folder / FAILURES
         metadata = read_json(folder / "metadata.json", list)
         failures = read_json(failures_path, list) if failures_path.exists() else []
@@ -665,7 +666,7 @@ class ExperimentStore:
             embeddings=load_npy(folder / "embeddings.npy"),
             metadata=metadata,
             pca_2d=load_npy(folder / "pca_2d.npy"),
-            scores=read_json(scores_path, dict) if scores_path.exists() else {},
+            scores=_run_scores(scores_path, k),
             proposals=read_json(proposals_path, dict) if proposals_path.exists() else None,
             folder=folder,
             failures=failures,
@@ -727,6 +728,16 @@ class ExperimentStore:
         return rows
 
 
+def _run_scores(path: Path, k: int) -> RunScores:
+    """``scores.json`` of iteration ``k`` (a missing file reads as empty scores)."""
+    if not path.exists():
+        return RunScores.from_dict({"iteration": k})
+    try:
+        return RunScores.from_dict(read_json(path, dict))
+    except (TypeError, ValueError, AttributeError) as exc:  # valid JSON, wrong content
+        raise DamagedFileError(f"cannot read {path}: {exc}; the file is damaged") from exc
+
+
 def _csv_value(v: Any) -> Any:
     if isinstance(v, float | np.floating):
         return "" if not np.isfinite(v) else repr(float(v))
@@ -783,14 +794,14 @@ class ExperimentRun:
             self.status = str(self.manifest.get("status", "unknown"))
 
     @property
-    def scores(self) -> list[dict[str, Any]]:
-        """Per-iteration score records (``scores.json`` of each iteration)."""
+    def scores(self) -> list[RunScores]:
+        """Per-iteration run-level scores (``scores.json`` of each iteration)."""
         return [it.scores for it in self.iterations]
 
     @property
     def noise_floor(self) -> dict[str, float]:
         """MMD² between random halves of the real set (mean, std, q05, q95)."""
-        return self.manifest.get("noise_floor") or self.iterations[0].scores.get("noise_floor", {})
+        return self.manifest.get("noise_floor") or self.iterations[0].scores.noise_floor or {}
 
     @property
     def current_best(self) -> list[dict[str, Any]]:
