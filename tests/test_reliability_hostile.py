@@ -678,3 +678,24 @@ def test_calibrate_never_writes_over_the_experiments_own_files(
     assert code == 2 and "would overwrite" in err
     assert_one_line_no_traceback(err)
     assert snapshot(tmp_path) == before
+
+
+def test_a_tracker_failing_mid_run_is_switched_off_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    from bo_voids.tracking import MLflowCallback
+
+    class GoneServer:
+        def __getattr__(self, name: str):
+            raise ConnectionError("the server went away")
+
+    callback = MLflowCallback(tracking_uri=str(tmp_path / "mlruns"))
+    callback._client, callback.run_id = GoneServer(), "run"
+    event = SimpleNamespace(iteration=3, config=None, experiment_dir=tmp_path)
+    callback(event)  # never raises: tracking must not stop the run
+    callback(event)
+    warnings_ = [r for r in caplog.records if "MLflow logging stopped" in r.getMessage()]
+    assert len(warnings_) == 1 and "iteration 3" in warnings_[0].getMessage()
+    callback.finish()  # nothing more is sent to a tracker that failed
