@@ -61,6 +61,7 @@ from bo_voids.failure_policy import (
 from bo_voids.generation.voids import save_png
 from bo_voids.metrics import NullBand, null_band_from_statistics, split_null_band
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
+from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
 from bo_voids.run_events import Callback, IterationEvent, RunSummary
 from bo_voids.scoring import (
@@ -231,6 +232,7 @@ class OptimizationPipeline:
         """
         n_iter = self.config.max_iterations if max_iterations is None else max_iterations
         self._max_iterations = n_iter
+        check_run_paths(self.config)  # no input inside what the run writes, clears or replaces
         if self.config.target_image_dir is not None and not (
             self.resume and self.store.iteration_dir(0).is_dir()
         ):
@@ -252,9 +254,11 @@ class OptimizationPipeline:
                 self.stop_reason = reason
                 summary = self._finish()
             except KeyboardInterrupt:
+                self._restore_replaced()
                 self._finish_callbacks("KILLED")
                 raise
             except BaseException:
+                self._restore_replaced()
                 self._finish_callbacks("FAILED")
                 raise
             self._finish_callbacks("FINISHED")
@@ -480,6 +484,12 @@ class OptimizationPipeline:
         if self.evaluator is None:
             self.evaluator = self.spec.build()
         return self.evaluator
+
+    def _restore_replaced(self) -> None:
+        """An --overwrite that stopped before its iteration 0 gives the old experiment back."""
+        if self.store.restore_replaced():
+            self.store_opened = False  # the folder is the old experiment again: leave it be
+            logger.warning("the run stopped before iteration 0: %s is restored", self.store.root)
 
     def _executor_ctx(self) -> contextlib.AbstractContextManager[EvaluationExecutor]:
         if self._executor is not None and not self._owns_executor:

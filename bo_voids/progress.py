@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from bo_voids._io import atomic_write_text, to_jsonable
+from bo_voids._io import atomic_write_text, read_jsonl, to_jsonable
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
@@ -187,7 +187,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     """The records of an ``events.jsonl`` (a running experiment's too).
 
     A last line without its newline (being written, or cut by a crash) and any line that is not a
-    JSON object are skipped.
+    UTF-8 JSON object are skipped (:func:`bo_voids._io.read_jsonl`; a resume rewrites the file).
 
     Args:
         path: The ``events.jsonl`` file, or the experiment folder holding it.
@@ -198,21 +198,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / EVENTS_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    out = []
-    for line in text.split("\n")[:-1]:  # the piece after the last newline is incomplete
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return read_jsonl(path).records
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -281,10 +267,15 @@ class EventLog:
             it = record.iteration
             if it < first and it not in kept:
                 kept[it] = _rebuilt_record(record)
-        lines = [_dumps(kept[it]) for it in sorted(kept)]
-        raw = path.read_text(encoding="utf-8") if path.exists() else ""
-        if raw != "".join(lines):
-            atomic_write_text(path, "".join(lines))
+        text = "".join(_dumps(kept[it]) for it in sorted(kept))
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if raw != text.encode("utf-8"):  # damaged lines dropped, missing ones rebuilt
+            atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
