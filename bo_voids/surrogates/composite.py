@@ -63,11 +63,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import gpytorch
 import numpy as np
 import torch
 from botorch.acquisition import (
@@ -102,6 +100,7 @@ from bo_voids.surrogates.exact_posterior import (
     distance_moments,
 )
 from bo_voids.surrogates.features import FeatureEncoder
+from bo_voids.surrogates.torch_context import seeded_exact
 
 __all__ = ["ACQUISITIONS", "HYPERPARAMETER_SHARING", "CompositeSurrogate"]
 
@@ -109,36 +108,11 @@ ACQUISITIONS: tuple[str, ...] = ("ucb", "ei", "nei", "pi")
 HYPERPARAMETER_SHARING: tuple[str, ...] = ("shared", "independent")
 _STATE_FORMAT = 1
 _DTYPE = torch.float64
-_MAX_CHOLESKY = 100_000
 
 
 # ---------------------------------------------------------------------------------------------
 # The surrogate
 # ---------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _seeded(seed: int, threads: int) -> Iterator[None]:
-    """Fork torch's RNG, seed it, run with ``threads`` intra-op threads and exact linear algebra.
-
-    GPyTorch switches to conjugate gradients and Lanczos above 800 points, which at ``n = 1000``
-    is an order of magnitude slower here than a Cholesky factorisation, approximate, and
-    dependent on random probe vectors; exact Cholesky solves are used at every size.
-    """
-    previous = torch.get_num_threads()
-    with (
-        torch.random.fork_rng(),
-        gpytorch.settings.max_cholesky_size(_MAX_CHOLESKY),
-        gpytorch.settings.fast_computations(
-            covar_root_decomposition=False, log_prob=False, solves=False
-        ),
-    ):
-        torch.manual_seed(int(seed) % (2**63))
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
 
 
 def _positive_int(name: str, value: Any, low: int = 1) -> int:
@@ -287,7 +261,7 @@ class CompositeSurrogate:
         target_t = self._check_target(target, k)
         W = self._check_weights(weights, k)
         t0 = time.perf_counter()
-        with _seeded(seed, self.torch_threads):
+        with seeded_exact(seed, self.torch_threads):
             model = self._build_model(Z, Yt, Yvt)
             if n > self.fit_subsample:
                 gen = torch.Generator().manual_seed(int(seed) % (2**63))
@@ -489,7 +463,7 @@ class CompositeSurrogate:
             `(n, k)` mean and `(n, k)` variance of ``f`` (latent, without observation noise).
         """
         Z = torch.as_tensor(self.encoder.to_features(X_raw), dtype=_DTYPE)
-        with torch.no_grad(), _seeded(0, self.torch_threads):
+        with torch.no_grad(), seeded_exact(0, self.torch_threads):
             mean, var = self._marginals(Z)
         return mean.numpy().copy(), var.numpy().copy()
 
@@ -539,7 +513,7 @@ class CompositeSurrogate:
         post = self._require_posterior()
         n_samples = _positive_int("n_samples", n_samples)
         A = torch.as_tensor(self.encoder.to_features(anchors_raw), dtype=_DTYPE)
-        with torch.no_grad(), _seeded(seed, self.torch_threads):
+        with torch.no_grad(), seeded_exact(seed, self.torch_threads):
             mean_std, cov = post.moments(A.unsqueeze(0))  # (1, k, a), (1, k, a, a) original
             mA, cA = mean_std[0], cov[0]
             std2 = (post.y_std * post.y_std)[:, None, None]
@@ -673,7 +647,7 @@ class CompositeSurrogate:
             else torch.as_tensor(enc.to_features(X_pending), dtype=_DTYPE)
         )
         t0 = time.perf_counter()
-        with _seeded(seed, self.torch_threads):
+        with seeded_exact(seed, self.torch_threads):
             acqf = self.build_acquisition(seed, pending)
             # Scoring single points jointly with NEI's baseline costs twice EI's, for a
             # heuristic choice of starting points only.
@@ -860,7 +834,7 @@ class CompositeSurrogate:
                 for level in range(c.width)
             ]
         candidates: list[Tensor] = []
-        with _seeded(seed, self.torch_threads):
+        with seeded_exact(seed, self.torch_threads):
             for fixed in fixed_list:
                 x, _ = optimize_acqf(
                     acqf,

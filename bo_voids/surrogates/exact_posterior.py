@@ -25,9 +25,6 @@ from torch import Tensor
 
 __all__ = ["ExactPosterior", "ExpectedObjective", "distance_moments"]
 
-_DTYPE = torch.float64
-_MAX_CHOLESKY = 100_000
-
 
 # ---------------------------------------------------------------------------------------------
 # Posterior

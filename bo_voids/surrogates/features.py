@@ -19,7 +19,6 @@ from bo_voids.space import raw_to_features
 __all__ = ["FeatureEncoder"]
 
 _DTYPE = torch.float64
-_MAX_CHOLESKY = 100_000
 
 
 # ---------------------------------------------------------------------------------------------
