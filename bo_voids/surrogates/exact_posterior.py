@@ -6,7 +6,7 @@ expected summary distance to the targets.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from botorch.acquisition import (
@@ -16,6 +16,7 @@ from botorch.acquisition.objective import PosteriorTransform
 from botorch.exceptions import UnsupportedError
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
+from botorch.models.transforms.outcome import Standardize
 from botorch.posteriors import GPyTorchPosterior
 from botorch.utils.transforms import t_batch_mode_transform
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
@@ -47,6 +48,19 @@ class ExactPosterior(Model):
     wider, and keeps an evaluation ``O(m²)`` per test point instead of ``O(n²)``.
     """
 
+    # buffers (register_buffer), declared for the type checker
+    Z: Tensor
+    ls: Tensor
+    scale: Tensor
+    const: Tensor
+    y_mean: Tensor
+    y_std: Tensor
+    alpha: Tensor
+    noise: Tensor
+    L: Tensor
+    Zc: Tensor
+    Lc: Tensor
+
     def __init__(self, gp: SingleTaskGP, Z: Tensor) -> None:
         super().__init__()
         k = gp.num_outputs
@@ -63,7 +77,7 @@ class ExactPosterior(Model):
             scale = kern.outputscale.reshape(k)
             const = gp.mean_module.constant.reshape(k)
             y = gp.train_targets.reshape(k, n)
-            ot = gp.outcome_transform
+            ot = cast(Standardize, gp.outcome_transform)
             self._k, self._shared = k, shared
             self.register_buffer("Z", Z)
             self.register_buffer("ls", ls.clone())
@@ -206,15 +220,18 @@ def distance_moments(mean: Tensor, var: Tensor, target: Tensor, W: Tensor) -> tu
 class ExpectedObjective(AcquisitionFunction):
     """Analytic posterior mean of ``-D`` at single points (``q = 1``), for polishing."""
 
+    target: Tensor
+    W: Tensor
+
     def __init__(self, model: Model, target: Tensor, W: Tensor) -> None:
         super().__init__(model=model)
         self.register_buffer("target", target)
         self.register_buffer("W", W)
 
-    @t_batch_mode_transform(expected_q=1)
+    @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]
     def forward(self, X: Tensor) -> Tensor:
         """Minus the expected distance at each point of ``X``."""
-        post = self.model.posterior(X)
+        post = cast(GPyTorchPosterior, self.model.posterior(X))
         e, _ = distance_moments(
             post.mean.squeeze(-2), post.variance.squeeze(-2), self.target, self.W
         )
