@@ -46,6 +46,15 @@ def test_help_unknown_and_missing_command(capsys) -> None:
     assert "usage: bo-voids report" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["chips", "gallery"])
+def test_generation_commands_help_names_bo_voids_and_every_option(name: str, capsys) -> None:
+    assert cli.main([name, "--help"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert f"usage: bo-voids {name}" in out and "python -m" not in out
+    options = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
+    assert options and " ".join(out.split()).count("(default:") == len(options)  # each has help
+
+
 def _raises(exc: BaseException):
     def main(argv):
         raise exc
