@@ -89,6 +89,12 @@ _PARAM_LABELS: dict[str, str] = {
     "position_spread": "position spread",
 }
 _MARKERS = {"real": "*", "close": "D", "far": "^", "synthetic": "o"}
+#: Legend text of the grey per-set markers of the convergence figure.
+_SET_KIND_LABELS = {
+    "close": "a close seed set (iteration 0)",
+    "far": "a far seed set (iteration 0)",
+    "synthetic": "a proposed set",
+}
 #: Frame colours of the best sets in the image grid (rank 1, 2, ...).
 _RANK_COLORS = ("#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
 _REAL_TITLE = "#333333"
@@ -443,8 +449,8 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     def series(key: str) -> np.ndarray:
         return np.array([_num(s.get(key)) for s in scores], dtype=float)
 
-    fig = Figure(figsize=(11.5, 7.6))
-    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.075, top=0.9, wspace=0.2, hspace=0.2)
+    fig = Figure(figsize=(11.5, 8.4))
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.07, top=0.83, wspace=0.2, hspace=0.2)
     axes = fig.subplots(2, 2, sharex=True)
     ax_a, ax_b, ax_c, ax_d = axes.ravel()
 
@@ -456,13 +462,20 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     ]
     for kind in sorted({s_.dataset_type for s_ in scored}):
         pts = np.array([(s_.iteration, s_.mmd2) for s_ in scored if s_.dataset_type == kind])
-        ax_a.scatter(*pts.T, s=14, c="#B0B0B0", marker=_MARKERS.get(kind, "o"), zorder=1, lw=0)
+        ax_a.scatter(
+            *pts.T,
+            s=14,
+            c="#B0B0B0",
+            marker=_MARKERS.get(kind, "o"),
+            zorder=1,
+            lw=0,
+            label=_SET_KIND_LABELS.get(kind, f"{kind} sets"),
+        )
     for key, style, color, lw, label, z in (
-        ("iteration_best_mmd2", "o--", COLORS["accent"], 1.2, "best of the iteration", 3),
+        ("iteration_best_mmd2", "o--", COLORS["accent"], 1.2, "lowest MMD² of the iteration", 3),
         ("best_mmd2", "o-", COLORS["real"], 2.2, "recommendation (in sample)", 4),
     ):
         ax_a.plot(x, series(key), style, color=color, ms=5, lw=lw, label=label, zorder=z)
-    ax_a.scatter([], [], s=14, c="#B0B0B0", label="every evaluated set")
     ax_a.set_ylabel("MMD² of one parameter set vs targets")
     ax_a.set_title("(a) Per-set MMD² (lower is better)", fontsize=10.5, loc="left")
 
@@ -476,11 +489,11 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
             color=COLORS["noise"],
             alpha=0.28,
             lw=0,
-            label="noise floor: one real set, same images (q05–q95)",
+            label="noise floor of one real set (q05–q95)",
         )
         ax_b.axhline(q05, color=COLORS["noise"], ls="--", lw=1.3, label="q05 (stop rule)")
         if math.isfinite(q50):
-            ax_b.axhline(q50, color=COLORS["noise"], lw=1.0)
+            ax_b.axhline(q50, color=COLORS["noise"], lw=1.0, label="noise floor median")
     fresh = np.array(
         [_num((sc.get("recommendation") or {}).get("fresh_mmd2")) for sc in scores], dtype=float
     )
@@ -508,7 +521,7 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
         color="#888888",
         ms=4,
         lw=1.2,
-        label="top-k pool vs targets (in sample, selected)",
+        label="top-k pool, in sample",
         zorder=3,
     )
     if np.isfinite(fresh).any():
@@ -519,10 +532,10 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
             color="black",
             ms=5,
             lw=2,
-            label="recommendation on fresh images",
+            label="recommendation, fresh images",
             zorder=4,
         )
-    ax_b.set_ylim(y0 - 0.08 * span, y1 + 0.55 * span)  # headroom above the curves for the legend
+    ax_b.set_ylim(y0 - 0.08 * span, y1 + 0.08 * span)
     ax_b.set_ylabel("MMD² vs targets")
     ax_b.set_title("(b) Recommendation on fresh images", fontsize=10.5, loc="left")
 
@@ -540,14 +553,26 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     for ax in axes.ravel():
         ax.grid(True, alpha=0.25, lw=0.6)
         _iteration_ticks(ax, x)
-    ax_a.legend(fontsize=8, loc="best", framealpha=0.9)
-    ax_b.legend(fontsize=8, loc="upper right", framealpha=0.9, ncol=2)
+    # each top panel's legend sits in the band above it, inside its own column, so neither
+    # covers the other panel or its data
+    for ax, left in ((ax_a, 0.07), (ax_b, 0.535)):
+        fig.legend(
+            *ax.get_legend_handles_labels(),
+            loc="upper left",
+            bbox_to_anchor=(left, 0.945),
+            ncol=2,
+            fontsize=8,
+            frameon=False,
+            columnspacing=1.2,
+            markerscale=1.3,
+        )
     for ax in axes[1]:
         ax.set_xlabel("iteration (0 = close + far seeds)")
     status = run.manifest.get("status", "")
     fig.suptitle(
         f"Convergence — {run.manifest.get('experiment_name', '')} ({status})",
         fontsize=12,
+        y=0.99,
     )
     return fig
 
@@ -722,7 +747,8 @@ def plot_parameter_trajectories(
     """One panel per parameter: what was tried at each iteration, and where the best set sits.
 
     Every evaluated set is a dot at its iteration (slightly jittered) coloured by its MMD² (dark
-    = low = good); the best-so-far set's value is the black step line; when the targets are
+    = low = good); the recommendation's value (the set the run ranked best at each iteration) is
+    the black step line; when the targets are
     simulated, the real distribution's mean (line) and ±1 sd (band) from the config are shown
     (for ``void_shape``: its category probabilities as shaded rows).
 
@@ -824,7 +850,7 @@ def plot_parameter_trajectories(
         cbar = fig.colorbar(sc_handle, cax=fig.add_axes((0.915, 0.13, 0.014, 0.78)))
         cbar.set_label("per-set MMD² (dark = lower = better)")
     legend = [
-        Line2D([], [], color="black", lw=2, marker="o", ms=4, label="best set so far (raw MMD²)"),
+        Line2D([], [], color="black", lw=2, marker="o", ms=4, label=_recommendation_label(run)),
     ]
     if simulated:
         legend += [
@@ -841,6 +867,20 @@ def plot_parameter_trajectories(
     )
     fig.suptitle("Parameter trajectories — every evaluated set, coloured by its MMD²", fontsize=12)
     return fig
+
+
+def _recommendation_label(run: ExperimentRun) -> str:
+    """What the black line of the trajectories follows: the set the run ranked best.
+
+    Each ``scores.json`` says what ranked its sets (``model``: the optimiser's surrogate;
+    ``raw``: the per-set MMD²), so the label names the ranking the run actually used.
+    """
+    rankings = {str(sc.get("ranking", "raw")) for sc in run.scores}
+    if rankings == {"model"}:
+        return "recommendation (set ranked best by the model)"
+    if "model" in rankings:
+        return "recommendation (ranked by raw MMD², then by the model)"
+    return "recommendation (lowest raw MMD² so far)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,8 +136,9 @@ _PLOTS: tuple[tuple[str, str, str], ...] = (
     (
         "parameters",
         "Parameter trajectories",
-        "Every evaluated set's value per iteration, coloured by its MMD²; black: the best set so "
-        "far; shaded: the real distribution (mean ± 1 sd; for the shape, its probabilities).",
+        "Every evaluated set's value per iteration, coloured by its MMD²; black: the "
+        "recommendation (the set the run ranked best after each iteration); shaded: the real "
+        "distribution (mean ± 1 sd; for the shape, its probabilities).",
     ),
 )
 
