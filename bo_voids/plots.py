@@ -38,8 +38,7 @@ from bo_voids.config import (
     CategoricalDistribution,
     NormalDistribution,
 )
-from bo_voids.scoring import TARGET_TYPES, score_book_from_iterations
-from bo_voids.space import SearchSpace
+from bo_voids.scoring import TARGET_TYPES
 from bo_voids.state import ExperimentRun, atomic_write_bytes, load_experiment
 
 __all__ = [
@@ -53,6 +52,7 @@ __all__ = [
     "plot_image_grid",
     "plot_latent",
     "plot_parameter_trajectories",
+    "ranking_score_label",
     "set_summaries",
     "write_all_plots",
 ]
@@ -139,11 +139,13 @@ def _num(value: Any) -> float:
 
 
 def set_summaries(run: ExperimentRun) -> list[SetSummary]:
-    """Every parameter set of a run with its MMD², in evaluation order.
+    """Every parameter set of a run with its MMD², in evaluation order, as the run scored it.
 
-    The observed sets come from :func:`~bo_voids.scoring.score_book_from_iterations` (the one
-    grouping and score of the package: a set evaluated in several iterations is one entry); the
-    simulated target sets follow with ``nan`` MMD².
+    The observed sets and their MMD² are read from the ``per_set`` records each iteration's
+    ``scores.json`` persisted (a set replicated in a later iteration is listed there again with
+    its merged score, which replaces the earlier one), so nothing is re-scored and every figure
+    and table shows the numbers the run ranked by. The simulated target sets follow with ``nan``
+    MMD².
 
     Args:
         run: The loaded run.
@@ -153,23 +155,27 @@ def set_summaries(run: ExperimentRun) -> list[SetSummary]:
     """
     if not run.iterations:
         return []
-    book = score_book_from_iterations(
-        SearchSpace.from_config(run.config),
-        run.iterations,
-        bandwidth=run.config.metric.bandwidth,
-        top_k=run.config.bo.top_k,
-    )
-    out = [
-        SetSummary(
-            param_set_id=o.uid,
-            iteration=o.first_iteration,
-            dataset_type=o.dataset_type,
-            params=dict(o.params),
-            mmd2=o.mmd2,
-            images=list(zip(o.image_iterations.tolist(), o.local_rows.tolist(), strict=True)),
+    rows_of: dict[str, list[tuple[int, int]]] = {}
+    for it in run.iterations:
+        for row, meta in enumerate(it.metadata):
+            rows_of.setdefault(str(meta.get("param_set_id")), []).append((it.iteration, row))
+    records: dict[str, dict[str, Any]] = {}
+    for scores in run.scores:
+        for rec in scores.get("per_set") or []:
+            records[str(rec.get("uid"))] = dict(rec)  # insertion order: first evaluation
+    out = []
+    for uid, rec in records.items():
+        ids = rec.get("param_set_ids") or [uid]
+        out.append(
+            SetSummary(
+                param_set_id=uid,
+                iteration=int(rec.get("iteration", 0)),
+                dataset_type=str(rec.get("dataset_type", "synthetic")),
+                params=dict(rec.get("params") or {}),
+                mmd2=_num(rec.get("mmd2")),
+                images=[img for ps_id in ids for img in rows_of.get(str(ps_id), [])],
+            )
         )
-        for o in book.all_sets()
-    ]
     targets: dict[str, SetSummary] = {}
     for row, meta in enumerate(run.iterations[0].metadata):
         if meta.get("dataset_type") not in TARGET_TYPES:
@@ -184,10 +190,12 @@ def set_summaries(run: ExperimentRun) -> list[SetSummary]:
 
 
 def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
-    """The best parameter sets of a run, best first: the last iteration's ranking.
+    """The best parameter sets of a run, best first, exactly as the run ranked them.
 
-    The ranking is the package's one definition (:func:`~bo_voids.scoring.rank_observations`),
-    persisted in every ``scores.json``, so it is the same while the run goes on and after.
+    A completed run's ranking is ``current_best`` in ``experiment.json``; while a run goes on (or
+    after it stopped early) it is the last iteration's ``best`` in ``scores.json``. Both come
+    from the package's one ranking (:func:`~bo_voids.scoring.rank_observations`), so nothing is
+    re-ranked here.
 
     Args:
         run: The loaded run.
@@ -197,8 +205,34 @@ def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
         Records with ``param_set_id``, ``iteration``, ``params``, ``mmd2``, ``predicted_mmd2``
         and ``n_images``.
     """
+    if run.manifest.get("status") == "completed" and run.current_best:
+        return [dict(rec) for rec in run.current_best[:k]]
     last = run.iterations[-1].scores if run.iterations else {}
     return [dict(rec) for rec in (last.get("best") or [])[:k]]
+
+
+def ranking_score_label(run: ExperimentRun) -> str | None:
+    """What a best set's ``predicted_mmd2`` holds, in words (``None``: the raw MMD² ranked).
+
+    The composite surrogate ranks by its predicted squared distance between a set's mean
+    embedding summary and the targets' (summary units, not MMD²); the scalar GPs by their
+    posterior mean of the per-set MMD² itself.
+
+    Args:
+        run: The loaded run.
+
+    Returns:
+        A column heading, or ``None`` when the ranking was the raw MMD².
+    """
+    last = run.scores[-1] if run.scores else {}
+    if last.get("ranking") != "model":
+        return None
+    if (
+        getattr(run.config, "optimizer", None) == "botorch"
+        and run.config.bo.surrogate == "composite"
+    ):
+        return "model's predicted summary distance (ranks the sets; not MMD²)"
+    return "model's predicted MMD²"
 
 
 def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
