@@ -256,6 +256,8 @@ class OptimizationPipeline:
         self._stage_listeners: list[Callable[[str, int], None]] = []
         #: Whether this pipeline created or resumed the experiment folder (and may mark it).
         self.store_opened = False
+        #: Whether ``--resume`` found the experiment already complete (nothing was run).
+        self.already_complete = False
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -280,6 +282,8 @@ class OptimizationPipeline:
         with self._lock, self._executor_ctx() as executor:
             self._executor = executor
             self._open_store()
+            if self.already_complete:
+                return self._summary()
             try:
                 if not self.records:
                     self.step(0, self._initial_tasks())
@@ -337,7 +341,8 @@ class OptimizationPipeline:
         Stages, in order: ``render+embed``, ``null band`` (iteration 0), ``propose``,
         ``fresh score``, ``write`` (the files go to ``iteration_k.partial/``), ``commit`` (every
         file written; the folder is renamed to ``iteration_k/``), ``history`` (``history.csv``
-        and the manifest are rebuilt), ``plot``, ``callbacks``. ``commit`` and ``history`` start
+        and the manifest are rebuilt), ``plot``, ``callbacks``; after the last iteration,
+        ``calibrate`` (when on) and ``final plots``. ``commit`` and ``history`` start
         where a crash leaves a different state on disk, so the crash tests stop there
         (:mod:`bo_voids.testing.faults`); progress displays show every stage
         (:mod:`bo_voids.progress`).
@@ -370,10 +375,8 @@ class OptimizationPipeline:
                 tasks.append(
                     self._task(0, dtype, i, f"{dtype}_ps_{i:03d}", params, spec.replications)
                 )
-        self.log(
-            f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images "
-            f"({', '.join(DATASET_TYPES)})"
-        )
+        kinds = ", ".join(dict.fromkeys(t.dataset_type for t in tasks))
+        self.log(f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images ({kinds})")
         return tasks
 
     def _batch_tasks(self, k: int, param_sets: Sequence[Mapping[str, Any]]) -> list[EvaluationTask]:
@@ -531,12 +534,28 @@ class OptimizationPipeline:
         store = self.store
         if store.exists() and self.resume:
             store.check_resumable(self.config, self.embedder_info)
+            previous = store.read_manifest()
             removed = store.clean_partial()
             if removed:
                 self.log(
                     f"resume: removed {len(removed)} partial leftover(s) of an interrupted write"
                 )
-            self._restore(store.load_all())
+            records = store.load_all()
+            scores = [r.scores for r in records]
+            reason = stop_reason(scores, self.config, self._max_iterations)
+            if previous.get("status") == "completed" and records and reason is not None:
+                # a finished run resumed with the same budget: nothing to render, fit or draw
+                self.records, self.scores = records, scores
+                self.noise_floor = records[0].scores.get("noise_floor", {}) or self.noise_floor
+                self.already_complete = True
+                self.stop_reason = str(previous.get("stop_reason") or reason)
+                self.timings = dict(previous.get("timings") or self.timings)
+                self.log(
+                    f"{store.root} is already complete after iteration {len(self.records) - 1} "
+                    f"({self.stop_reason}); nothing to do. Raise --max-iterations to continue it."
+                )
+                return
+            self._restore(records)
             fields: dict[str, Any] = {"status": "running"}
             if self.records:
                 # a crash between renaming an iteration into place and updating history.csv /
@@ -544,7 +563,10 @@ class OptimizationPipeline:
                 self._write_derived(len(self.records) - 1)
             store.update_manifest(**fields)
             self.store_opened = True
-            self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
+            if self.records:
+                self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
+            else:
+                self.log(f"resuming {store.root}: no iteration was completed; starting iteration 0")
             return
         if store.exists() and not self.overwrite:
             raise ExperimentExistsError(
@@ -1006,10 +1028,20 @@ class OptimizationPipeline:
             next_params=list(self.proposal.next_params),
             timings=self.timings,
         )
+        k = len(self.records) - 1
         if self.config.calibrate:
+            self._stage("calibrate", k)
             self._calibrate()
         if self.plots:
+            self._stage("final plots", k)
             self._plot()  # final plots show the completed status (and calibration)
+        if self.config.calibrate or self.plots:
+            self.store.update_manifest(timings=self.timings)  # with the calibration and plots
+        return self._summary()
+
+    def _summary(self) -> RunSummary:
+        """The :class:`RunSummary` of the run as it stands in memory."""
+        current_best = list(self.scores[-1].get("best", [])) if self.scores else []
         return RunSummary(
             experiment_dir=self.store.root,
             iterations_completed=len(self.records) - 1,
