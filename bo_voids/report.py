@@ -343,10 +343,14 @@ def _banner(run: ExperimentRun, max_iterations: int | None) -> str:
     elif status == "completed":
         text = f"Completed — {of}"
         note = _e(m.get("stop_reason") or "")
+    elif status in {"interrupted", "failed"} and not run.iterations:
+        text = f"{status.capitalize()} during iteration 0"
+        error = f"{m['error']}; " if m.get("error") else ""
+        note = _e(f"{error}no iteration was completed: run again with --resume")
     elif status in {"interrupted", "failed"}:
         text = f"{status.capitalize()} after {of}"
         error = f"{m['error']}; " if m.get("error") else ""
-        note = _e(f"{error}completed iterations are kept: continue with --resume")
+        note = _e(f"{error}iterations 0–{done} are kept: continue with --resume")
     else:
         text, note = f"{status.capitalize()} — {of}", ""
     css = status if status in {"running", "completed", "interrupted", "failed"} else ""
