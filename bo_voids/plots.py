@@ -632,57 +632,70 @@ def plot_image_grid(
     n: int = 6,
     max_sets: int = 4,
     summaries: list[SetSummary] | None = None,
+    max_target_rows: int = 2,
 ) -> Figure:
-    """Real target images (top row) beside the images of the best parameter sets.
+    """Real target images (top rows) beside the images of the best parameter sets.
 
-    The rows below the targets hold the replications of the best sets in rank order (several sets
-    share a row when they have fewer than ``n`` images), each framed in its set's colour and
-    titled with its rank, set id and MMD². The targets shown are taken round-robin over the real
-    parameter sets, so they show the spread of the real distribution. Images are downsampled and
-    assembled into one mosaic, which keeps the figure quick to render.
+    The targets fill up to ``max_target_rows`` full rows of ``n``, taken round-robin over the
+    real parameter sets (so they show the spread of the real distribution) or, for a folder of
+    real images, in file-name order and titled with their file names; the subtitle says how many
+    of how many are shown. Below, the best sets in rank order, each framed in its set's colour
+    and titled with its rank, set id and MMD². Every set gets the same number of cells (the
+    smallest image count among them), so the rows are regular; a set with more images (one
+    that was replicated) shows its first ones. Images are downsampled and assembled into one
+    mosaic, which keeps the figure quick to render.
 
     Args:
         run: The loaded run.
         n: Images per row.
         max_sets: At most this many best sets.
         summaries: :func:`set_summaries` of ``run`` when the caller already has them.
+        max_target_rows: At most this many rows of targets.
 
     Returns:
         The figure.
     """
     n = max(1, int(n))
     by_iter = {it.iteration: it for it in run.iterations}
-    real = _round_robin_targets(run, n)
+    real, n_real = _round_robin_targets(run, n * max(1, int(max_target_rows)))
     by_id = {s.param_set_id: s for s in (set_summaries(run) if summaries is None else summaries)}
     Cell = tuple[tuple[int, int] | None, str, str | None]  # (image, title, frame colour)
-    rows: list[list[Cell]] = [[(img, f"real · {label}", None) for img, label in real]]
-    current: list[Cell] = []
-    n_cells = 0
-    for rank, rec in enumerate(best_sets(run, max_sets)):
-        ps = by_id.get(rec["param_set_id"])
-        if ps is None:
-            continue
+    rows: list[list[Cell]] = [
+        [(img, label, None) for img, label in real[i : i + n]] for i in range(0, len(real), n)
+    ]
+    n_target_rows = len(rows)
+    best = [
+        (rank, rec, by_id[rec["param_set_id"]])
+        for rank, rec in enumerate(best_sets(run, max_sets))
+        if rec["param_set_id"] in by_id and by_id[rec["param_set_id"]].images
+    ]
+    per_set = min([n, *(len(ps.images) for _, _, ps in best)])
+    groups: list[list[Cell]] = []
+    for rank, rec, ps in best:
         color = _RANK_COLORS[rank % len(_RANK_COLORS)]
-        group: list[Cell] = [
-            (img, f"#{rank + 1} {ps.param_set_id}\nMMD² {rec['mmd2']:.4f} · rep {rep}", color)
-            for rep, img in enumerate(ps.images[:n])
-        ]
-        if current and len(current) + len(group) > n:  # keep a set's replications on one row
-            rows.append(current)
-            current = []
-        current.extend(group)
-        n_cells += len(group)
-    if current:
-        rows.append(current)
+        of = f" of {len(ps.images)}" if len(ps.images) > per_set else ""
+        groups.append(
+            [
+                (
+                    img,
+                    f"#{rank + 1} {ps.param_set_id}\nMMD² {rec['mmd2']:.4f} · rep {rep}{of}",
+                    color,
+                )
+                for rep, img in enumerate(ps.images[:per_set])
+            ]
+        )
+    per_row = max(1, n // per_set)
+    for i in range(0, len(groups), per_row):
+        rows.append([cell for group in groups[i : i + per_row] for cell in group])
 
     tile, gap, band, sep, frame = _TILE, 10, 34, 18, 4
     width = n * tile + (n - 1) * gap
-    height = len(rows) * (tile + band) + (sep if len(rows) > 1 else 0)
+    height = len(rows) * (tile + band) + (sep if len(rows) > n_target_rows else 0)
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     texts: list[tuple[float, float, str, str]] = []
     y = 0
     for r, row in enumerate(rows):
-        if r == 1:
+        if r == n_target_rows and r > 0:
             y += sep
         for c, (img_ref, title, color) in enumerate(row):
             x = c * (tile + gap)
@@ -720,35 +733,52 @@ def plot_image_grid(
             fontsize=7.5,
             color=color,
         )
-    if not n_cells:
-        subtitle = "no scored parameter set yet"
+    shown = f"real targets ({len(real)} of {n_real})"
+    if not best:
+        subtitle = f"{shown} · no scored parameter set yet"
     else:
-        subtitle = (
-            "top row: real targets · below: best parameter sets (rank, id, MMD², replication)"
-        )
+        subtitle = f"{shown} · below: best parameter sets (rank, id, MMD², replication)"
     fig.suptitle(f"Real targets vs best synthetic images\n{subtitle}", fontsize=10, y=0.995)
     return fig
 
 
-def _round_robin_targets(run: ExperimentRun, n: int) -> list[tuple[tuple[int, int], str]]:
-    """Up to ``n`` real images, one per real parameter set in turn (``target`` for a folder)."""
+def _round_robin_targets(
+    run: ExperimentRun, n: int
+) -> tuple[list[tuple[tuple[int, int], str]], int]:
+    """Up to ``n`` real images, one per real parameter set in turn, and how many there are.
+
+    Simulated targets are titled with their set id; images loaded from a folder (one group)
+    with their file names, in file-name order.
+    """
     if not run.iterations:
-        return []
+        return [], 0
     it = run.iterations[0]
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(it.metadata):
         if m.get("dataset_type") == "real":
             groups.setdefault(str(m.get("param_set_id")), []).append(i)
+    for rows in groups.values():
+        rows.sort(key=lambda i: str(it.metadata[i].get("source_file") or ""))
     out: list[tuple[tuple[int, int], str]] = []
     depth = 0
     while len(out) < n and any(depth < len(g) for g in groups.values()):
         for ps_id, rows in groups.items():
             if depth < len(rows) and len(out) < n:
                 meta = it.metadata[rows[depth]]
-                label = "target" if meta.get("params") is None else ps_id
+                source = meta.get("source_file")
+                label = _short(Path(str(source)).name) if source else f"real · {ps_id}"
                 out.append(((it.iteration, rows[depth]), label))
         depth += 1
-    return out
+    return out, sum(len(g) for g in groups.values())
+
+
+def _short(name: str, width: int = 24) -> str:
+    """A file name cut to fit a tile's title (its start and its extension kept)."""
+    if len(name) <= width:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    keep = width - len(ext) - 2 if dot else width - 1
+    return f"{(stem if dot else name)[:keep]}…{dot}{ext if dot else ''}"
 
 
 def _load_gray(path: Path, size: int) -> np.ndarray | None:

@@ -84,8 +84,12 @@ def test_target_folder_run(target_run: Path) -> None:
     assert real and all(m["params"] is None for m in real)
     for p in plots.write_all_plots(target_run):
         assert_valid_png(p.read_bytes())
-    texts = [t.get_text() for t in plots.plot_image_grid(run).texts]
-    assert any("target" in t for t in texts)
+    fig = plots.plot_image_grid(run, n=4)
+    texts = [t.get_text() for t in fig.texts]
+    # every target shown (up to two rows), titled with its file name, in file-name order
+    names = sorted(Path(m["source_file"]).name for m in real)
+    assert [t for t in texts if t.endswith(".png")] == names[:8]
+    assert f"real targets ({min(len(real), 8)} of {len(real)})" in fig.get_suptitle()
     fig = plots.plot_parameter_trajectories(run)
     # no real-distribution band when the targets are real images
     assert all("real distribution" not in t.get_text() for t in fig.legends[0].get_texts())
@@ -171,10 +175,17 @@ def test_image_grid_shows_targets_and_best_sets(tiny_run: Path) -> None:
     run = load_experiment(tiny_run)
     fig = plots.plot_image_grid(run, n=4)
     texts = [t.get_text() for t in fig.texts]
-    assert sum(t.startswith("real") for t in texts) == 4
+    n_real = sum(m["dataset_type"] == "real" for m in run.iterations[0].metadata)
+    assert sum(t.startswith("real") for t in texts) == min(n_real, 8)
+    assert f"({min(n_real, 8)} of {n_real})" in fig.get_suptitle()
     best_id = run.current_best[0]["param_set_id"]
     assert any(t.startswith(f"#1 {best_id}") and "MMD²" in t for t in texts)
     assert len(fig.images) == 1  # one mosaic, drawn pixel for pixel
+    # regular rows: every best set gets the same number of cells, whole sets per row
+    per_set = [sum(t.startswith(f"#{r} ") for t in texts) for r in range(1, 5)]
+    assert len(set(per_set)) == 1 and per_set[0] >= 1
+    fig = plots.plot_image_grid(run, n=4, max_target_rows=1)
+    assert sum(t.get_text().startswith("real") for t in fig.texts) == 4
 
 
 def test_set_summaries_cover_every_set(tiny_run: Path) -> None:
