@@ -1010,8 +1010,9 @@ class OptimizationPipeline:
             implied = result.get("validation", {}).get("implied", {})
             if implied:
                 self.log(
-                    f"calibration: implied distribution of {len(result.get('components', []))} "
-                    f"components, fresh-sample MMD² {implied.get('mmd2', math.nan):.4f} "
+                    f"calibration: a mixture of {len(result.get('components', []))} evaluated "
+                    "sets; fresh renders drawn from its implied distribution score MMD² "
+                    f"{implied.get('mmd2', math.nan):.4f} vs the targets "
                     f"(p={implied.get('p_value', math.nan):.3f}) -> calibration.json"
                 )
         except Exception as exc:  # calibration is an add-on: report, keep the run

@@ -678,10 +678,12 @@ def _population_section(run: ExperimentRun, data: Mapping[str, Any]) -> str:
                 )
             )
     head = ["parameter", "ψ", f"{level:.0%} interval", "mixture", "truth"]
+    from bo_voids.calibration.__main__ import POPULATION_ROW_LABELS
+
     comp = [
         (
             [
-                str(k),
+                POPULATION_ROW_LABELS.get(str(k), str(k)),
                 _fmt(v.get("in_sample_mmd2")),
                 _fmt(v.get("in_sample_p")),
                 _fmt(v.get("held_out_mmd2")),
@@ -692,7 +694,14 @@ def _population_section(run: ExperimentRun, data: Mapping[str, Any]) -> str:
         )
         for k, v in (pop.get("comparison") or {}).items()
     ]
-    chead = ["distribution", "in-sample MMD²", "p", "held-out MMD²", "p", "inside null band"]
+    chead = [
+        "fresh renders of",
+        "MMD² vs all targets (in-sample)",
+        "p",
+        "MMD² vs held-out targets",
+        "p",
+        "inside null band",
+    ]
     errors = pop.get("errors") or {}
     err = "".join(
         f"<li>vs the {_e(ref)} distribution: mean error {_fmt(e.get('mean_error'))}, std "

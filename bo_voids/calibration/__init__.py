@@ -340,7 +340,7 @@ def calibrate_experiment(
             result["errors"]["population"] = result["population"]["errors"]["nominal"]
     if plot:
         try:
-            result["plot"] = str(_write_plot(run, ctx, val, held))
+            result["plot"] = str(_write_plot(run, ctx, val, held, best_id))
         except Exception as exc:  # a plot must never lose the calibration
             logger.warning("calibration plot failed: %s", exc)
         if result["population"] is not None:
@@ -536,8 +536,14 @@ def _write_plot(
     ctx: CalibrationContext,
     val: Mapping[str, ValidationResult],
     held: HeldOutResult,
+    best_id: str,
 ) -> Path:
-    """PCA map (the run's fixed PCA) of the fresh samples over the targets."""
+    """PCA map (the run's fixed PCA) of the fresh samples over the targets.
+
+    Every MMD² in the legend says which fresh images it is on; the best single point's is on
+    this calibration's renders of it, so beside it stands the run's own fresh score of the same
+    set (other seeds, another count), which the run summary quotes.
+    """
     from matplotlib.figure import Figure
 
     from bo_voids.plots import figure_to_png
@@ -554,23 +560,50 @@ def _write_plot(
     ax.scatter(*bg[:, :2].T, s=10, c="#cccccc", label="all evaluated images", zorder=1)
     tg = pca.transform(ctx.targets)
     ax.scatter(*tg[:, :2].T, s=120, marker="*", c="#d62728", label="targets", zorder=4)
-    layers = [
-        ("o", "#1f77b4", "implied distribution, in-sample", val["implied"]),
-        ("x", "#2ca02c", "best single point", val["best_point"]),
+    best = val["best_point"]
+    run_fresh = next(
+        (
+            rec
+            for sc in reversed(run.scores)
+            if (rec := sc.get("recommendation") or {}).get("uid") == best_id
+        ),
+        {},
+    )
+    also = (
+        f"; the run's {run_fresh['fresh_images']} fresh: {run_fresh['fresh_mmd2']:.4f}"
+        if run_fresh.get("fresh_mmd2") is not None and run_fresh.get("fresh_images")
+        else ""
+    )
+    implied = val["implied"]
+    points = [
+        (
+            "o",
+            "#1f77b4",
+            f"implied distribution: {len(implied.embeddings)} fresh renders, "
+            f"MMD² {implied.mmd2:.4f}",
+            implied.embeddings,
+        ),
+        (
+            "x",
+            "#2ca02c",
+            f"best single point {best_id}: {len(best.embeddings)} fresh renders, "
+            f"MMD² {best.mmd2:.4f}{also}",
+            best.embeddings,
+        ),
     ]
-    points = [(m, c, label, v.embeddings, v.mmd2) for m, c, label, v in layers]
     if held.available:
-        points.append(("^", "#9467bd", "implied, held-out (mean fold)", held.embeddings, held.mmd2))
-    for marker, color, label, X, mmd2 in points:
-        xy = pca.transform(X)
-        ax.scatter(
-            *xy[:, :2].T,
-            s=36,
-            marker=marker,
-            c=color,
-            label=f"{label} (fresh), MMD² {mmd2:.4f}",
-            zorder=3,
+        points.append(
+            (
+                "^",
+                "#9467bd",
+                f"implied, held-out folds: {len(held.embeddings)} fresh renders, mean MMD² "
+                f"{held.mmd2:.4f}",
+                held.embeddings,
+            )
         )
+    for marker, color, label, X in points:
+        xy = pca.transform(X)
+        ax.scatter(*xy[:, :2].T, s=36, marker=marker, c=color, label=label, zorder=3)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(f"Calibration: fresh samples vs targets ({run.config.experiment_name})")
