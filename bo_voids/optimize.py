@@ -137,7 +137,7 @@ def format_summary(summary: Any, config: Any = None) -> str:
         pred = best.get("predicted_mmd2")
         pred_s = f", {score_name} {pred:.4f}" if score_name and isinstance(pred, float) else ""
         lines.append(
-            f"  {i}. {best.get('param_set_id')}: MMD² {best.get('mmd2', float('nan')):.4f}"
+            f"  {i}. {best.get('param_set_id')}: raw MMD² {best.get('mmd2', float('nan')):.4f}"
             f"{pred_s} | {params}"
         )
     t = summary.timings

@@ -550,9 +550,14 @@ class OptimizationPipeline:
                 self.already_complete = True
                 self.stop_reason = str(previous.get("stop_reason") or reason)
                 self.timings = dict(previous.get("timings") or self.timings)
+                more = (
+                    " Raise --max-iterations to continue it."
+                    if reason.startswith("reached max_iterations")
+                    else ""
+                )
                 self.log(
                     f"{store.root} is already complete after iteration {len(self.records) - 1} "
-                    f"({self.stop_reason}); nothing to do. Raise --max-iterations to continue it."
+                    f"({self.stop_reason}); nothing to do.{more}"
                 )
                 return
             self._restore(records)

@@ -396,6 +396,10 @@ class ProgressLine:
         """
         if self._bar is not None:
             self.stage = status
+            if status != "done" and self.stream is not None:
+                # the terminal echoed "^C" after the line: erase the whole line before the last
+                # redraw, which only pads over its own previous text
+                self.stream.write("\r\x1b[K")
             if self._iteration < 0 and status == "done":
                 self._bar.leave = False  # nothing to show: clear the line
             else:

@@ -193,6 +193,7 @@ def test_live_line_ends_full_or_interrupted() -> None:
     line.close("interrupted")
     last = _last_frame(term)
     assert last.endswith("interrupted") and "done" not in last and "░" in last
+    assert "\x1b[K" in term.getvalue()  # the terminal's "^C" echo is erased, not left behind
 
     term = _Terminal()  # a line that never saw an iteration (e.g. a run already complete)
     line = ProgressLine(3, stream=term)
