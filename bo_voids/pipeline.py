@@ -1038,11 +1038,12 @@ class OptimizationPipeline:
         if self.config.calibrate:
             self._stage("calibrate", k)
             self._calibrate()
+            # the timings with the calibration, written before the final plots so that they
+            # are newer than the manifest (the report reuses them instead of drawing again)
+            self.store.update_manifest(timings=self.timings)
         if self.plots:
             self._stage("final plots", k)
             self._plot()  # final plots show the completed status (and calibration)
-        if self.config.calibrate or self.plots:
-            self.store.update_manifest(timings=self.timings)  # with the calibration and plots
         return self._summary()
 
     def _summary(self) -> RunSummary:

@@ -30,24 +30,29 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bo_voids._html import e as _e
+from bo_voids._html import fmt as _fmt
+from bo_voids._html import num as _num
+from bo_voids._html import pct as _pct
+from bo_voids._html import seconds as _seconds
+from bo_voids._html import table as _table
 from bo_voids.cli import ExitCode
 from bo_voids.config import PARAMETER_NAMES
 from bo_voids.exceptions import BoVoidsError
+from bo_voids.report_calibration import CALIBRATION_FILE, calibration_section
 from bo_voids.state import (
     MANIFEST,
     ExperimentRun,
     ExperimentStore,
     atomic_write_text,
     load_experiment,
-    read_json,
     utc_timestamp,
 )
 
@@ -63,8 +68,6 @@ __all__ = [
 
 #: File name of the report inside the experiment folder.
 REPORT_FILE = "report.html"
-#: The implied parameter distribution (``bo_voids.calibration``), shown when present.
-CALIBRATION_FILE = "calibration.json"
 #: How figures are obtained: ``auto`` reuses ``plots/*.png`` when up to date and draws the others,
 #: ``reuse`` embeds whatever PNG exists and never draws, ``draw`` always draws.
 FIGURE_MODES = ("auto", "reuse", "draw")
@@ -212,7 +215,7 @@ def build_report_html(
         _best_section(run),
         _convergence_section(run),
         _plots_section(run, figures),
-        _calibration_section(run),
+        calibration_section(run),
         _sets_section(run),
         _timings_section(run),
         _settings_section(run),
@@ -625,114 +628,6 @@ def _up_to_date(root: Path, png: Path) -> bool:
         return False
 
 
-def _calibration_section(run: ExperimentRun) -> str:
-    path = run.root / CALIBRATION_FILE
-    if not path.exists():
-        return ""
-    try:
-        data = read_json(path)
-    except BoVoidsError as exc:
-        return f'<h2>Implied parameter distribution</h2><p class="note">{_e(exc)}</p>'
-    body = (
-        "".join(f"<h3>{_e(k)}</h3>{_render_value(v)}" for k, v in data.items())
-        if isinstance(data, Mapping)
-        else _render_value(data)
-    )
-    population = _population_section(run, data) if isinstance(data, Mapping) else ""
-    return (
-        f"{population}<h2>Implied parameter distribution</h2>"
-        f'<p class="note">From {_e(CALIBRATION_FILE)}.</p>'
-        f"<details><summary>Everything in {_e(CALIBRATION_FILE)}</summary>{body}</details>"
-    )
-
-
-def _population_section(run: ExperimentRun, data: Mapping[str, Any]) -> str:
-    """ψ with its intervals beside the mixture and the truth, the fresh validation, the plot."""
-    pop = data.get("population")
-    if not isinstance(pop, Mapping):
-        reason = data.get("population_error")
-        return (
-            f'<h2>Population calibration</h2><p class="note">Not available: {_e(reason)}</p>'
-            if reason
-            else ""
-        )
-    psi = pop.get("psi") or {}
-    intervals = pop.get("intervals") or {}
-    mixture = data.get("implied_distribution") or {}
-    truth = pop.get("truth") or {}
-    level = _num(pop.get("interval_level"))
-    rows = []
-    for name, value in psi.items():
-        for part, v in value.items():
-            lo, hi = (intervals.get(name) or {}).get(part, (math.nan, math.nan))
-            rows.append(
-                (
-                    [
-                        f"{name}.{part}",
-                        _fmt(v),
-                        f"{_fmt(lo)} – {_fmt(hi)}",
-                        _fmt((mixture.get(name) or {}).get(part)),
-                        _fmt((truth.get(name) or {}).get(part)) if truth else "-",
-                    ],
-                    "",
-                )
-            )
-    head = ["parameter", "ψ", f"{level:.0%} interval", "mixture", "truth"]
-    from bo_voids.calibration.__main__ import POPULATION_ROW_LABELS
-
-    comp = [
-        (
-            [
-                POPULATION_ROW_LABELS.get(str(k), str(k)),
-                _fmt(v.get("in_sample_mmd2")),
-                _fmt(v.get("in_sample_p")),
-                _fmt(v.get("held_out_mmd2")),
-                _fmt(v.get("held_out_p")),
-                _fmt(v.get("held_out_inside_noise_floor")),
-            ],
-            "best" if k == "population" else "",
-        )
-        for k, v in (pop.get("comparison") or {}).items()
-    ]
-    chead = [
-        "fresh renders of",
-        "MMD² vs all targets (in-sample)",
-        "p",
-        "MMD² vs held-out targets",
-        "p",
-        "inside null band",
-    ]
-    errors = pop.get("errors") or {}
-    err = "".join(
-        f"<li>vs the {_e(ref)} distribution: mean error {_fmt(e.get('mean_error'))}, std "
-        f"error {_fmt(e.get('std_error'))} (fractions of the range), shape TV "
-        f"{_fmt(e.get('shape_tv'))}</li>"
-        for ref, e in errors.items()
-    )
-    plot = ""
-    png = run.root / "plots" / "calibration_marginals.png"
-    if png.is_file():
-        data64 = base64.b64encode(png.read_bytes()).decode("ascii")
-        plot = (
-            '<figure id="fig-calibration-marginals"><h3>Implied marginals</h3>'
-            f'<img alt="implied marginals" src="data:image/png;base64,{data64}">'
-            "<figcaption>ψ (blue, with the interval of its mean), the mixture's implied "
-            "distribution (green, dashed), the truth and the realised target sets (red) when "
-            "the targets are simulated, the best single point (dotted).</figcaption></figure>"
-        )
-    return (
-        "<h2>Population calibration (ψ)</h2>"
-        f'<p class="note">{_e(pop.get("method", ""))}. Intervals: '
-        f"{_e(pop.get('interval_method', ''))}. Paste under <code>param_distributions:</code>:"
-        f"</p><pre>{_e(pop.get('yaml_snippet', ''))}</pre>"
-        f'<div class="scroll">{_table(head, rows)}</div>'
-        "<h3>Fresh renders against the targets</h3>"
-        f'<div class="scroll">{_table(chead, comp)}</div>'
-        + (f"<ul>{err}</ul>" if err else "")
-        + plot
-    )
-
-
 def _sets_section(run: ExperimentRun) -> str:
     """Every evaluated set with the MMD² the run scored it with (read, never re-scored)."""
     if not run.iterations:
@@ -789,126 +684,6 @@ def _settings_section(run: ExperimentRun) -> str:
         "<details><summary>Embedder</summary>"
         f"<pre>{_e(json.dumps(emb, indent=2, default=str))}</pre></details>"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num(value: Any) -> float:
-    if value is None or value == "" or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _fmt(value: Any) -> str:
-    """Compact, stable formatting of scores and parameters (``—`` for missing)."""
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "—"
-        if value == 0:
-            return "0"
-        if value.is_integer() and abs(value) < 1e6:
-            return str(int(value))
-        if abs(value) >= 1e5 or abs(value) < 1e-3:
-            return f"{value:.3e}"
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
-    return str(value)
-
-
-def _seconds(value: Any) -> str:
-    v = _num(value)
-    return f"{v:.2f}" if math.isfinite(v) else "—"
-
-
-def _pct(value: Any) -> str:
-    v = _num(value)
-    return f"{100 * v:.0f}%" if math.isfinite(v) else "—"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _table(
-    head: Sequence[str], rows: Iterable[tuple[Sequence[str], str]], table_id: str | None = None
-) -> str:
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = []
-    for cells, cls in rows:
-        tds = "".join(
-            f'<td class="num">{_e(c)}</td>' if _is_number(str(c)) else f"<td>{_e(c)}</td>"
-            for c in cells
-        )
-        body.append(f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>")
-    ident = f' id="{_e(table_id)}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return _fmt(value)
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, default=str)
-    return _fmt(value)
-
-
-def _render_value(value: Any, depth: int = 0) -> str:
-    """Render arbitrary JSON generically: mappings and record lists as tables, scalars as text."""
-    if isinstance(value, Mapping):
-        if not value:
-            return '<p class="note">(empty)</p>'
-        if depth < 2 and all(isinstance(v, Mapping) for v in value.values()):
-            # {name: {field: value}}: one row per name
-            cols = list(dict.fromkeys(k for v in value.values() for k in v))
-            rows = [([str(k), *(_scalar(v.get(c)) for c in cols)], "") for k, v in value.items()]
-            return f'<div class="scroll">{_table(["", *map(str, cols)], rows)}</div>'
-        rows = [
-            (
-                [str(k), _scalar(v)],
-                "",
-            )
-            for k, v in value.items()
-            if not (isinstance(v, Mapping | list) and depth < 2 and _is_structured(v))
-        ]
-        nested = "".join(
-            f"<h3>{_e(k)}</h3>{_render_value(v, depth + 1)}"
-            for k, v in value.items()
-            if isinstance(v, Mapping | list) and depth < 2 and _is_structured(v)
-        )
-        table = _table(["key", "value"], rows) if rows else ""
-        return table + nested
-    if isinstance(value, list):
-        if value and all(isinstance(v, Mapping) for v in value):
-            cols = list(dict.fromkeys(k for v in value for k in v))
-            rows = [([_scalar(v.get(c)) for c in cols], "") for v in value]
-            return f'<div class="scroll">{_table(list(map(str, cols)), rows)}</div>'
-        return f"<p>{_e(', '.join(_scalar(v) for v in value))}</p>"
-    return f"<p>{_e(_scalar(value))}</p>"
-
-
-def _is_structured(value: Any) -> bool:
-    if isinstance(value, Mapping):
-        return bool(value)
-    return bool(value) and all(isinstance(v, Mapping) for v in value)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,6 +49,11 @@ from bo_voids.state import (
     utc_timestamp,
 )
 
+from .diagnostics import (
+    surrogate_cross_validation,
+    write_cross_validation_plot,
+    write_psi_pairplot,
+)
 from .distribution import (
     STD_CORRECTIONS,
     distribution_errors,
@@ -304,6 +309,9 @@ def calibrate_experiment(
         "errors": None,
         "plot": None,
         "marginals_plot": None,
+        "pairplot": None,
+        "surrogate_cv": None,
+        "surrogate_cv_plot": None,
     }
     result["validation"]["best_point"]["param_set_id"] = best_id
     result["validation"]["top_k_pool"]["param_set_ids"] = top_ids
@@ -338,6 +346,10 @@ def calibrate_experiment(
         )
         if result["errors"] is not None and result["population"]["errors"] is not None:
             result["errors"]["population"] = result["population"]["errors"]["nominal"]
+        try:
+            result["surrogate_cv"] = surrogate_cross_validation(pop_plan.emulator, seed=seed)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+            logger.warning("calibration: no surrogate cross-validation: %s", exc)
     if plot:
         try:
             result["plot"] = str(_write_plot(run, ctx, val, held, best_id))
@@ -356,6 +368,26 @@ def calibrate_experiment(
                 )
             except Exception as exc:  # a plot must never lose the calibration
                 logger.warning("calibration marginals plot failed: %s", exc)
+            try:
+                result["pairplot"] = str(
+                    write_psi_pairplot(
+                        run.root,
+                        ctx,
+                        result["population"]["psi"],
+                        realised=ctx.real_param_sets(),
+                        best_point=ctx.observation(best_id).params,
+                        seed=seed,
+                    )
+                )
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("calibration pairplot failed: %s", exc)
+        if result.get("surrogate_cv") is not None:
+            try:
+                result["surrogate_cv_plot"] = str(
+                    write_cross_validation_plot(run.root, result["surrogate_cv"])
+                )
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("surrogate cross-validation plot failed: %s", exc)
     result["timings"] = {
         "fit_s": t_fit - t0,
         "render_s": t_render - t_fit,
