@@ -428,7 +428,7 @@ def _optimizer_label(run: ExperimentRun) -> str:
 
 
 def _best_section(run: ExperimentRun) -> str:
-    from bo_voids.plots import best_sets, ranking_score_label
+    from bo_voids.run_sets import best_sets, ranking_score_label
 
     best = best_sets(run, k=max(1, run.config.bo.top_k))
     final = run.manifest.get("status") == "completed" and bool(run.current_best)
@@ -632,7 +632,7 @@ def _sets_section(run: ExperimentRun) -> str:
     """Every evaluated set with the MMD² the run scored it with (read, never re-scored)."""
     if not run.iterations:
         return ""
-    from bo_voids.plots import set_summaries
+    from bo_voids.run_sets import set_summaries
 
     sets = [s for s in set_summaries(run) if s.dataset_type != "real"]
     sets.sort(key=lambda s: (not math.isfinite(s.mmd2), s.mmd2))
