@@ -132,12 +132,12 @@ def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels
     )
     cols = 4
     rows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(3.1 * cols, 2.9 * rows + 0.6))
+    fig = Figure(figsize=(3.1 * cols, 2.7 * rows + 0.6))
     for j, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, j + 1)
-        ax.errorbar(
-            Y[:, j], M[:, j], yerr=2 * S[:, j], fmt="o", ms=3, lw=0.8, c="#0072B2", alpha=0.8
-        )
+        # bars as one LineCollection (vlines) and the points as one scatter: quick to draw
+        ax.vlines(Y[:, j], M[:, j] - 2 * S[:, j], M[:, j] + 2 * S[:, j], color="#9ecae1", lw=0.9)
+        ax.scatter(Y[:, j], M[:, j], s=9, c="#0072B2", zorder=3)
         lo = float(np.nanmin([Y[:, j].min(), (M[:, j] - 2 * S[:, j]).min()]))
         hi = float(np.nanmax([Y[:, j].max(), (M[:, j] + 2 * S[:, j]).max()]))
         ax.plot([lo, hi], [lo, hi], c="#999999", lw=1, ls="--")
@@ -155,7 +155,7 @@ def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels
         "(dashed: perfect prediction; bars: ±2 predictive sd)",
         fontsize=10.5,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.07, top=0.9, wspace=0.28, hspace=0.42)
     path = root / CV_PLOT
     atomic_write_bytes(path, figure_to_png(fig))
     return path
@@ -265,7 +265,7 @@ def write_psi_pairplot(
         handles.append(Line2D([], [], ls="", marker="x", ms=7, c="black", label="best set"))
     fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
     fig.suptitle(f"ψ: {n_draws} draws from the population fit p_ψ", fontsize=11, x=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.07, top=0.93, wspace=0.08, hspace=0.08)
     path = root / PAIRPLOT
     atomic_write_bytes(path, figure_to_png(fig))
     return path
