@@ -110,19 +110,19 @@ def format_summary(summary: Any, config: Any = None) -> str:
     if summary.scores:
         last = summary.scores[-1]
         lines.append(
-            f"Distribution similarity (top-k pooled MMD²): {last['distribution_similarity']:.4f}; "
+            f"Distribution similarity (top-k pooled MMD²): {last.distribution_similarity:.4f}; "
             f"real-set noise floor {nf.get('mean', float('nan')):.4f} "
             f"± {nf.get('std', float('nan')):.4f}"
         )
-    rec = (summary.scores[-1].get("recommendation") or {}) if summary.scores else {}
-    if rec:
-        first = next((s["recommendation"] for s in summary.scores if s.get("recommendation")), rec)
+    rec = summary.scores[-1].recommendation if summary.scores else None
+    if rec is not None:
+        first = next((s.recommendation for s in summary.scores if s.recommendation), rec)
         lines.append(
-            f"Recommendation {rec['uid']}: MMD² on {rec['fresh_images']} fresh images "
-            f"{rec['fresh_mmd2']:.4f} (in sample {rec['mmd2_in_sample']:.4f}; iteration 0's "
-            f"recommendation scored {first['fresh_mmd2']:.4f} fresh) — the number to trust"
+            f"Recommendation {rec.uid}: MMD² on {rec.fresh_images} fresh images "
+            f"{rec.fresh_mmd2:.4f} (in sample {rec.mmd2_in_sample:.4f}; iteration 0's "
+            f"recommendation scored {first.fresh_mmd2:.4f} fresh) — the number to trust"
         )
-    ranking = (summary.scores[-1].get("ranking") if summary.scores else None) or "raw"
+    ranking = summary.scores[-1].ranking if summary.scores else "raw"
     score_name = _ranking_score_name(ranking, config)
     lines.append(
         "Best parameter sets (ranked by the model):"

@@ -72,7 +72,7 @@ def set_summaries(run: ExperimentRun) -> list[SetSummary]:
             rows_of.setdefault(str(meta.get("param_set_id")), []).append((it.iteration, row))
     records: dict[str, dict[str, Any]] = {}
     for scores in run.scores:
-        for rec in scores.get("per_set") or []:
+        for rec in scores.per_set:
             records[str(rec.get("uid"))] = dict(rec)  # insertion order: first evaluation
     out = []
     for uid, rec in records.items():
@@ -118,8 +118,7 @@ def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
     """
     if run.manifest.get("status") == "completed" and run.current_best:
         return [dict(rec) for rec in run.current_best[:k]]
-    last = run.iterations[-1].scores if run.iterations else {}
-    return [dict(rec) for rec in (last.get("best") or [])[:k]]
+    return [dict(rec) for rec in (run.scores[-1].best if run.iterations else [])[:k]]
 
 
 def ranking_score_label(run: ExperimentRun) -> str | None:
@@ -135,8 +134,7 @@ def ranking_score_label(run: ExperimentRun) -> str | None:
     Returns:
         A column heading, or ``None`` when the ranking was the raw MMD².
     """
-    last = run.scores[-1] if run.scores else {}
-    if last.get("ranking") != "model":
+    if not run.scores or run.scores[-1].ranking != "model":
         return None
     if (
         getattr(run.config, "optimizer", None) == "botorch"

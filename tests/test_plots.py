@@ -100,7 +100,7 @@ def test_running_run_falls_back_to_last_top_k(tmp_path_factory: pytest.TempPathF
     run = load_experiment(folder)
     assert run.current_best == []
     best = plots.best_sets(run)
-    assert [b["param_set_id"] for b in best] == run.scores[-1]["top_k"][: len(best)]
+    assert [b["param_set_id"] for b in best] == [b["uid"] for b in run.scores[-1].best][: len(best)]
     assert all(np.isfinite(b["mmd2"]) for b in best)
     for p in plots.write_all_plots(folder):
         assert_valid_png(p.read_bytes())
@@ -145,11 +145,11 @@ def test_convergence_figure_content(tiny_run: Path) -> None:
         assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
         assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
     fresh = next(x for x in ax_b.get_lines() if x.get_label() == "recommendation, fresh images")
-    expected = [s["recommendation"]["fresh_mmd2"] for s in run.scores]
+    expected = [s.fresh_mmd2 for s in run.scores]
     np.testing.assert_allclose(np.asarray(fresh.get_ydata(), dtype=float), expected)
     rec = next(x for x in ax_a.get_lines() if x.get_label() == "recommendation (in sample)")
     y = np.asarray(rec.get_ydata(), dtype=float)
-    np.testing.assert_allclose(y, [s["best_mmd2"] for s in run.scores])
+    np.testing.assert_allclose(y, [s.best_mmd2 for s in run.scores])
 
 
 def test_parameter_figure_content(tiny_run: Path) -> None:
@@ -163,8 +163,8 @@ def test_parameter_figure_content(tiny_run: Path) -> None:
     # the black line follows each iteration's recommendation; the legend names its ranking
     count = next(ax for ax in panels if ax.get_title() == "void count")
     line = next(ln for ln in count.get_lines() if ln.get_color() == "black")
-    assert list(line.get_ydata()) == [s["best_params"]["void_count"] for s in run.scores]
-    rankings = {s["ranking"] for s in run.scores}
+    assert list(line.get_ydata()) == [s.best_params["void_count"] for s in run.scores]
+    rankings = {s.ranking for s in run.scores}
     label = fig.legends[0].get_texts()[0].get_text()
     assert label.startswith("recommendation")
     assert ("model" in label) == ("model" in rankings) and ("raw" in label) == ("raw" in rankings)

@@ -342,7 +342,7 @@ def test_report_reads_the_runs_scores_and_never_rescores(tiny_run: Path, monkeyp
     html = build_report_html(load_experiment(tiny_run), figures="draw")
     assert "Figure unavailable" not in html
     run = load_experiment(tiny_run)
-    per_set = {r["uid"]: r for s in run.scores for r in s["per_set"]}
+    per_set = {r["uid"]: r for s in run.scores for r in s.per_set}
     sets_table = html.split("All evaluated parameter sets", 1)[1].split("</table>", 1)[0]
     for uid, rec in per_set.items():
         from bo_voids.report import _fmt
