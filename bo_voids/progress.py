@@ -425,9 +425,7 @@ class ProgressLine:
         self._scores = event.scores
         timings = {k: float(v) for k, v in event.timings.items()}
         if self._iteration == 0:
-            self._estimate = _later_iteration_estimate(
-                self._durations[0], timings, event
-            )
+            self._estimate = _later_iteration_estimate(self._durations[0], timings, event)
         spent = ", ".join(f"{k} {v - self._timings.get(k, 0.0):.2f}s" for k, v in timings.items())
         self._timings = timings
         line = self.line()
