@@ -217,9 +217,8 @@ def test_eta_during_and_right_after_iteration_0() -> None:
         iteration_batch_size=5,
         replications_per_iteration=2,
     )
-    pipeline = SimpleNamespace(config=cfg, records=[SimpleNamespace(metadata=[{}] * 30)])
     event = _event(0, 4)
-    event.pipeline = pipeline
+    event.config, event.records = cfg, [SimpleNamespace(metadata=[{}] * 30)]
     event.timings = {"render": 4.0, "embed": 16.0, "null_band": 12.0}
     line._t_last -= 40.0  # iteration 0 took 40 s: 20 render+embed, 12 null band, 8 the rest
     line(event)
