@@ -103,7 +103,7 @@ def test_run_writes_events_report_and_plain_lines(
     progress = [x for x in captured.err.splitlines() if x.startswith("iteration ")]
     assert [x.split(" · ")[0] for x in progress] == ["iteration 0/1", "iteration 1/1"]
     assert "\r" not in captured.err
-    assert "Best parameter sets:" in captured.out
+    assert "Best parameter sets (ranked by raw MMD²):" in captured.out
     assert [r["iteration"] for r in read_events(root)] == [0, 1]
     html = (root / "report.html").read_text(encoding="utf-8")
     assert 'id="status">Completed — iteration 1 of 1' in html

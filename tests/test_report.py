@@ -310,7 +310,8 @@ def test_model_ranking_score_is_named_for_what_it_is(tiny_run: Path) -> None:
 
     run = load_experiment(tiny_run)
     iterations = [
-        dataclasses.replace(it, scores={**it.scores, "ranking": "model"}) for it in run.iterations
+        dataclasses.replace(it, scores=dataclasses.replace(it.scores, ranking="model"))
+        for it in run.iterations
     ]
     composite = dataclasses.replace(
         run, config=run.config.replace(optimizer="botorch"), iterations=iterations
