@@ -1,6 +1,6 @@
 """Progress a person and a program can read: a live line, plain log lines and ``events.jsonl``.
 
-Two per-iteration callbacks (see :class:`~bo_voids.pipeline.IterationEvent`) and a stage hook:
+Two per-iteration callbacks (see :class:`~bo_voids.run_events.IterationEvent`) and a stage hook:
 
 * :class:`ProgressLine` — one line per iteration: ``iteration k/N``, the recommendation's score on
   fresh images and in sample, the stage being run and an ETA. Iteration 0 renders the initial
@@ -43,13 +43,14 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from bo_voids._io import atomic_write_text, to_jsonable
+from bo_voids._io import atomic_write_text, read_jsonl, to_jsonable
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
-    from bo_voids.pipeline import IterationEvent, OptimizationPipeline
+    from bo_voids.pipeline import OptimizationPipeline
+    from bo_voids.run_events import IterationEvent
     from bo_voids.scoring import RunScores
     from bo_voids.state import IterationRecord
 
@@ -76,6 +77,7 @@ _BAR_WIDTH = 12
 _FINAL_STAGES = frozenset({"calibrate", "final plots"})
 
 
+@runtime_checkable
 class StageListener(Protocol):
     """Anything told when a stage of the loop starts."""
 
@@ -169,7 +171,7 @@ def event_record(
     wall_seconds: float | None = None,
     stage_seconds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The ``events.jsonl`` record of one :class:`~bo_voids.pipeline.IterationEvent`.
+    """The ``events.jsonl`` record of one :class:`~bo_voids.run_events.IterationEvent`.
 
     Args:
         event: The event.
@@ -221,7 +223,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     """The records of an ``events.jsonl`` (a running experiment's too).
 
     A last line without its newline (being written, or cut by a crash) and any line that is not a
-    JSON object are skipped.
+    UTF-8 JSON object are skipped (:func:`bo_voids._io.read_jsonl`; a resume rewrites the file).
 
     Args:
         path: The ``events.jsonl`` file, or the experiment folder holding it.
@@ -232,21 +234,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / EVENTS_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    out = []
-    for line in text.split("\n")[:-1]:  # the piece after the last newline is incomplete
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return read_jsonl(path).records
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -315,10 +303,15 @@ class EventLog:
             it = record.iteration
             if it < first and it not in kept:
                 kept[it] = _rebuilt_record(record)
-        lines = [_dumps(kept[it]) for it in sorted(kept)]
-        raw = path.read_text(encoding="utf-8") if path.exists() else ""
-        if raw != "".join(lines):
-            atomic_write_text(path, "".join(lines))
+        text = "".join(_dumps(kept[it]) for it in sorted(kept))
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if raw != text.encode("utf-8"):  # damaged lines dropped, missing ones rebuilt
+            atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,10 +521,10 @@ def attach_stage_hook(
         *listeners: Objects with ``on_stage(stage, iteration)``, or such callables.
     """
     for lis in listeners:
-        pipeline.add_stage_listener(getattr(lis, "on_stage", lis))
+        pipeline.add_stage_listener(lis.on_stage if isinstance(lis, StageListener) else lis)
 
 
-class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class TqdmLoggingHandler(logging.StreamHandler):
     """A console handler that prints above a live ``tqdm`` line instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:

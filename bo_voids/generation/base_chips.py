@@ -439,5 +439,7 @@ def main(
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from bo_voids.cli import run_module
+
+    run_module(main)

@@ -135,5 +135,7 @@ def _parser(prog: str = "python -m bo_voids.generation.gallery") -> argparse.Arg
     return parser
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from bo_voids.cli import run_module
+
+    run_module(main)
