@@ -71,7 +71,7 @@ def plot_image_grid(
     per_set = min([n, *(len(ps.images) for _, _, ps in best)])
     groups: list[list[Cell]] = []
     for rank, rec, ps in best:
-        color = _RANK_COLORS[rank % len(_RANK_COLORS)]
+        color: str | None = _RANK_COLORS[rank % len(_RANK_COLORS)]
         of = f" of {len(ps.images)}" if len(ps.images) > per_set else ""
         groups.append(
             [
@@ -185,8 +185,8 @@ def _load_gray(path: Path, size: int) -> np.ndarray | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L")
+        with Image.open(path) as opened:
+            im = opened.convert("L")
             factor = max(1, min(im.size) // (2 * size))
             if factor > 1:
                 im = im.reduce(factor)  # fast integer downsampling first

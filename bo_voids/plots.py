@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.colors import BoundaryNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -37,6 +39,7 @@ from bo_voids.config import (
     CategoricalBounds,
     CategoricalDistribution,
     NormalDistribution,
+    NumericBounds,
 )
 from bo_voids.run_sets import (
     SetSummary,
@@ -151,7 +154,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
         sel = dtype == name
         if sel.any():
             ax.scatter(
-                *xy[sel].T,
+                xy[sel][:, 0],
+                xy[sel][:, 1],
                 s=size,
                 marker=_MARKERS[name],
                 c=COLORS[name],
@@ -171,7 +175,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
             norm = Normalize(vmin=1, vmax=last)
         order = np.argsort(iteration[syn], kind="stable")
         sc = ax.scatter(
-            *xy[syn][order].T,
+            xy[syn][order][:, 0],
+            xy[syn][order][:, 1],
             s=30,
             c=iteration[syn][order],
             cmap=cmap,
@@ -184,7 +189,7 @@ def plot_latent(run: ExperimentRun) -> Figure:
         cbar = fig.colorbar(sc, cax=fig.add_axes((0.9, 0.075, 0.022, 0.86)))
         cbar.set_label("optimisation iteration")
         if last <= 15:
-            cbar.set_ticks(np.arange(1, last + 1))
+            cbar.set_ticks(list(range(1, last + 1)))
         else:
             cbar.locator = MaxNLocator(integer=True)
             cbar.update_ticks()
@@ -205,7 +210,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
         if real.sum() >= 3:
             _covariance_ellipse(ax, xy[real], COLORS["real"])
         ax.scatter(
-            *xy[real].T,
+            xy[real][:, 0],
+            xy[real][:, 1],
             s=190,
             marker="*",
             c=COLORS["real"],
@@ -221,7 +227,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
         if not sel.any():
             continue
         ax.scatter(
-            *xy[sel].T,
+            xy[sel][:, 0],
+            xy[sel][:, 1],
             s=230 if rank == 0 else 170,
             facecolors="none",
             edgecolors=COLORS["best"],
@@ -365,7 +372,8 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     for kind in sorted({s_.dataset_type for s_ in scored}):
         pts = np.array([(s_.iteration, s_.mmd2) for s_ in scored if s_.dataset_type == kind])
         ax_a.scatter(
-            *pts.T,
+            pts[:, 0],
+            pts[:, 1],
             s=14,
             c="#B0B0B0",
             marker=_MARKERS.get(kind, "o"),
@@ -552,7 +560,7 @@ def plot_parameter_trajectories(
     for ax, name in zip(axes.ravel(), names, strict=True):
         bounds = cfg.param_bounds.get(name)
         categorical = isinstance(bounds, CategoricalBounds)
-        choices = list(bounds.choices) if categorical else []
+        choices = list(bounds.choices) if isinstance(bounds, CategoricalBounds) else []
         tick_labels = list(choices)
 
         def to_y(v: Any, _cat: bool = categorical, _ch: list[str] = choices) -> float:
@@ -604,7 +612,7 @@ def plot_parameter_trajectories(
         if categorical:
             ax.set_yticks(range(len(choices)), tick_labels, fontsize=8.5)
             ax.set_ylim(-0.6, len(choices) - 0.4)
-        elif bounds is not None:
+        elif isinstance(bounds, NumericBounds):
             pad = 0.04 * (bounds.high - bounds.low)
             ax.set_ylim(bounds.low - pad, bounds.high + pad)
         ax.set_title(_PARAM_LABELS.get(name, name), fontsize=10.5)
@@ -615,7 +623,7 @@ def plot_parameter_trajectories(
     if sc_handle is not None:
         cbar = fig.colorbar(sc_handle, cax=fig.add_axes((0.915, 0.13, 0.014, 0.78)))
         cbar.set_label("per-set MMD² (dark = lower = better)")
-    legend = [
+    legend: list[Artist] = [
         Line2D([], [], color="black", lw=2, marker="o", ms=4, label=_recommendation_label(run)),
     ]
     if simulated:
@@ -671,7 +679,7 @@ def write_all_plots(experiment_dir: str | Path, run: ExperimentRun | None = None
     """
     run = load_experiment(experiment_dir) if run is None else run
     out_dir = Path(experiment_dir) / "plots"
-    makers = {
+    makers: dict[str, Callable[..., Figure]] = {
         "latent": plot_latent,
         "convergence": plot_convergence,
         "image_grid": plot_image_grid,

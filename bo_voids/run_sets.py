@@ -75,15 +75,15 @@ def set_summaries(run: ExperimentRun) -> list[SetSummary]:
         for rec in scores.per_set:
             records[str(rec.get("uid"))] = dict(rec)  # insertion order: first evaluation
     out = []
-    for uid, rec in records.items():
-        ids = rec.get("param_set_ids") or [uid]
+    for uid, record in records.items():
+        ids = record.get("param_set_ids") or [uid]
         out.append(
             SetSummary(
                 param_set_id=uid,
-                iteration=int(rec.get("iteration", 0)),
-                dataset_type=str(rec.get("dataset_type", "synthetic")),
-                params=dict(rec.get("params") or {}),
-                mmd2=_num(rec.get("mmd2")),
+                iteration=int(record.get("iteration", 0)),
+                dataset_type=str(record.get("dataset_type", "synthetic")),
+                params=dict(record.get("params") or {}),
+                mmd2=_num(record.get("mmd2")),
                 images=[img for ps_id in ids for img in rows_of.get(str(ps_id), [])],
             )
         )

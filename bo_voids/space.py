@@ -256,15 +256,15 @@ class SearchSpace:
         ``decode(encode(p))`` restores categories and integers exactly and continuous values to
         within floating-point rounding (about ``1e-15`` of the range); see :meth:`same`.
         """
-        u = np.clip(np.asarray(u, dtype=float).reshape(-1), 0.0, 1.0)
-        if u.shape[0] != self.dim or not np.all(np.isfinite(u)):
-            raise ValueError(f"expected {self.dim} finite unit-cube values, got {u!r}")
+        unit = np.clip(np.asarray(u, dtype=float).reshape(-1), 0.0, 1.0)
+        if unit.shape[0] != self.dim or not np.all(np.isfinite(unit)):
+            raise ValueError(f"expected {self.dim} finite unit-cube values, got {unit!r}")
         lo, hi = self.raw_bounds
-        raw = lo + u * (hi - lo)
+        raw = lo + unit * (hi - lo)
         for j, p in enumerate(self.parameters):
             if p.kind != "continuous":
                 k = self._n_levels(p)
-                raw[j] = lo[j] + min(int(np.floor(u[j] * k)), k - 1)
+                raw[j] = lo[j] + min(int(np.floor(unit[j] * k)), k - 1)
         return self.from_raw(raw)
 
     def decode_many(self, u: np.ndarray) -> list[ParamSet]:
@@ -300,7 +300,7 @@ class SearchSpace:
                 out.append(float(p.choices.index(v)) if v in p.choices else 0.0)
             else:
                 try:
-                    out.append(float(v))
+                    out.append(float(v))  # type: ignore[arg-type]  # anything: caught below
                 except (TypeError, ValueError):
                     out.append(float(p.low))
         return np.array(out)
