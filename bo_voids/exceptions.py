@@ -51,6 +51,10 @@ class CalibrationError(UserInputError):
     """The experiment cannot be calibrated as asked (a user error; the CLI exits with code 2)."""
 
 
+class ExportError(UserInputError):
+    """An export cannot run as asked: missing or unfinished experiment, non-empty folder, ..."""
+
+
 class WorkerLostError(BoVoidsError):
     """A parameter set could not be evaluated because its workers kept dying or disappearing."""
 

@@ -604,11 +604,23 @@ class VoidGenerator:
         )
 
 
-def _assign_instances(labels: np.ndarray, mask: np.ndarray) -> None:
-    """Restrict ``labels`` to ``mask`` in place; unlabelled mask pixels take the nearest label."""
+def _assign_instances(labels: np.ndarray, mask: np.ndarray, reach: int = 16) -> None:
+    """Restrict ``labels`` to ``mask`` in place; unlabelled mask pixels take the nearest label.
+
+    The nearest labelled pixel is looked for within ``reach`` px of the unlabelled ones (they
+    lie at most a few blur widths from a void), image-wide only when none is that close.
+    """
     labels[~mask] = 0
     missing = mask & (labels == 0)
     if not missing.any() or not labels.any():
         return
-    _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    labels[missing] = labels[iy[missing], ix[missing]]
+    rows, cols = np.flatnonzero(missing.any(axis=1)), np.flatnonzero(missing.any(axis=0))
+    window = (
+        slice(max(rows[0] - reach, 0), rows[-1] + reach + 1),
+        slice(max(cols[0] - reach, 0), cols[-1] + reach + 1),
+    )
+    if not labels[window].any():
+        window = (slice(None), slice(None))
+    sub, gap = labels[window], missing[window]
+    _, (iy, ix) = ndimage.distance_transform_edt(sub == 0, return_indices=True)
+    sub[gap] = sub[iy[gap], ix[gap]]
