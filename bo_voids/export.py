@@ -57,7 +57,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ __all__ = [
     "generator_settings",
     "main",
     "mask_to_rle",
+    "parameter_draws",
     "plan_export",
     "rle_to_mask",
 ]
@@ -287,8 +288,22 @@ def plan_export(
     )
 
 
-def _draws(plan: ExportPlan, config: ExperimentConfig, indices: Sequence[int]) -> list[Any]:
-    """``(index, params, render_seed)`` of each image: each from its own seeded stream."""
+def parameter_draws(
+    plan: ExportPlan, config: ExperimentConfig, indices: Iterable[int]
+) -> list[tuple[int, dict[str, Any], int]]:
+    """``(index, params, render_seed)`` of each image, each from its own seeded stream.
+
+    Args:
+        plan: The export plan (its distribution or parameter set, and seed).
+        config: The experiment's config (bounds of the parameters).
+        indices: Image indices.
+
+    Returns:
+        One ``(index, params, render_seed)`` per index.
+
+    Raises:
+        ExportError: If the plan's distribution is not valid for the config's bounds.
+    """
     space = SearchSpace.from_config(config)
     typed = None
     if plan.distribution is not None:
@@ -624,7 +639,7 @@ def export_dataset(
     manifest_path = out / EXPORT_MANIFEST
     atomic_write_json(manifest_path, _manifest(plan, complete=False, n_annotations=None))
     todo = [i for i in range(plan.n) if i not in done]
-    items = _draws(plan, cfg, todo)
+    items = parameter_draws(plan, cfg, todo)
     n_jobs = max(1, int(jobs if jobs is not None else (os.cpu_count() or 1)))
     from tqdm.auto import tqdm
 
