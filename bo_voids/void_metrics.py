@@ -12,7 +12,7 @@ than the joint around them (the generator multiplies the chip by ``brightness_fa
 
 1. *Background.* The void-free image is estimated twice, each estimate too bright where the
    other is right, and the lower one kept: a median over a window of ``background_window``
-   reference px (computed on a copy reduced to about 128 px, robust to texture, too bright at
+   reference px (computed on a copy reduced to about 64 px, robust to texture, too bright at
    the corners of dark regions) and a grey closing of the slightly smoothed image with a square
    of ``closing_size`` reference px (keeps large dark regions such as a die whole, too bright on
    textured areas).
@@ -45,7 +45,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 from scipy import ndimage
-from skimage import measure
+from skimage import measure, morphology
 
 from bo_voids.seeding import derive_seed
 
@@ -79,6 +79,7 @@ class DetectorSettings:
     min_area: float = 100.0
     max_elongation: float = 4.0
     min_solidity: float = 0.7
+    opening_radius: float = 3.0
 
 
 class ImageVoidMetrics(TypedDict):
@@ -101,7 +102,7 @@ class ImageVoidMetrics(TypedDict):
 
 def _background(image: np.ndarray, s: DetectorSettings, scale: float) -> np.ndarray:
     h, w = image.shape
-    factor = max(1, min(h, w) // 128)
+    factor = max(1, round(min(h, w) / 64))
     hh, ww = h // factor * factor, w // factor * factor
     small = image[:hh, :ww].reshape(hh // factor, factor, ww // factor, factor).mean(axis=(1, 3))
     window = max(3, round(s.background_window * scale / factor) | 1)
@@ -147,8 +148,13 @@ def detect_voids(image: np.ndarray, settings: DetectorSettings | None = None) ->
         local = ratio[sl]
         depth = 1.0 - float(np.percentile(local[region], 5))
         voids[sl] |= region & (local <= 1.0 - depth / 2.0)
+    radius = s.opening_radius * scale
+    if radius >= 1.0:  # cut thin dark structures (wires, traces) off the voids they touch
+        voids = ndimage.binary_opening(voids, structure=morphology.disk(round(radius)))
     labels, _ = ndimage.label(voids)
-    keep = np.zeros(labels.max() + 1, dtype=bool)
+    keep = np.bincount(labels.ravel()) >= s.min_area * scale**2
+    keep[0] = False
+    labels[~keep[labels]] = 0
     for prop in measure.regionprops(labels):
         elongation = prop.axis_major_length / max(prop.axis_minor_length, 1.0)
         keep[prop.label] = (
