@@ -50,6 +50,7 @@ from bo_voids.state import (
     read_json,
     utc_timestamp,
 )
+from bo_voids.void_metrics_report import void_metrics_section
 
 __all__ = [
     "FIGURE_MODES",
@@ -610,6 +611,9 @@ def _calibration_section(run: ExperimentRun) -> str:
         else _render_value(data)
     )
     population = _population_section(run, data) if isinstance(data, Mapping) else ""
+    population += (
+        void_metrics_section(data.get("void_metrics")) if isinstance(data, Mapping) else ""
+    )
     return (
         f"{population}<h2>Implied parameter distribution</h2>"
         f'<p class="note">From {_e(CALIBRATION_FILE)}.</p>'

@@ -117,3 +117,20 @@ def test_compare_targets_recommendation_and_psi(tmp_path_factory: pytest.TempPat
     shutil.copytree(run, copy)
     (copy / "calibration.json").write_text(json.dumps({"population": {"psi": psi}}))
     assert "psi" in compare_void_metrics(copy, n_images=2)["groups"]
+
+
+def test_report_section_and_figure(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from bo_voids.report import write_report
+    from bo_voids.void_metrics_report import void_metrics_section, write_void_metrics_plot
+
+    run = build_tiny_run(tmp_path_factory.getbasetemp())
+    copy = tmp_path_factory.mktemp("vm_report") / "exp"
+    shutil.copytree(run, copy)
+    comparison = compare_void_metrics(copy, n_images=2)
+    assert void_metrics_section(None) == "" and void_metrics_section({"groups": {}}) == ""
+    png = write_void_metrics_plot(copy, comparison)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    (copy / "calibration.json").write_text(json.dumps({"void_metrics": comparison}))
+    html = write_report(copy).read_text(encoding="utf-8")
+    assert "id='void-metrics'" in html and "Detector error on the 2 synthetic images" in html
+    assert "real targets" in html and "fig-void-metrics" in html
