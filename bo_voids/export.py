@@ -155,7 +155,7 @@ class ExportPlan:
     """What an export renders: enough to reproduce every file it writes.
 
     Attributes:
-        experiment: The experiment folder, as given.
+        experiment: The experiment folder (absolute path).
         source: One of :data:`SOURCES`.
         n: Number of images.
         seed: Seed of the parameter draws and render seeds.
@@ -277,7 +277,7 @@ def plan_export(
             raise ExportError(f"{origin['file']} has no param_distributions.real")
         distribution = {k: d.to_yaml() for k, d in cfg_real.items()}
     return ExportPlan(
-        experiment=str(experiment_dir),
+        experiment=str(Path(experiment_dir).resolve()),
         source=source,
         n=int(n),
         seed=seed,
