@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 #: Class edges of the size distribution: equivalent-circle diameters in reference px.
-DIAMETER_BINS: tuple[float, ...] = (0.0, 10.0, 20.0, 40.0, 80.0, math.inf)
+DIAMETER_BINS: tuple[float, ...] = (0.0, 15.0, 25.0, 40.0, 60.0, math.inf)
 #: The per-image figures compared between real and synthetic images.
 FIGURES: tuple[str, ...] = ("void_area_pct", "largest_void_pct", "void_count")
 
@@ -206,6 +206,8 @@ def detector_accuracy(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
     settings: DetectorSettings | None = None,
+    *,
+    detected: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The detector's error on images with known void masks (synthetic images).
 
@@ -213,6 +215,7 @@ def detector_accuracy(
         images: The images.
         masks: Their ground-truth masks (the generator's).
         settings: Detector settings.
+        detected: The detector's label images of ``images`` when already computed.
 
     Returns:
         ``n_images``; ``area_pct``: the error of the void area share in percentage points
@@ -222,8 +225,8 @@ def detector_accuracy(
     """
     s = settings or DetectorSettings()
     area_err, count_err, ious, true_area, true_count = [], [], [], [], []
-    for image, mask in zip(images, masks, strict=True):
-        labels = detect_voids(image, s)
+    found_labels = detected if detected is not None else [detect_voids(im, s) for im in images]
+    for labels, mask in zip(found_labels, masks, strict=True):
         found, truth = measure_voids(labels, s.reference_size), measure_voids(np.asarray(mask))
         area_err.append(found["void_area_pct"] - truth["void_area_pct"])
         count_err.append(found["void_count"] - truth["void_count"])
@@ -274,8 +277,8 @@ def summarize_metrics(metrics: Sequence[ImageVoidMetrics]) -> dict[str, Any]:
     return out
 
 
-def _group(name: str, images: Sequence[np.ndarray], s: DetectorSettings) -> dict[str, Any]:
-    per_image = [image_void_metrics(img, s) for img in images]
+def _group(name: str, labels: Sequence[np.ndarray], s: DetectorSettings) -> dict[str, Any]:
+    per_image = [measure_voids(lab, s.reference_size) for lab in labels]
     return {"label": name, "per_image": per_image, "summary": summarize_metrics(per_image)}
 
 
@@ -326,15 +329,14 @@ def compare_void_metrics(
         else []
     )
     if first is not None and real_idx:
-        groups["targets"] = _group(
-            "real targets", [load_image(first.image_path(i)) for i in real_idx], s
-        )
+        targets = [detect_voids(load_image(first.image_path(i)), s) for i in real_idx]
+        groups["targets"] = _group("real targets", targets, s)
     else:
         missing["targets"] = "no real images in iteration 0"
     if calibration is None:
         calibration = store.read_calibration()
     sources = {"recommendation": "recommendation (fresh renders)", "psi": "ψ samples"}
-    rendered_images, rendered_masks = [], []
+    rendered_images, rendered_masks, rendered_labels = [], [], []
     for source, label in sources.items():
         if source == "psi" and not ((calibration or {}).get("population") or {}).get("psi"):
             missing[source] = "no population fit ψ in calibration.json"
@@ -354,12 +356,16 @@ def compare_void_metrics(
             out = generator.render(params, render_seed)
             images.append(out.image)
             rendered_masks.append(out.mask)
+        labels = [detect_voids(image, s) for image in images]
         rendered_images.extend(images)
-        groups[source] = _group(label, images, s)
+        rendered_labels.extend(labels)
+        groups[source] = _group(label, labels, s)
     return {
         "groups": groups,
         "missing": missing,
-        "detector_accuracy": detector_accuracy(rendered_images, rendered_masks, s)
+        "detector_accuracy": detector_accuracy(
+            rendered_images, rendered_masks, s, detected=rendered_labels
+        )
         if rendered_images
         else None,
         "figures": list(FIGURES),
@@ -368,7 +374,10 @@ def compare_void_metrics(
             "void_area_pct": "% of the image",
             "largest_void_pct": "% of the image",
             "void_count": "voids per image (touching voids count once)",
-            "diameters": f"equivalent-circle diameter, px at {s.reference_size} px",
+            "diameters": (
+                f"equivalent-circle diameter, px at {s.reference_size} px (smallest detected: "
+                f"{2 * math.sqrt(s.min_area / math.pi):.1f})"
+            ),
         },
         "seed": stream,
         "method": (

@@ -31,6 +31,7 @@ __all__ = [
 #: Where calibration writes the figure, relative to the experiment folder.
 VOID_METRICS_PLOT = Path("plots") / "void_metrics.png"
 _COLOURS = {"targets": "#d62728", "recommendation": "#2ca02c", "psi": "#1f77b4"}
+_SHORT = {"targets": "real", "recommendation": "recomm.", "psi": "ψ"}
 _TITLES = {
     "void_area_pct": "void area (% of image)",
     "largest_void_pct": "largest void (% of image)",
@@ -59,7 +60,7 @@ def plot_void_metrics(comparison: Mapping[str, Any]) -> Figure:
                 patch.set(facecolor=_COLOURS.get(g, "#7f7f7f"), alpha=0.45)
             for k, values in enumerate(data, start=1):
                 ax.plot([k] * len(values), values, ".", color="black", alpha=0.4, ms=3)
-            ax.set_xticks(range(1, len(names) + 1), [_short(groups[g]["label"]) for g in names])
+            ax.set_xticks(range(1, len(names) + 1), [_SHORT.get(g, g) for g in names])
         ax.set_title(_TITLES.get(figure, figure), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     ax = axes[3]
@@ -75,7 +76,7 @@ def plot_void_metrics(comparison: Mapping[str, Any]) -> Figure:
             width=width,
             color=_COLOURS.get(g, "#7f7f7f"),
             alpha=0.7,
-            label=_short(groups[g]["label"]),
+            label=str(groups[g]["label"]),
         )
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("equivalent diameter (px at 512 px)", fontsize=9)
@@ -84,10 +85,6 @@ def plot_void_metrics(comparison: Mapping[str, Any]) -> Figure:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
-
-
-def _short(label: str) -> str:
-    return label.replace(" (fresh renders)", "")
 
 
 def _bin_label(lo: float | None, hi: float | None) -> str:
