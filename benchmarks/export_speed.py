@@ -2,12 +2,13 @@
 
 Run as ``python -m benchmarks.export_speed [--n 1000] [--image-size 512] [--jobs 2] [--out DIR]``.
 Builds the tiny finished test experiment (:func:`bo_voids.testing.runs.build_tiny_run`, cached in
-a temporary folder) and times :func:`bo_voids.export.export_dataset` of ``--n`` images drawn from
-its config's ``real`` distribution (the design's typical voids: 8 ± 3 of radius 20 ± 5 reference
-px) at ``--image-size``, once per ``--jobs`` value, into a fresh folder each time. The time is
-the whole call: worker start-up, rendering, PNG encoding, the metadata and the COCO file. CPU
-seconds (this process and its workers) are recorded beside the wall clock, with the load
-average: on a shared machine the wall clock depends on what else runs, the CPU time much less.
+a temporary folder), or takes ``--experiment``, and times :func:`bo_voids.export.export_dataset`
+of ``--n`` images drawn from ``--source`` (default ``real``: the config's distribution, the
+design's typical voids, 8 ± 3 of radius 20 ± 5 reference px) at ``--image-size``, once per
+``--jobs`` value, into a fresh folder each time. The time is the whole call: worker start-up,
+rendering, PNG encoding, the metadata and the COCO file. CPU seconds (this process and its
+workers) are recorded beside the wall clock, with the load average: on a shared machine the
+wall clock depends on what else runs, the CPU time much less.
 The goal of issue 23: 1,000 images at 512 px in at most 60 s on 2 cores.
 """
 
@@ -36,9 +37,16 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def measure(n: int, image_size: int, jobs: list[int], work: Path) -> list[dict[str, object]]:
+def measure(
+    n: int,
+    image_size: int,
+    jobs: list[int],
+    work: Path,
+    experiment: Path | None = None,
+    source: str = "real",
+) -> list[dict[str, object]]:
     """Export ``n`` images once per worker count; one row each."""
-    experiment = build_tiny_run(work)
+    experiment = experiment if experiment is not None else build_tiny_run(work)
     rows: list[dict[str, object]] = []
     for n_jobs in jobs:
         out = work / f"export_{n_jobs}"
@@ -46,7 +54,7 @@ def measure(n: int, image_size: int, jobs: list[int], work: Path) -> list[dict[s
         load = os.getloadavg()[0]
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         result = export_dataset(
-            experiment, out, n, source="real", image_size=image_size, jobs=n_jobs, progress=False
+            experiment, out, n, source=source, image_size=image_size, jobs=n_jobs, progress=False
         )
         wall = time.perf_counter() - t0
         # the workers' CPU time is counted once they have exited and been reaped
@@ -55,6 +63,7 @@ def measure(n: int, image_size: int, jobs: list[int], work: Path) -> list[dict[s
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         rows.append(
             {
+                "source": source,
                 "n_images": n,
                 "image_size": image_size,
                 "jobs": n_jobs,
@@ -79,14 +88,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     ap.add_argument("--image-size", type=int, default=512, help="render size (px)")
     ap.add_argument("--jobs", type=int, nargs="+", default=[2], help="worker counts to time")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument(
+        "--experiment", default=None, help="export this experiment (default: the tiny test run)"
+    )
+    ap.add_argument("--source", default="real", help="export source (psi needs a calibration)")
     ap.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     args = ap.parse_args(argv)
+    exp = Path(args.experiment) if args.experiment else None
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="export_speed_") as work:
-            rows = measure(args.n, args.image_size, args.jobs, Path(work))
+            rows = measure(args.n, args.image_size, args.jobs, Path(work), exp, args.source)
     else:
-        rows = measure(args.n, args.image_size, args.jobs, Path(args.work))
+        rows = measure(args.n, args.image_size, args.jobs, Path(args.work), exp, args.source)
     columns = {
+        "source": "source",
         "n_images": "images",
         "image_size": "size (px)",
         "jobs": "workers",
@@ -100,8 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     }
     method = (
         "export_dataset end to end (worker start-up, render with instance maps, PNG level 1, "
-        "metadata, COCO file) from the tiny test experiment's `real` distribution; CPU = this "
-        "process + its workers"
+        "metadata, COCO file); CPU = this process + its workers"
     )
     write_results(
         "export_speed",

@@ -213,3 +213,17 @@ def test_coco_file_loads_in_pycocotools(calibrated_run: Path, tmp_path: Path) ->
     api = coco_api.COCO(str(result.coco_path))
     assert len(api.getImgIds()) == 8 and len(api.getAnnIds()) == result.n_annotations
     assert _check_coco(result.out, lambda ann, img: api.annToMask(ann).astype(bool)) > 0
+
+
+def test_export_speed_benchmark_writes_its_files(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from benchmarks import export_speed
+
+    work = tmp_path_factory.getbasetemp()  # reuses the session's tiny run
+    argv = ["--n", "4", "--image-size", "48", "--jobs", "1", "--work", str(work)]
+    rows = export_speed.main([*argv, "--out", str(tmp_path)])
+    assert len(rows) == 1 and rows[0]["n_images"] == 4 and rows[0]["cpu_s"] > 0
+    record = json.loads((tmp_path / "export_speed.json").read_text(encoding="utf-8"))
+    assert record["rows"] == rows
+    assert "| source | images |" in (tmp_path / "export_speed.md").read_text(encoding="utf-8")
