@@ -132,7 +132,7 @@ def void_metrics_section(comparison: Any) -> str:
     e = html.escape
     groups = comparison["groups"]
     figures = comparison.get("figures") or list(_TITLES)
-    titles = ["images", "n", *(_TITLES.get(f, f) for f in figures)]
+    titles = ["group", "images", *(_TITLES.get(f, f) for f in figures)]
     head = "".join(f"<th>{e(h)}</th>" for h in titles)
     rows = "".join(
         f"<tr><td>{e(str(g['label']))}</td><td class='num'>{g['summary']['n_images']}</td>"
@@ -157,7 +157,8 @@ def void_metrics_section(comparison: Any) -> str:
     data64 = base64.b64encode(_png(plot_void_metrics(comparison))).decode("ascii")
     return (
         "<h2 id='void-metrics'>Void metrics (inspection units)</h2>"
-        f"<p class='note'>{e(str(comparison.get('method', '')))}. Median (quartiles) per image; "
+        f"<p class='note'>{e(str(comparison.get('method', '')).capitalize())}. Median "
+        "(quartiles) per image; "
         "shares are of the whole image.</p>"
         f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
         "</table></div>"
