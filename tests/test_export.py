@@ -158,14 +158,24 @@ def test_cli_errors_are_one_line_exit_2(
     assert "wrote 3 images" in capsys.readouterr().out
 
 
-def test_rle_round_trip() -> None:
+def test_rle_round_trip_and_the_bounding_box_encoder() -> None:
+    from scipy import ndimage
+
+    from bo_voids.export import _box_rle
+
     gen = np.random.default_rng(0)
-    for shape in ((1, 1), (5, 7), (16, 3)):
-        for _ in range(20):
+    for shape in ((1, 1), (5, 7), (16, 3), (9, 12)):
+        for trial in range(30):
             mask = gen.random(shape) < gen.random()
             rle = mask_to_rle(mask)
             assert sum(rle["counts"]) == mask.size
             np.testing.assert_array_equal(rle_to_mask(rle), mask)
+            labels = mask * gen.integers(1, 4, shape).astype(np.uint16)
+            if trial % 5 == 0:
+                labels[:] = 1  # runs crossing every column boundary
+            for k, box in enumerate(ndimage.find_objects(labels)):
+                if box is not None:
+                    assert _box_rle(labels, k + 1, box) == mask_to_rle(labels == k + 1)
 
 
 def _check_coco(out: Path, decode: Any) -> int:
