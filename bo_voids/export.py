@@ -66,6 +66,7 @@ import numpy as np
 from PIL import Image
 
 from bo_voids._io import atomic_write_json, atomic_write_text
+from bo_voids.coco import coco_document, void_annotations
 from bo_voids.config import ExperimentConfig, config_from_dict, load_config
 from bo_voids.exceptions import (
     BoVoidsError,
@@ -89,10 +90,8 @@ __all__ = [
     "export_dataset",
     "generator_settings",
     "main",
-    "mask_to_rle",
     "parameter_draws",
     "plan_export",
-    "rle_to_mask",
 ]
 
 EXPORT_MANIFEST = "export.json"
@@ -100,8 +99,6 @@ COCO_FILE = "annotations.json"
 #: Where an export's parameter sets come from (the first is the default).
 SOURCES: tuple[str, ...] = ("psi", "recommendation", "real")
 FORMAT_VERSION = 1
-#: The COCO category of every annotation.
-VOID_CATEGORY = {"id": 1, "name": "void", "supercategory": "defect"}
 _SUBFOLDERS = ("images", "masks", "metadata")
 _NAME_RE = re.compile(r"^synth_\d{6,}\.(png|json)$")
 #: zlib level and strategy of the written PNGs: level 1 with run-length encoding (zlib's Z_RLE,
@@ -326,100 +323,6 @@ def parameter_draws(
 
 
 # ---------------------------------------------------------------------------------------------
-# Annotations
-# ---------------------------------------------------------------------------------------------
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """A binary mask as COCO uncompressed RLE (column-major run lengths, zeros first).
-
-    Args:
-        mask: 2-D boolean mask.
-
-    Returns:
-        ``{"size": [h, w], "counts": [...]}``, readable by ``pycocotools.mask.frPyObjects``.
-    """
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    counts = np.diff(np.concatenate(([0], change, [flat.size]))).tolist()
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def _box_rle(labels: np.ndarray, label: int, box: tuple[slice, slice]) -> dict[str, Any]:
-    """:func:`mask_to_rle` of ``labels == label``, computed inside its bounding box only.
-
-    Equal to ``mask_to_rle(labels == label)`` when ``box`` holds every pixel of the label (the
-    full-image flattening is the slow part of an export of many voids).
-    """
-    h, w = labels.shape
-    ys, xs = box
-    crop = labels[box] == label
-    padded = np.zeros((crop.shape[0] + 2, crop.shape[1]), dtype=np.int8)
-    padded[1:-1] = crop
-    # column-major transitions: +1 where a run starts, -1 one past its end
-    cols, rows = np.nonzero(np.diff(padded, axis=0).T)
-    bounds = (xs.start + cols) * h + (ys.start + rows)
-    starts, ends = bounds[0::2], bounds[1::2]
-    joined = ends[:-1] == starts[1:]  # a run going on at the top of the next column
-    starts = starts[np.concatenate(([True], ~joined))]
-    ends = ends[np.concatenate((~joined, [True]))]
-    edges = np.empty(2 * starts.size + 2, dtype=np.int64)
-    edges[0], edges[-1] = 0, h * w
-    edges[1:-1:2], edges[2:-1:2] = starts, ends
-    counts = np.diff(edges).tolist()
-    if counts and counts[-1] == 0:
-        counts.pop()
-    return {"size": [int(h), int(w)], "counts": counts}
-
-
-def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
-    """Decode :func:`mask_to_rle`'s form back to a boolean mask (the reference decoder)."""
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    values = np.arange(counts.size) % 2 == 1
-    flat = np.repeat(values, counts)
-    if flat.size != h * w:
-        raise ValueError(f"RLE covers {flat.size} pixels, expected {h * w}")
-    return flat.reshape((h, w), order="F")
-
-
-def _annotations(labels: np.ndarray, voids: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-void mask area and bbox added to ``voids``; one COCO annotation per visible void."""
-    anns = []
-    objects = _find_objects(labels, len(voids))
-    for k, void in enumerate(voids):
-        sl = objects[k]
-        void["instance_label"] = k + 1
-        if sl is None:
-            void["mask_area_px"], void["bbox"] = 0, None
-            continue
-        ys, xs = sl
-        bbox = [xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start]
-        area = int(np.count_nonzero(labels[sl] == k + 1))
-        void["mask_area_px"], void["bbox"] = area, bbox
-        anns.append(
-            {
-                "category_id": VOID_CATEGORY["id"],
-                "segmentation": _box_rle(labels, k + 1, sl),
-                "area": area,
-                "bbox": [float(v) for v in bbox],
-                "iscrowd": 0,
-                "void_index": k,
-            }
-        )
-    return anns
-
-
-def _find_objects(labels: np.ndarray, n: int) -> list[Any]:
-    from scipy import ndimage
-
-    found = ndimage.find_objects(labels, max_label=n) if n else []
-    return list(found) + [None] * (n - len(found))
-
-
-# ---------------------------------------------------------------------------------------------
 # Rendering (runs in worker processes: plain arguments only)
 # ---------------------------------------------------------------------------------------------
 
@@ -475,7 +378,7 @@ def _render_chunk(out: str, settings: GeneratorSettings, source: str, items: Seq
         _write_replace(root / "images" / f"{stem}.png", _png_bytes(rendered.image))
         _write_replace(root / "masks" / f"{stem}.png", _png_bytes(labels))
         voids = [dict(v) for v in rendered.voids]
-        annotations = _annotations(labels, voids)
+        annotations = void_annotations(labels, voids)
         record = {
             "index": i,
             "image_id": i + 1,
@@ -729,16 +632,12 @@ def _write_coco(out: Path, plan: ExportPlan) -> int:
         )
         for ann in record["annotations"]:
             annotations.append({"id": len(annotations) + 1, "image_id": record["image_id"], **ann})
-    coco = {
-        "info": {
-            "description": f"bo_voids synthetic voids ({plan.source} of {plan.experiment})",
-            "version": __version__,
-        },
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [VOID_CATEGORY],
-    }
+    coco = coco_document(
+        images,
+        annotations,
+        description=f"bo_voids synthetic voids ({plan.source} of {plan.experiment})",
+        version=__version__,
+    )
     atomic_write_text(out / COCO_FILE, json.dumps(coco) + "\n")
     return len(annotations)
 

@@ -12,15 +12,9 @@ import pytest
 from PIL import Image
 
 from bo_voids.cli import main as cli_main
+from bo_voids.coco import box_rle, mask_to_rle, rle_to_mask
 from bo_voids.exceptions import ExportError
-from bo_voids.export import (
-    COCO_FILE,
-    EXPORT_MANIFEST,
-    export_dataset,
-    mask_to_rle,
-    plan_export,
-    rle_to_mask,
-)
+from bo_voids.export import COCO_FILE, EXPORT_MANIFEST, export_dataset, plan_export
 from bo_voids.testing.runs import build_running_copy, build_tiny_run
 
 PSI = {
@@ -161,8 +155,6 @@ def test_cli_errors_are_one_line_exit_2(
 def test_rle_round_trip_and_the_bounding_box_encoder() -> None:
     from scipy import ndimage
 
-    from bo_voids.export import _box_rle
-
     gen = np.random.default_rng(0)
     for shape in ((1, 1), (5, 7), (16, 3), (9, 12)):
         for trial in range(30):
@@ -175,7 +167,7 @@ def test_rle_round_trip_and_the_bounding_box_encoder() -> None:
                 labels[:] = 1  # runs crossing every column boundary
             for k, box in enumerate(ndimage.find_objects(labels)):
                 if box is not None:
-                    assert _box_rle(labels, k + 1, box) == mask_to_rle(labels == k + 1)
+                    assert box_rle(labels, k + 1, box) == mask_to_rle(labels == k + 1)
 
 
 def _check_coco(out: Path, decode: Any) -> int:
