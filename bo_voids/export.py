@@ -709,6 +709,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.e
     except BoVoidsError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2 if isinstance(exc, UserInputError) else 1
+    except KeyboardInterrupt:
+        print(
+            "\nexport stopped; the images written are kept: run the same command with --resume "
+            "to finish it",
+            file=sys.stderr,
+        )
+        raise
     print(
         f"wrote {result.n} images ({result.rendered} rendered now, {result.n_annotations} voids "
         f"annotated) to {result.out} in {result.seconds:.1f} s; COCO file {result.coco_path}"
