@@ -228,7 +228,7 @@ def plan_export(
         )
     try:
         manifest = store.read_manifest()
-        cfg = store.stored_config()
+        cfg = config_from_dict(manifest["config"], check_paths=False)
     except (StateError, KeyError, ConfigError) as exc:
         raise ExportError(f"cannot read the experiment {store.root}: {exc}") from exc
     seed = cfg.seed if seed is None else int(seed)
@@ -515,6 +515,12 @@ def _remove_temporaries(out: Path) -> None:
                 p.unlink()
 
 
+def _stored_config(experiment_dir: str | Path) -> ExperimentConfig:
+    """The config snapshot in the experiment's manifest (read after :func:`plan_export`)."""
+    manifest = ExperimentStore(experiment_dir).read_manifest()
+    return config_from_dict(manifest["config"], check_paths=False)
+
+
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -561,7 +567,7 @@ def export_dataset(
     plan = plan_export(
         experiment_dir, n, source=source, seed=seed, image_size=image_size, config=config
     )
-    cfg = ExperimentStore(experiment_dir).stored_config()
+    cfg = _stored_config(experiment_dir)
     out = Path(out)
     done = _prepare_folder(out, plan, force=force, resume=resume)
     try:
