@@ -499,8 +499,11 @@ def _prepare_folder(out: Path, plan: ExportPlan, *, force: bool, resume: bool) -
 def _complete(out: Path, i: int) -> bool:
     """Whether image ``i``'s three files are all there and non-empty."""
     stem = _stem(i)
-    paths = (out / "metadata" / f"{stem}.json", out / "images" / f"{stem}.png")
-    paths += (out / "masks" / f"{stem}.png",)
+    paths = (
+        out / "metadata" / f"{stem}.json",
+        out / "images" / f"{stem}.png",
+        out / "masks" / f"{stem}.png",
+    )
     try:
         return all(p.stat().st_size > 0 for p in paths)
     except OSError:
@@ -620,7 +623,8 @@ def _write_coco(out: Path, plan: ExportPlan) -> int:
     """Assemble ``annotations.json`` from the per-image metadata; returns the annotation count."""
     from bo_voids import __version__
 
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i in range(plan.n):
         path = out / "metadata" / f"{_stem(i)}.json"
         try:

@@ -232,11 +232,11 @@ def detector_accuracy(
         count_err.append(found["void_count"] - truth["void_count"])
         true_area.append(truth["void_area_pct"])
         true_count.append(truth["void_count"])
-        detected, true_mask = labels > 0, np.asarray(mask, dtype=bool)
-        union = np.count_nonzero(detected | true_mask)
-        ious.append(np.count_nonzero(detected & true_mask) / union if union else 1.0)
+        found_mask, true_mask = labels > 0, np.asarray(mask, dtype=bool)
+        union = np.count_nonzero(found_mask | true_mask)
+        ious.append(np.count_nonzero(found_mask & true_mask) / union if union else 1.0)
 
-    def _errors(err: list[float], truth: list[float]) -> dict[str, float]:
+    def _errors(err: Sequence[float], truth: Sequence[float]) -> dict[str, float]:
         e = np.asarray(err, dtype=float)
         return {
             "bias": float(e.mean()) if e.size else math.nan,
@@ -262,7 +262,7 @@ def summarize_metrics(metrics: Sequence[ImageVoidMetrics]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"n_images": len(metrics)}
     for figure in FIGURES:
-        values = np.asarray([m[figure] for m in metrics], dtype=float)
+        values = np.asarray([float(m[figure]) for m in metrics])  # type: ignore[literal-required]
         q25, q50, q75 = np.percentile(values, [25, 50, 75]) if values.size else [math.nan] * 3
         out[figure] = {
             "median": float(q50),
