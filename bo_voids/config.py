@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from bo_voids._io import read_regular_file
 from bo_voids.exceptions import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +314,10 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+#: Largest config file read (a config is a few kilobytes; anything larger is not one).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping strictly (duplicate keys rejected, errors with ``file:line:col``).
 
@@ -326,11 +331,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         ConfigError: If the file is missing, unreadable, not valid YAML or not a mapping.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # a FIFO or a device (/dev/zero) is refused, never read: it could hang or flood
+        text = read_regular_file(path, limit=MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     try:
         data = yaml.load(text, Loader=_make_loader(str(path)))  # a SafeLoader subclass
@@ -405,8 +412,10 @@ def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         old = out.get(key)
-        both = isinstance(old, Mapping) and isinstance(value, Mapping)
-        out[key] = _merged(old, value) if both else value
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = _merged(old, value)
+        else:
+            out[key] = value
     return out
 
 

@@ -9,6 +9,12 @@ stderr is not one or with ``--quiet``; :mod:`bo_voids.progress`), appends ``even
 experiment folder, rewrites ``report.html`` after every iteration (:class:`ReportCallback`) and,
 with ``--mlflow``, logs to MLflow (:mod:`bo_voids.tracking`). ``--log-file PATH`` keeps the same
 lines plus debug detail (stage timings, warnings, tracebacks).
+
+Before any work every path is checked (:mod:`bo_voids.ownership`: no input or log file inside
+the experiment folder, no folder that is a file) and the tracker is validated and probed with a
+short timeout (an unreachable one is a warning, or exit 2 with ``--strict-tracking``). A failure
+is one line on the terminal (:func:`bo_voids.cli.report_failure`); ``--debug`` adds its
+traceback, which the log file always gets.
 """
 
 from __future__ import annotations
@@ -23,9 +29,24 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bo_voids.cli import ExitCode, Terminated, sigterm_as_interrupt
+from bo_voids.cli import (
+    ExitCode,
+    Terminated,
+    report_failure,
+    run_module,
+    set_debug,
+    sigterm_as_interrupt,
+)
 from bo_voids.config import ACQUISITIONS, DEVICES, EMBEDDERS, OPTIMIZERS, load_config
-from bo_voids.exceptions import BoVoidsError, BoVoidsWarning, ConfigError, UserInputError
+from bo_voids.exceptions import (
+    BoVoidsError,
+    BoVoidsWarning,
+    ConfigError,
+    DamagedFileError,
+    TrackerUnavailableError,
+    UserInputError,
+)
+from bo_voids.ownership import check_log_file, check_run_paths
 
 
 def build_parser(prog: str = "python -m bo_voids.optimize") -> argparse.ArgumentParser:
@@ -68,6 +89,15 @@ def build_parser(prog: str = "python -m bo_voids.optimize") -> argparse.Argument
         "pip install -e '.[mlflow]')",
     )
     p.add_argument("--mlflow-experiment", help="MLflow experiment name (default: experiment_name)")
+    p.add_argument(
+        "--strict-tracking",
+        action="store_true",
+        help="stop with exit 2 before any work when the tracker cannot be reached (default: a "
+        "warning, and the run goes on untracked)",
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="also show tracebacks on the terminal (see --log-file)"
+    )
     return p
 
 
@@ -137,27 +167,58 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.o
         prog: The program name shown in the help (``bo-voids run`` from :mod:`bo_voids.cli`).
     """
     args = build_parser(prog).parse_args(argv)
+    if args.debug:
+        set_debug()
     live = not args.quiet and sys.stderr.isatty()
     log = logging.getLogger("bo_voids.optimize")
-    with _logging(quiet=args.quiet, live=live, log_file=args.log_file):
+    with _logging(quiet=args.quiet, live=live) as attach_log_file:
         try:
+            if args.log_file is not None:
+                check_log_file(args.log_file)
             cfg = load_config(args.config, overrides=_overrides(args))
+            store = None
+            if args.mlflow is not None:  # a malformed URI stops here, before any import
+                from bo_voids.tracking import local_store
+
+                store = local_store(args.mlflow)
+            # every path checked before the log file is opened or anything else is written
+            check_run_paths(
+                cfg,
+                config_path=args.config,
+                log_file=args.log_file,
+                extra={"the MLflow store": store} if store is not None else None,
+            )
+            if args.log_file is not None:
+                attach_log_file(args.log_file)
         except ConfigError as exc:
-            print(f"config error: {exc}", file=sys.stderr)
-            return ExitCode.USAGE
+            return report_failure(exc)
         t0 = time.perf_counter()
         with sigterm_as_interrupt():
             return _run(args, cfg, log, t0, live)
 
 
+class _ConsoleFilter(logging.Filter):
+    """The terminal shows bo_voids' lines and warnings; other libraries' go to the log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        return name == "py.warnings" or name == "bo_voids" or name.startswith("bo_voids.")
+
+
 @contextlib.contextmanager
-def _logging(*, quiet: bool, live: bool, log_file: Path | None) -> Iterator[None]:
+def _logging(*, quiet: bool, live: bool) -> Iterator[Any]:
     """Console (and file) logging for one run; the previous setup is restored afterwards.
 
     The console shows the pipeline's lines (``--quiet``: warnings and errors only); on a terminal
     they are printed above the live line, which :class:`~bo_voids.progress.ProgressLine` draws
-    itself. The log file gets every line of the package at debug level, the progress lines and
-    stage timings included.
+    itself. Other libraries' log lines (an HTTP client's retries, ...) stay off the terminal.
+
+    Yields:
+        ``attach(path)``, which adds the log file: every line of the package at debug level, the
+        progress lines, stage timings and tracebacks included, and other libraries' lines.
+
+    Raises:
+        ConfigError: From ``attach``, when the log file cannot be opened.
     """
     from bo_voids.progress import TqdmLoggingHandler
 
@@ -169,24 +230,31 @@ def _logging(*, quiet: bool, live: bool, log_file: Path | None) -> Iterator[None
     )
     console.setFormatter(logging.Formatter("%(message)s"))
     console.setLevel(logging.WARNING if quiet else logging.INFO)
-    handlers = [console]
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    console.addFilter(_ConsoleFilter())
+    handlers: list[logging.Handler] = [console]
+
+    def attach(log_file: Path) -> None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--log-file: cannot open {log_file}: {exc.strerror or exc}") from exc
         file_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
         file_handler.setLevel(logging.DEBUG)
         handlers.append(file_handler)
-    for handler in handlers:
-        root.addHandler(handler)
+        root.addHandler(file_handler)
+        package.setLevel(logging.DEBUG)
+
+    root.addHandler(console)
     root.setLevel(logging.INFO)
-    package.setLevel(logging.DEBUG if log_file is not None else logging.INFO)
+    package.setLevel(logging.INFO)
     warnings.simplefilter("always", BoVoidsWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}"  # type: ignore[assignment]
     logging.captureWarnings(True)  # warnings print above the live line and reach the log file
     try:
-        yield
+        yield attach
     finally:
         logging.captureWarnings(False)
         for handler in handlers:
@@ -237,7 +305,8 @@ def _run(
             callbacks=callbacks,
         )
         attach_stage_hook(pipeline, *(cb for cb in callbacks if hasattr(cb, "on_stage")))
-        _start(callbacks)
+        callbacks = _start(callbacks, strict=args.strict_tracking)
+        pipeline.callbacks = list(callbacks)  # an unreachable tracker is left out
         try:
             summary = pipeline.run_full_experiment()
         finally:
@@ -247,45 +316,66 @@ def _run(
         _mark(pipeline, "interrupted")
         _finish(callbacks, "KILLED")
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(
-            f"\n{what}: completed iterations are kept in {cfg.experiment_dir}; continue with "
-            "--resume",
-            file=sys.stderr,
-        )
+        if _opened(pipeline):
+            print(
+                f"\n{what}: completed iterations are kept in {cfg.experiment_dir}; continue "
+                "with --resume",
+                file=sys.stderr,
+            )
+        else:
+            print(f"\n{what} before the experiment was opened; nothing was kept", file=sys.stderr)
         return ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
-    except UserInputError as exc:
+    except Exception as exc:  # one line on the terminal; the traceback to the log file
+        user_error = isinstance(exc, UserInputError)
+        if not user_error:
+            _mark(pipeline, "failed", str(exc) if isinstance(exc, BoVoidsError) else repr(exc))
         _finish(callbacks, "FAILED")
-        print(f"error: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
-    except BoVoidsError as exc:
-        _mark(pipeline, "failed", str(exc))
-        _finish(callbacks, "FAILED")
-        print(
-            f"error: {exc}\ncompleted iterations are kept in {cfg.experiment_dir}; fix the cause "
-            "and continue with --resume",
-            file=sys.stderr,
-        )
-        return ExitCode.FAILURE
-    except Exception as exc:  # an unexpected failure: keep the traceback for the bug report
-        _mark(pipeline, "failed", repr(exc))
-        log.exception("unexpected failure")
-        _finish(callbacks, "FAILED")
-        print(
-            f"error: {type(exc).__name__}: {exc}\ncompleted iterations are kept in "
-            f"{cfg.experiment_dir}; continue with --resume",
-            file=sys.stderr,
-        )
-        return ExitCode.FAILURE
+        hint = ""
+        if isinstance(exc, DamagedFileError):  # resuming as it is cannot help
+            hint = (
+                "the experiment cannot be continued as it is: restore that file, or move the "
+                "iteration folder holding it (and later ones) out to resume from the one before, "
+                "or start again with --overwrite"
+            )
+        elif _opened(pipeline) and not user_error:
+            hint = (
+                f"completed iterations are kept in {cfg.experiment_dir}: fix the cause and "
+                "continue with --resume"
+            )
+        return report_failure(exc, hint=hint)
     print(format_summary(summary))
     print(f"Wall time {time.perf_counter() - t0:.1f}s")
     return ExitCode.OK
 
 
-def _start(callbacks: Sequence[Any]) -> None:
+def _start(callbacks: Sequence[Any], *, strict: bool = False) -> list[Any]:
+    """Start the callbacks; returns those to keep.
+
+    A tracker that cannot be reached is left out with one warning line, so the run goes on
+    untracked; with ``strict`` it stops the run before any work instead (exit 2).
+    """
+    kept = []
     for cb in callbacks:
         start = getattr(cb, "start", None)
         if callable(start):
-            start()
+            try:
+                start()
+            except TrackerUnavailableError as exc:
+                if strict:
+                    raise ConfigError(f"{exc} (--strict-tracking: nothing was run)") from exc
+                logging.getLogger("bo_voids.optimize").warning(
+                    "warning: %s; the run goes on without tracking (--strict-tracking stops "
+                    "instead)",
+                    exc,
+                )
+                continue
+        kept.append(cb)
+    return kept
+
+
+def _opened(pipeline: Any) -> bool:
+    """Whether this run created or resumed the experiment (so that --resume can continue it)."""
+    return bool(getattr(pipeline, "store_opened", False))
 
 
 def _close_progress(callbacks: Sequence[Any]) -> None:
@@ -335,4 +425,4 @@ def _mark(pipeline: Any, status: str, error: str | None = None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run_module(main)

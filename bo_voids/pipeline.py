@@ -61,6 +61,7 @@ from bo_voids.failure_policy import (
 from bo_voids.generation.voids import save_png
 from bo_voids.metrics import NullBand, null_band_from_statistics, split_null_band
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
+from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
 from bo_voids.run_events import Callback, IterationEvent, RunSummary
 from bo_voids.scoring import (
@@ -200,7 +201,7 @@ class OptimizationPipeline:
         self.plots = plots
         self.projector = PCAProjector(n_components=config.pca_components)
         self.records: list[IterationRecord] = []
-        self.scores: list[dict[str, Any]] = []
+        self.scores: list[RunScores] = []
         self.book: ScoreBook | None = None
         self.proposal: Proposal | None = None
         self.noise_floor: dict[str, float] = {}
@@ -231,6 +232,7 @@ class OptimizationPipeline:
         """
         n_iter = self.config.max_iterations if max_iterations is None else max_iterations
         self._max_iterations = n_iter
+        check_run_paths(self.config)  # no input inside what the run writes, clears or replaces
         if self.config.target_image_dir is not None and not (
             self.resume and self.store.iteration_dir(0).is_dir()
         ):
@@ -252,9 +254,11 @@ class OptimizationPipeline:
                 self.stop_reason = reason
                 summary = self._finish()
             except KeyboardInterrupt:
+                self._restore_replaced()
                 self._finish_callbacks("KILLED")
                 raise
             except BaseException:
+                self._restore_replaced()
                 self._finish_callbacks("FAILED")
                 raise
             self._finish_callbacks("FINISHED")
@@ -397,12 +401,12 @@ class OptimizationPipeline:
         metadata: list[dict[str, Any]],
         scores: RunScores,
         proposal: Proposal,
-        failures: Sequence[dict[str, Any]],
+        failures: Sequence[FailureRecord],
     ) -> IterationRecord:
         t0 = time.perf_counter()
         pca_2d = self.projector.transform(embeddings)
         record = IterationRecord(
-            k, embeddings, metadata, pca_2d, scores=scores, failures=list(failures)
+            k, embeddings, metadata, pca_2d, scores=scores, failures=[dict(f) for f in failures]
         )
         record.proposals = proposal.to_dict()
         with self.store.writing_iteration(k) as tmp:
@@ -441,6 +445,7 @@ class OptimizationPipeline:
                     logger.warning("callback %r failed to finish: %s", callback, exc)
 
     def _after_iteration(self, k: int, scores: RunScores, proposal: Proposal) -> None:
+        assert self.book is not None
         event = IterationEvent(
             iteration=k,
             max_iterations=self._max_iterations,
@@ -479,6 +484,12 @@ class OptimizationPipeline:
         if self.evaluator is None:
             self.evaluator = self.spec.build()
         return self.evaluator
+
+    def _restore_replaced(self) -> None:
+        """An --overwrite that stopped before its iteration 0 gives the old experiment back."""
+        if self.store.restore_replaced():
+            self.store_opened = False  # the folder is the old experiment again: leave it be
+            logger.warning("the run stopped before iteration 0: %s is restored", self.store.root)
 
     def _executor_ctx(self) -> contextlib.AbstractContextManager[EvaluationExecutor]:
         if self._executor is not None and not self._owns_executor:

@@ -38,9 +38,9 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from bo_voids._io import atomic_write_text, to_jsonable
+from bo_voids._io import atomic_write_text, read_jsonl, to_jsonable
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
@@ -70,6 +70,7 @@ EVENTS_FILE = "events.jsonl"
 _BAR_WIDTH = 12
 
 
+@runtime_checkable
 class StageListener(Protocol):
     """Anything told when a stage of the loop starts."""
 
@@ -186,7 +187,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     """The records of an ``events.jsonl`` (a running experiment's too).
 
     A last line without its newline (being written, or cut by a crash) and any line that is not a
-    JSON object are skipped.
+    UTF-8 JSON object are skipped (:func:`bo_voids._io.read_jsonl`; a resume rewrites the file).
 
     Args:
         path: The ``events.jsonl`` file, or the experiment folder holding it.
@@ -197,21 +198,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / EVENTS_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    out = []
-    for line in text.split("\n")[:-1]:  # the piece after the last newline is incomplete
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return read_jsonl(path).records
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -280,10 +267,15 @@ class EventLog:
             it = record.iteration
             if it < first and it not in kept:
                 kept[it] = _rebuilt_record(record)
-        lines = [_dumps(kept[it]) for it in sorted(kept)]
-        raw = path.read_text(encoding="utf-8") if path.exists() else ""
-        if raw != "".join(lines):
-            atomic_write_text(path, "".join(lines))
+        text = "".join(_dumps(kept[it]) for it in sorted(kept))
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if raw != text.encode("utf-8"):  # damaged lines dropped, missing ones rebuilt
+            atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,10 +450,10 @@ def attach_stage_hook(
         *listeners: Objects with ``on_stage(stage, iteration)``, or such callables.
     """
     for lis in listeners:
-        pipeline.add_stage_listener(getattr(lis, "on_stage", lis))
+        pipeline.add_stage_listener(lis.on_stage if isinstance(lis, StageListener) else lis)
 
 
-class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class TqdmLoggingHandler(logging.StreamHandler):
     """A console handler that prints above a live ``tqdm`` line instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:

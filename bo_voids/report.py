@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.r
 def _banner(run: ExperimentRun, max_iterations: int | None) -> str:
     """The status line at the top: where the run stands, in one sentence."""
     m = run.manifest
-    status = str(m.get("status", "unknown"))
+    status = run.status  # a "running" left by a crashed run reads "interrupted"
     done = max(len(run.iterations) - 1, 0)
     n = max_iterations if max_iterations is not None else run.config.max_iterations
     of = f"iteration {done} of {n}" if run.iterations else f"iteration 0 of {n} under way"
@@ -352,7 +352,11 @@ def _banner(run: ExperimentRun, max_iterations: int | None) -> str:
     elif status in {"interrupted", "failed"}:
         text = f"{status.capitalize()} after {of}"
         error = f"{m['error']}; " if m.get("error") else ""
-        note = _e(f"{error}completed iterations are kept: continue with --resume")
+        stale = " (the run stopped without saying so)" if m.get("status") == "running" else ""
+        note = _e(
+            f"{error}completed iterations are kept{stale}: resume with bo-voids run --config "
+            f"CONFIG --experiment-dir {run.root} --resume"
+        )
     else:
         text, note = f"{status.capitalize()} — {of}", ""
     css = status if status in {"running", "completed", "interrupted", "failed"} else ""
@@ -366,7 +370,7 @@ def _banner(run: ExperimentRun, max_iterations: int | None) -> str:
 def _header(run: ExperimentRun, name: str, max_iterations: int | None = None) -> str:
     m = run.manifest
     emb = m.get("embedder") or {}
-    status = str(m.get("status", "unknown"))
+    status = run.status
     nf = run.noise_floor if run.iterations or m.get("noise_floor") else {}
     last = run.scores[-1] if run.iterations else None
     cards = [
@@ -883,4 +887,6 @@ def _is_structured(value: Any) -> bool:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from bo_voids.cli import run_module
+
+    run_module(main)

@@ -205,11 +205,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.c
     root: Path = args.experiment_dir
     if not (root / "experiment.json").is_file():
         problems.append(f"{root} is not an experiment folder (no experiment.json)")
+    from bo_voids.calibration import CALIBRATION_FILE, calibrate_experiment
+
+    if args.out is not None:
+        from bo_voids.ownership import check_output_file
+
+        try:
+            check_output_file(args.out, experiment_dir=root, own_name=CALIBRATION_FILE)
+        except UserInputError as exc:
+            problems.append(str(exc))
     if problems:
         for line in problems:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
-    from bo_voids.calibration import CALIBRATION_FILE, calibrate_experiment
 
     try:
         result = calibrate_experiment(
@@ -236,4 +244,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.c
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from bo_voids.cli import run_module
+
+    run_module(main)

@@ -122,5 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from bo_voids.cli import run_module
+
+    run_module(main)
