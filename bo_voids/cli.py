@@ -135,6 +135,10 @@ COMMANDS: dict[str, Command] = {
         "bo_voids.retarget",
         "score an experiment's evaluated sets against new real targets, without re-rendering",
     ),
+    "export": Command(
+        "bo_voids.export",
+        "render a labelled synthetic training set (images, masks, COCO) from a calibration",
+    ),
     "chips": Command("bo_voids.generation.base_chips", "write procedural base chip images"),
     "gallery": Command(
         "bo_voids.generation.gallery",

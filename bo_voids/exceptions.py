@@ -55,6 +55,10 @@ class CalibrationError(UserInputError):
     """The experiment cannot be calibrated as asked (a user error; the CLI exits with code 2)."""
 
 
+class ExportError(UserInputError):
+    """An export cannot run as asked: missing or unfinished experiment, non-empty folder, ..."""
+
+
 class TrackerUnavailableError(BoVoidsError):
     """An experiment tracker (MLflow) cannot be reached within its short timeout."""
 

@@ -14,6 +14,7 @@ from typing import Any
 from bo_voids import _html as _h
 from bo_voids.exceptions import BoVoidsError
 from bo_voids.state import ExperimentRun, read_json
+from bo_voids.void_metrics_report import void_metrics_section
 
 __all__ = ["CALIBRATION_FILE", "calibration_section"]
 
@@ -36,6 +37,9 @@ def calibration_section(run: ExperimentRun) -> str:
         else _h.render_value(data)
     )
     population = _population_section(run, data) if isinstance(data, Mapping) else ""
+    population += (
+        void_metrics_section(data.get("void_metrics")) if isinstance(data, Mapping) else ""
+    )
     return (
         f"{population}<h2>Implied parameter distribution</h2>"
         f'<p class="note">From {_h.e(CALIBRATION_FILE)}.</p>'

@@ -699,6 +699,11 @@ class ExperimentStore:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
         atomic_write_text(self.root / HISTORY, buf.getvalue())
 
+    def read_calibration(self) -> dict[str, Any] | None:
+        """Read ``calibration.json`` (``bo-voids calibrate``'s result); ``None`` if absent."""
+        path = self.root / "calibration.json"
+        return read_json(path) if path.exists() else None
+
     def read_history(self) -> list[dict[str, str]]:
         """Read ``history.csv`` as a list of string dicts, skipping damaged rows.
 

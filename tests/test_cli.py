@@ -32,7 +32,7 @@ def test_exit_code_table() -> None:
 def test_every_command_resolves_to_a_main() -> None:
     for name, command in COMMANDS.items():
         assert callable(command.resolve()), name
-    assert set(COMMANDS) == {"run", "calibrate", "report", "retarget", "chips", "gallery"}
+    assert set(COMMANDS) == {"run", "calibrate", "report", "retarget", "export", "chips", "gallery"}
 
 
 def test_help_unknown_and_missing_command(capsys) -> None:

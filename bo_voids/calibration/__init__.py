@@ -163,6 +163,7 @@ def calibrate_experiment(
     plot: bool = True,
     evaluator: Any = None,
     population: bool = True,
+    void_metric_images: int = 16,
 ) -> dict[str, Any]:
     """Fit the mixture, derive the implied distribution, validate it, write ``calibration.json``.
 
@@ -185,6 +186,9 @@ def calibrate_experiment(
             run's config; its embedder must match the run's).
         population: Also fit the population parameters ψ through the composite surrogate
             (:mod:`~bo_voids.calibration.population`), validated like the mixture.
+        void_metric_images: Images rendered from the recommendation and from ψ for the
+            real-vs-synthetic void metrics (:func:`~bo_voids.void_metrics.compare_void_metrics`,
+            stored as ``void_metrics``); 0 leaves them out.
 
     Returns:
         The dict written to ``calibration.json``.
@@ -350,7 +354,26 @@ def calibrate_experiment(
             result["surrogate_cv"] = surrogate_cross_validation(pop_plan.emulator, seed=seed)
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
             logger.warning("calibration: no surrogate cross-validation: %s", exc)
+    result["void_metrics"] = None
+    t_voids = time.perf_counter()
+    if void_metric_images > 0:
+        from bo_voids.void_metrics import compare_void_metrics
+
+        try:
+            result["void_metrics"] = compare_void_metrics(
+                run.root, calibration=result, n_images=int(void_metric_images), seed=seed
+            )
+        except Exception as exc:  # the inspection figures must never lose the calibration
+            logger.warning("calibration: no void metrics: %s", exc)
+    t_voids = time.perf_counter() - t_voids
     if plot:
+        if result["void_metrics"] is not None:
+            from bo_voids.void_metrics_report import write_void_metrics_plot
+
+            try:
+                write_void_metrics_plot(run.root, result["void_metrics"])
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("void metrics plot failed: %s", exc)
         try:
             result["plot"] = str(_write_plot(run, ctx, val, held, best_id))
         except Exception as exc:  # a plot must never lose the calibration
@@ -392,6 +415,7 @@ def calibrate_experiment(
         "fit_s": t_fit - t0,
         "render_s": t_render - t_fit,
         "score_s": t_val - t_render,
+        "void_metrics_s": t_voids,
         "total_s": time.perf_counter() - t0,
     }
     path = Path(out) if out is not None else run.root / CALIBRATION_FILE
