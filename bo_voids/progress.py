@@ -1,6 +1,6 @@
 """Progress a person and a program can read: a live line, plain log lines and ``events.jsonl``.
 
-Two per-iteration callbacks (see :class:`~bo_voids.pipeline.IterationEvent`) and a stage hook:
+Two per-iteration callbacks (see :class:`~bo_voids.run_events.IterationEvent`) and a stage hook:
 
 * :class:`ProgressLine` — one line per iteration: ``iteration k/N``, the recommendation's score on
   fresh images and in sample, the stage being run and an ETA from the measured time of the
@@ -38,13 +38,14 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from bo_voids._io import atomic_write_text, read_jsonl, to_jsonable
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
-    from bo_voids.pipeline import IterationEvent, OptimizationPipeline
+    from bo_voids.pipeline import OptimizationPipeline
+    from bo_voids.run_events import IterationEvent
     from bo_voids.scoring import RunScores
     from bo_voids.state import IterationRecord
 
@@ -69,6 +70,7 @@ EVENTS_FILE = "events.jsonl"
 _BAR_WIDTH = 12
 
 
+@runtime_checkable
 class StageListener(Protocol):
     """Anything told when a stage of the loop starts."""
 
@@ -133,7 +135,7 @@ def event_record(
     wall_seconds: float | None = None,
     stage_seconds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The ``events.jsonl`` record of one :class:`~bo_voids.pipeline.IterationEvent`.
+    """The ``events.jsonl`` record of one :class:`~bo_voids.run_events.IterationEvent`.
 
     Args:
         event: The event.
@@ -448,10 +450,10 @@ def attach_stage_hook(
         *listeners: Objects with ``on_stage(stage, iteration)``, or such callables.
     """
     for lis in listeners:
-        pipeline.add_stage_listener(getattr(lis, "on_stage", lis))
+        pipeline.add_stage_listener(lis.on_stage if isinstance(lis, StageListener) else lis)
 
 
-class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class TqdmLoggingHandler(logging.StreamHandler):
     """A console handler that prints above a live ``tqdm`` line instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:

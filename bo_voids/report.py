@@ -52,7 +52,7 @@ from bo_voids.state import (
 )
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
-    from bo_voids.pipeline import IterationEvent
+    from bo_voids.run_events import IterationEvent
 
 __all__ = [
     "FIGURE_MODES",

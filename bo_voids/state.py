@@ -38,6 +38,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -70,7 +71,7 @@ from bo_voids.exceptions import (
     ResumeMismatchError,
     StateError,
 )
-from bo_voids.scoring import RunScores
+from bo_voids.scoring import TARGET_TYPES, ObservationRecord, RunScores
 
 __all__ = [
     "EXPERIMENT_ENTRIES",
@@ -678,8 +679,18 @@ class ExperimentStore:
 
     # ---- history ---------------------------------------------------------------------------
 
-    def write_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Write ``history.csv`` (one row per evaluated parameter set)."""
+    def write_history(
+        self,
+        observations: Sequence[ObservationRecord],
+        first_metadata: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Write ``history.csv``: one row per evaluated parameter set, then the simulated targets.
+
+        Args:
+            observations: Every observation of the run (replications merged).
+            first_metadata: Iteration 0's per-image metadata (the simulated target sets).
+        """
+        rows = history_rows(observations, first_metadata)
         buf = io.StringIO()
         extra = sorted({k for r in rows for k in r} - set(HISTORY_COLUMNS))
         writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
@@ -840,3 +851,44 @@ def load_experiment(path: str | Path) -> ExperimentRun:
         history=store.read_history(),
         status=effective_status(store.root, manifest),
     )
+
+
+def history_rows(
+    observations: Sequence[ObservationRecord], first_metadata: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of ``history.csv`` (see :meth:`ExperimentStore.write_history`)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "iteration": rec["iteration"],
+            "param_set_id": rec["uid"],
+            "dataset_type": rec["dataset_type"],
+            **{name: rec["params"].get(name) for name in PARAMETER_NAMES},
+            "mmd2": rec["mmd2"],
+            "n_images": rec["n_images"],
+            "mean_nearest_real": rec["mean_nearest_real"],
+            "void_area_pct": rec["void_area_pct"],
+            "iterations": " ".join(str(i) for i in rec["iterations"]),
+        }
+        for rec in observations
+    ]
+    real_sets: dict[str, Mapping[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for m in first_metadata:
+        if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
+            real_sets.setdefault(m["param_set_id"], m)
+            counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
+    for ps_id, m in real_sets.items():
+        rows.append(
+            {
+                "iteration": 0,
+                "param_set_id": ps_id,
+                "dataset_type": m["dataset_type"],
+                **{name: m["params"][name] for name in PARAMETER_NAMES},
+                "mmd2": math.nan,
+                "n_images": counts[ps_id],
+                "mean_nearest_real": math.nan,
+                "void_area_pct": math.nan,
+                "iterations": "0",
+            }
+        )
+    return rows

@@ -1,7 +1,7 @@
 """Experiment trackers as per-iteration callbacks: :class:`MLflowCallback`.
 
 The pipeline calls every callback after each persisted iteration with an
-:class:`~bo_voids.pipeline.IterationEvent`; a tracker logs what it needs from it. MLflow is an
+:class:`~bo_voids.run_events.IterationEvent`; a tracker logs what it needs from it. MLflow is an
 optional extra (``pip install -e '.[mlflow]'``, the ``mlflow-skinny`` client)::
 
     from bo_voids import OptimizationPipeline, load_config
@@ -55,7 +55,7 @@ from urllib.parse import urlparse
 from bo_voids.exceptions import ConfigError, TrackerUnavailableError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
-    from bo_voids.pipeline import IterationEvent
+    from bo_voids.run_events import IterationEvent
     from bo_voids.scoring import RunScores
 
 __all__ = [
