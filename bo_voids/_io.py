@@ -196,7 +196,8 @@ def write_npz(path: str | Path, arrays: Mapping[str, Any], *, format_version: in
         raise ValueError(f"object arrays {pickled} cannot be saved without pickle")
     dest = Path(path)
     with atomic_open(dest) as fh:
-        np.savez(fh, **{FORMAT_VERSION_KEY: np.int64(format_version)}, **plain)
+        to_save: dict[str, Any] = {FORMAT_VERSION_KEY: np.int64(format_version), **plain}
+        np.savez(fh, **to_save)
     return dest
 
 

@@ -58,6 +58,13 @@ def build_parser(prog: str = "python -m bo_voids.optimize") -> argparse.Argument
     )
     p.add_argument("--config", required=True, type=Path, help="experiment YAML config")
     p.add_argument("--experiment-dir", type=Path, help="override experiment_dir")
+    p.add_argument(
+        "--targets",
+        type=Path,
+        metavar="DIR",
+        help="a folder of real target images (overrides target_image_dir; relative to the "
+        "current directory)",
+    )
     p.add_argument("--max-iterations", type=int, help="override max_iterations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="override optimizer")
     p.add_argument("--acquisition", choices=ACQUISITIONS, help="override acquisition_function")
@@ -104,6 +111,7 @@ def build_parser(prog: str = "python -m bo_voids.optimize") -> argparse.Argument
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     pairs = {
         "experiment_dir": args.experiment_dir,
+        "target_image_dir": args.targets,
         "max_iterations": args.max_iterations,
         "optimizer": args.optimizer,
         "acquisition_function": args.acquisition,
@@ -115,8 +123,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None}
 
 
-def format_summary(summary: Any) -> str:
-    """A human-readable end-of-run summary."""
+def format_summary(summary: Any, config: Any = None) -> str:
+    """A human-readable end-of-run summary.
+
+    Args:
+        summary: The run's :class:`~bo_voids.pipeline.RunSummary`.
+        config: Its config (names the model's ranking score; default: the composite GP's).
+    """
     lines = [
         "",
         f"Finished: {summary.iterations_completed} iteration(s); stopped because "
@@ -139,16 +152,22 @@ def format_summary(summary: Any) -> str:
             f"{rec.fresh_mmd2:.4f} (in sample {rec.mmd2_in_sample:.4f}; iteration 0's "
             f"recommendation scored {first.fresh_mmd2:.4f} fresh) — the number to trust"
         )
-    lines.append("Best parameter sets:")
+    ranking = summary.scores[-1].ranking if summary.scores else "raw"
+    score_name = _ranking_score_name(ranking, config)
+    lines.append(
+        "Best parameter sets (ranked by the model):"
+        if ranking == "model"
+        else "Best parameter sets (ranked by raw MMD²):"
+    )
     for i, best in enumerate(summary.current_best[:5], 1):
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in best.get("params", {}).items()
         )
         pred = best.get("predicted_mmd2")
-        pred_s = f", predicted {pred:.4f}" if isinstance(pred, float) else ""
+        pred_s = f", {score_name} {pred:.4f}" if score_name and isinstance(pred, float) else ""
         lines.append(
-            f"  {i}. {best.get('param_set_id')}: MMD² {best.get('mmd2', float('nan')):.4f}"
+            f"  {i}. {best.get('param_set_id')}: raw MMD² {best.get('mmd2', float('nan')):.4f}"
             f"{pred_s} | {params}"
         )
     t = summary.timings
@@ -157,6 +176,14 @@ def format_summary(summary: Any) -> str:
     )
     lines.append(f"Outputs: {summary.experiment_dir} (history.csv, plots/, report.html)")
     return "\n".join(lines)
+
+
+def _ranking_score_name(ranking: str, config: Any) -> str | None:
+    """The summary's name for a best set's ``predicted_mmd2`` (``None``: raw ranking)."""
+    if ranking != "model":
+        return None
+    surrogate = getattr(getattr(config, "bo", None), "surrogate", "composite")
+    return "model distance (not MMD²)" if surrogate == "composite" else "predicted MMD²"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.optimize") -> int:
@@ -224,7 +251,8 @@ def _logging(*, quiet: bool, live: bool) -> Iterator[Any]:
 
     root = logging.getLogger()
     package = logging.getLogger("bo_voids")
-    saved = (root.level, package.level, warnings.formatwarning)
+    py_warnings = logging.getLogger("py.warnings")
+    saved = (root.level, package.level, warnings.showwarning, py_warnings.level)
     console: logging.Handler = (
         TqdmLoggingHandler(sys.stderr) if live else logging.StreamHandler(sys.stderr)
     )
@@ -246,23 +274,51 @@ def _logging(*, quiet: bool, live: bool) -> Iterator[Any]:
         handlers.append(file_handler)
         root.addHandler(file_handler)
         package.setLevel(logging.DEBUG)
+        py_warnings.setLevel(logging.DEBUG)  # routine numerical notes reach the file only
 
     root.addHandler(console)
     root.setLevel(logging.INFO)
     package.setLevel(logging.INFO)
     warnings.simplefilter("always", BoVoidsWarning)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}"  # type: ignore[assignment]
-    logging.captureWarnings(True)  # warnings print above the live line and reach the log file
+    # warnings print above the live line and reach the log file; routine numerical notes of the
+    # GP libraries go to the log file only
+    warnings.showwarning = _log_warning
     try:
         yield attach
     finally:
-        logging.captureWarnings(False)
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
         root.setLevel(saved[0])
         package.setLevel(saved[1])
-        warnings.formatwarning = saved[2]  # type: ignore[assignment]
+        warnings.showwarning = saved[2]
+        py_warnings.setLevel(saved[3])
+
+
+#: Warning classes that are routine numerical notes (GPyTorch adding jitter to a Cholesky
+#: factorisation): logged at debug level, so they reach ``--log-file`` but not the terminal.
+_ROUTINE_WARNINGS: tuple[tuple[str, str], ...] = (
+    ("linear_operator", "NumericalWarning"),
+    ("gpytorch", "NumericalWarning"),
+)
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for a run: every warning becomes a ``py.warnings`` log record."""
+    routine = any(
+        category.__module__.startswith(module) and category.__name__ == name
+        for module, name in _ROUTINE_WARNINGS
+    )
+    logging.getLogger("py.warnings").log(
+        logging.DEBUG if routine else logging.WARNING, "warning: %s", message
+    )
 
 
 def _callbacks(args: argparse.Namespace, cfg: Any, live: bool) -> list[Any]:
@@ -307,21 +363,22 @@ def _run(
         attach_stage_hook(pipeline, *(cb for cb in callbacks if hasattr(cb, "on_stage")))
         callbacks = _start(callbacks, strict=args.strict_tracking)
         pipeline.callbacks = list(callbacks)  # an unreachable tracker is left out
+        ending = "failed"
         try:
             summary = pipeline.run_full_experiment()
+            ending = "done"
+        except KeyboardInterrupt:
+            ending = "interrupted"
+            raise
         finally:
-            _close_progress(callbacks)
+            _close_progress(callbacks, ending)
         _finish(callbacks, "FINISHED")
     except KeyboardInterrupt as exc:
         _mark(pipeline, "interrupted")
         _finish(callbacks, "KILLED")
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         if _opened(pipeline):
-            print(
-                f"\n{what}: completed iterations are kept in {cfg.experiment_dir}; continue "
-                "with --resume",
-                file=sys.stderr,
-            )
+            print(f"\n{what}: {_kept(pipeline, cfg)}", file=sys.stderr)
         else:
             print(f"\n{what} before the experiment was opened; nothing was kept", file=sys.stderr)
         return ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
@@ -338,14 +395,25 @@ def _run(
                 "or start again with --overwrite"
             )
         elif _opened(pipeline) and not user_error:
-            hint = (
-                f"completed iterations are kept in {cfg.experiment_dir}: fix the cause and "
-                "continue with --resume"
-            )
+            hint = _kept(pipeline, cfg, "fix the cause and ")
         return report_failure(exc, hint=hint)
-    print(format_summary(summary))
+    if not getattr(pipeline, "already_complete", False):
+        print(format_summary(summary, cfg))
     print(f"Wall time {time.perf_counter() - t0:.1f}s")
     return ExitCode.OK
+
+
+def _kept(pipeline: Any, cfg: Any, before: str = "") -> str:
+    """What a run this process opened left behind, and how to go on (only what is true)."""
+    done = len(getattr(pipeline, "records", []) or [])
+    if done == 0:
+        return (
+            f"no iteration was completed (iteration 0 was under way); {before}run again with "
+            "--resume to start iteration 0 again"
+        )
+    return (
+        f"iterations 0-{done - 1} are kept in {cfg.experiment_dir}; {before}continue with --resume"
+    )
 
 
 def _start(callbacks: Sequence[Any], *, strict: bool = False) -> list[Any]:
@@ -378,12 +446,12 @@ def _opened(pipeline: Any) -> bool:
     return bool(getattr(pipeline, "store_opened", False))
 
 
-def _close_progress(callbacks: Sequence[Any]) -> None:
+def _close_progress(callbacks: Sequence[Any], ending: str = "done") -> None:
     from bo_voids.progress import ProgressLine
 
     for cb in callbacks:
         if isinstance(cb, ProgressLine):
-            cb.close()
+            cb.close(ending)
 
 
 def _finish(callbacks: Sequence[Any], status: str) -> None:

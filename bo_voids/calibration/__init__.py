@@ -49,6 +49,11 @@ from bo_voids.state import (
     utc_timestamp,
 )
 
+from .diagnostics import (
+    surrogate_cross_validation,
+    write_cross_validation_plot,
+    write_psi_pairplot,
+)
 from .distribution import (
     STD_CORRECTIONS,
     distribution_errors,
@@ -304,6 +309,9 @@ def calibrate_experiment(
         "errors": None,
         "plot": None,
         "marginals_plot": None,
+        "pairplot": None,
+        "surrogate_cv": None,
+        "surrogate_cv_plot": None,
     }
     result["validation"]["best_point"]["param_set_id"] = best_id
     result["validation"]["top_k_pool"]["param_set_ids"] = top_ids
@@ -338,9 +346,13 @@ def calibrate_experiment(
         )
         if result["errors"] is not None and result["population"]["errors"] is not None:
             result["errors"]["population"] = result["population"]["errors"]["nominal"]
+        try:
+            result["surrogate_cv"] = surrogate_cross_validation(pop_plan.emulator, seed=seed)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+            logger.warning("calibration: no surrogate cross-validation: %s", exc)
     if plot:
         try:
-            result["plot"] = str(_write_plot(run, ctx, val, held))
+            result["plot"] = str(_write_plot(run, ctx, val, held, best_id))
         except Exception as exc:  # a plot must never lose the calibration
             logger.warning("calibration plot failed: %s", exc)
         if result["population"] is not None:
@@ -356,6 +368,26 @@ def calibrate_experiment(
                 )
             except Exception as exc:  # a plot must never lose the calibration
                 logger.warning("calibration marginals plot failed: %s", exc)
+            try:
+                result["pairplot"] = str(
+                    write_psi_pairplot(
+                        run.root,
+                        ctx,
+                        result["population"]["psi"],
+                        realised=ctx.real_param_sets(),
+                        best_point=ctx.observation(best_id).params,
+                        seed=seed,
+                    )
+                )
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("calibration pairplot failed: %s", exc)
+        if result.get("surrogate_cv") is not None:
+            try:
+                result["surrogate_cv_plot"] = str(
+                    write_cross_validation_plot(run.root, result["surrogate_cv"])
+                )
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("surrogate cross-validation plot failed: %s", exc)
     result["timings"] = {
         "fit_s": t_fit - t0,
         "render_s": t_render - t_fit,
@@ -536,8 +568,14 @@ def _write_plot(
     ctx: CalibrationContext,
     val: Mapping[str, ValidationResult],
     held: HeldOutResult,
+    best_id: str,
 ) -> Path:
-    """PCA map (the run's fixed PCA) of the fresh samples over the targets."""
+    """PCA map (the run's fixed PCA) of the fresh samples over the targets.
+
+    Every MMD² in the legend says which fresh images it is on; the best single point's is on
+    this calibration's renders of it, so beside it stands the run's own fresh score of the same
+    set (other seeds, another count), which the run summary quotes.
+    """
     from matplotlib.figure import Figure
 
     from bo_voids.plots import figure_to_png
@@ -554,23 +592,50 @@ def _write_plot(
     ax.scatter(*bg[:, :2].T, s=10, c="#cccccc", label="all evaluated images", zorder=1)
     tg = pca.transform(ctx.targets)
     ax.scatter(*tg[:, :2].T, s=120, marker="*", c="#d62728", label="targets", zorder=4)
-    layers = [
-        ("o", "#1f77b4", "implied distribution, in-sample", val["implied"]),
-        ("x", "#2ca02c", "best single point", val["best_point"]),
+    best = val["best_point"]
+    run_fresh = next(
+        (
+            sc.recommendation
+            for sc in reversed(run.scores)
+            if sc.recommendation is not None and sc.recommendation.uid == best_id
+        ),
+        None,
+    )
+    also = (
+        f"; the run's {run_fresh.fresh_images} fresh: {run_fresh.fresh_mmd2:.4f}"
+        if run_fresh is not None and run_fresh.fresh_images
+        else ""
+    )
+    implied = val["implied"]
+    points = [
+        (
+            "o",
+            "#1f77b4",
+            f"implied distribution: {len(implied.embeddings)} fresh renders, "
+            f"MMD² {implied.mmd2:.4f}",
+            implied.embeddings,
+        ),
+        (
+            "x",
+            "#2ca02c",
+            f"best single point {best_id}: {len(best.embeddings)} fresh renders, "
+            f"MMD² {best.mmd2:.4f}{also}",
+            best.embeddings,
+        ),
     ]
-    points = [(m, c, label, v.embeddings, v.mmd2) for m, c, label, v in layers]
     if held.available:
-        points.append(("^", "#9467bd", "implied, held-out (mean fold)", held.embeddings, held.mmd2))
-    for marker, color, label, X, mmd2 in points:
-        xy = pca.transform(X)
-        ax.scatter(
-            *xy[:, :2].T,
-            s=36,
-            marker=marker,
-            c=color,
-            label=f"{label} (fresh), MMD² {mmd2:.4f}",
-            zorder=3,
+        points.append(
+            (
+                "^",
+                "#9467bd",
+                f"implied, held-out folds: {len(held.embeddings)} fresh renders, mean MMD² "
+                f"{held.mmd2:.4f}",
+                held.embeddings,
+            )
         )
+    for marker, color, label, X in points:
+        xy = pca.transform(X)
+        ax.scatter(*xy[:, :2].T, s=36, marker=marker, c=color, label=label, zorder=3)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(f"Calibration: fresh samples vs targets ({run.config.experiment_name})")

@@ -104,6 +104,30 @@ class RenderedImage:
     voids: list[dict[str, Any]] = field(default_factory=list)
     void_area_pct: float = 0.0
 
+    def save(self, path: str | Path, *, mask: bool = True) -> Path:
+        """Write the image as an 8-bit grayscale PNG (and its void mask beside it).
+
+        The ``float32`` image in ``[0, 1]`` is scaled to 0–255; the mask goes to
+        ``<stem>_mask.png`` (0 / 255), the pipeline's layout. Both are written atomically.
+
+        Args:
+            path: The image's PNG file; parent folders are created.
+            mask: Also write the mask.
+
+        Returns:
+            The image's path.
+
+        Example:
+            >>> VoidGenerator("data/base_chips").render(params, seed=0).save("out/a.png")
+            ... # doctest: +SKIP
+            PosixPath('out/a.png')
+        """
+        path = Path(path)
+        save_png(path, self.image)
+        if mask:
+            save_png(path.with_name(f"{path.stem}_mask.png"), self.mask)
+        return path
+
 
 def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Check a parameter dict and return it with plain Python types in canonical key order.

@@ -413,3 +413,19 @@ def test_gallery_smoke(tmp_path: Path) -> None:
     )
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size[0] > 200
+
+
+def test_rendered_image_saves_as_8_bit_png_with_its_mask(
+    gen: VoidGenerator, tmp_path: Path
+) -> None:
+    out = gen.render(_params(void_shape="ellipse"), seed=3)
+    path = out.save(tmp_path / "new" / "best.png")
+    assert path == tmp_path / "new" / "best.png"
+    with Image.open(path) as im:
+        assert im.mode == "L" and im.size == out.image.shape[::-1]
+        written = np.asarray(im)
+    np.testing.assert_array_equal(written, np.round(out.image * 255).astype(np.uint8))
+    with Image.open(tmp_path / "new" / "best_mask.png") as im:
+        np.testing.assert_array_equal(np.asarray(im) > 0, out.mask)
+    out.save(tmp_path / "only.png", mask=False)
+    assert not (tmp_path / "only_mask.png").exists()
