@@ -246,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (:class:`ExitCode`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == DEBUG_FLAG:  # bo-voids --debug COMMAND ... as well
+        args = [*args[1:2], DEBUG_FLAG, *args[2:]]
     if not args:
         print(_usage(), file=sys.stderr)
         return ExitCode.USAGE

@@ -525,28 +525,38 @@ class ExperimentStore:
     def _set_aside(self) -> None:
         """Move the folder's contents into :attr:`replaced_dir` (renames only: nothing deleted).
 
-        A ``.replaced/`` left by an interrupted ``--overwrite`` whose new run never reached its
-        iteration 0 still holds the experiment the user had: it is kept, and what the interrupted
-        start wrote (bo_voids' own files) is cleared instead. Once an iteration 0 exists the old
-        one was due for deletion.
+        A ``.replaced/`` left by an interrupted ``--overwrite`` is read by what stands beside it:
+
+        * no manifest beside it: a set-aside or a restore was cut short, so everything beside it
+          is the old experiment's too, and joins it;
+        * a manifest but no iteration 0: the new run never started cleanly; ``.replaced/`` still
+          holds the experiment the user had and is kept, the new run's files are cleared;
+        * a manifest and an iteration 0: the new run had started, the old one was due for
+          deletion (and is deleted now).
         """
         aside = self.replaced_dir
+        moved: list[Path] = []
         try:
-            if aside.is_dir() and self.iteration_dir(0).is_dir():
+            if aside.is_dir() and self.exists() and self.iteration_dir(0).is_dir():
                 shutil.rmtree(aside)
-            if aside.is_dir():
-                # the manifest goes first: a clear cut short never looks like an experiment
-                self.manifest_path.unlink(missing_ok=True)
+            if aside.is_dir() and self.exists():
+                self.manifest_path.unlink()  # first: a clear cut short never looks like a run
                 for child in self._own_entries():
                     _remove(child)
             else:
-                aside.mkdir()
+                aside.mkdir(exist_ok=True)
                 # the manifest goes first, so a move cut short never looks like an experiment
                 moving = sorted(self._own_entries(), key=lambda c: c.name != MANIFEST)
                 for child in moving:
+                    if (aside / child.name).exists():  # cannot happen unless tampered: keep both
+                        raise OSError(f"{aside / child.name} exists already")
                     os.replace(child, aside / child.name)
+                    moved.append(child)
             _fsync_dir(self.root)
         except OSError as exc:
+            for child in reversed(moved):  # put back what this call moved (manifest last)
+                with contextlib.suppress(OSError):
+                    os.replace(aside / child.name, child)
             raise StateError(
                 f"cannot set aside the experiment in {self.root}: {exc.strerror or exc}"
             ) from exc

@@ -699,3 +699,20 @@ def test_a_tracker_failing_mid_run_is_switched_off_with_one_warning(
     warnings_ = [r for r in caplog.records if "MLflow logging stopped" in r.getMessage()]
     assert len(warnings_) == 1 and "iteration 3" in warnings_[0].getMessage()
     callback.finish()  # nothing more is sent to a tracker that failed
+
+
+def test_an_overwrite_cut_short_while_setting_aside_loses_nothing(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    """A kill between two renames of the set-aside: the next --overwrite completes it."""
+    cfg = tiny_config(repo_root, tmp_path)
+    store = ExperimentStore(cfg.experiment_dir)
+    old = _fake_experiment(store)
+    aside = store.root / REPLACED
+    aside.mkdir()
+    os.replace(store.root / MANIFEST, aside / MANIFEST)  # the manifest went first, then the kill
+    with ExperimentLock(store.root):
+        store.create(cfg, {"name": "h", "fingerprint": "x"}, overwrite=True)
+        assert (aside / "iteration_0").is_dir() and (aside / MANIFEST).is_file()
+        assert store.restore_replaced()
+    assert {k: v for k, v in snapshot(store.root).items() if not k.startswith(".lock")} == old
