@@ -33,10 +33,10 @@ import numpy as np
 
 from bo_voids._io import atomic_write_bytes
 from bo_voids.exceptions import StateError
-from bo_voids.metrics import NullBand
 from bo_voids.optimizers.composite_gp import CompositeGPOptimizer, Emulator
 from bo_voids.scoring import ObservationSet
 from bo_voids.seeding import derive_seed, rng
+from bo_voids.statistics import NullBand
 from bo_voids.surrogates.population import (
     PopulationFit,
     PopulationModel,

@@ -21,7 +21,7 @@ from bo_voids.calibration import (
     validate_distribution,
 )
 from bo_voids.exceptions import UserInputError
-from bo_voids.metrics import NullBand
+from bo_voids.statistics import NullBand
 
 VALIDATIONS = ("implied", "mixture", "best_point", "top_k_pool")
 
