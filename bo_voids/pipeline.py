@@ -106,6 +106,8 @@ class RunSummary:
     noise_floor: dict[str, float]
     embedder: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``calibration.json`` when the run calibrated (the verdict and ψ lead the summary).
+    calibration: dict[str, Any] | None = None
 
     @property
     def best(self) -> RankedSet | dict[str, Any]:
@@ -197,6 +199,7 @@ class OptimizationPipeline:
         self.noise_floor: dict[str, float] = {}
         self.timings: dict[str, float] = {"render": 0.0, "embed": 0.0, "propose": 0.0, "write": 0.0}
         self.stop_reason = ""
+        self.calibration: dict[str, Any] | None = None
         self.evaluator: Evaluator | None = None
         self._executor = executor
         self._owns_executor = executor is None
@@ -955,6 +958,7 @@ class OptimizationPipeline:
             from bo_voids.calibration import calibrate_experiment
 
             result = calibrate_experiment(self.store.root, evaluator=self.evaluator)
+            self.calibration = result
             implied = result.get("validation", {}).get("implied", {})
             if implied:
                 self.log(
@@ -989,6 +993,7 @@ class OptimizationPipeline:
             noise_floor=self.noise_floor,
             embedder=self.embedder_info,
             timings=dict(self.timings),
+            calibration=self.calibration,
         )
 
 

@@ -67,6 +67,7 @@ from .population import (
     PopulationPlan,
     build_emulator,
     plan_population,
+    population_verdict,
     score_population,
     write_marginals_plot,
 )
@@ -257,6 +258,13 @@ def calibrate_experiment(
     implied = val["implied"]
     result: dict[str, Any] = {
         "version": CALIBRATION_VERSION,
+        # the answer first: filled in below once the population is validated
+        "verdict": {
+            "reproduces": None,
+            "headline": "Cannot judge whether the generator reproduces these images: "
+            f"no population fit ({pop_error}).",
+            "what_is_off": [],
+        },
         "created": utc_timestamp(),
         "experiment_name": cfg.experiment_name,
         "experiment_status": run.manifest.get("status"),
@@ -336,6 +344,8 @@ def calibrate_experiment(
         )
         if result["errors"] is not None and result["population"]["errors"] is not None:
             result["errors"]["population"] = result["population"]["errors"]["nominal"]
+        verdict = population_verdict(ctx, pop_plan, rendered, result["population"])
+        result["verdict"] = verdict.to_dict()
     if plot:
         try:
             result["plot"] = str(_write_plot(run, ctx, val, held))
