@@ -87,7 +87,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_summary(summary: Any) -> str:
     """A human-readable end-of-run summary: the answer (verdict, ψ) first, then the details."""
-    from bo_voids.calibration.answer import answer_lines, verdict_warning
+    from bo_voids.answer import answer_lines, verdict_warning
 
     lines = [
         "",

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bo_voids.answer import answer_lines
 from bo_voids.cli import ExitCode
 from bo_voids.config import PARAMETER_NAMES
 from bo_voids.exceptions import BoVoidsError
@@ -211,6 +212,7 @@ def build_report_html(
         f"<title>bo_voids report — {_e(name)}</title>",
         f"<style>{_CSS}</style></head><body><main>",
         _header(run, name, max_iterations),
+        _answer_section(run),
         _best_section(run),
         _convergence_section(run),
         _plots_section(run, figures),
@@ -421,6 +423,30 @@ def _optimizer_label(run: ExperimentRun) -> str:
     if cfg.optimizer == "botorch":
         return f"botorch ({cfg.acquisition_function}, {cfg.bo.surrogate} GP)"
     return str(cfg.optimizer)
+
+
+def _answer_section(run: ExperimentRun) -> str:
+    """The answer first: the verdict, what is off, ψ with intervals, and the stop rule used."""
+    lines: list[str] = []
+    warn = False
+    path = run.root / CALIBRATION_FILE
+    if path.exists():
+        try:
+            data = read_json(path)
+        except BoVoidsError:
+            data = None
+        if isinstance(data, Mapping):
+            lines = answer_lines(data)
+            warn = (data.get("verdict") or {}).get("reproduces") is False
+    scores = run.iterations[-1].scores if run.iterations else {}
+    threshold = (scores or {}).get("stop_threshold")
+    if isinstance(threshold, Mapping):
+        lines.append(f"Stop rule: {threshold.get('description')}")
+    if not lines:
+        return ""
+    style = ' style="border-left:4px solid #c0392b;padding-left:8px"' if warn else ""
+    body = "<br>".join(_e(x).replace("  ", "&nbsp;&nbsp;") for x in lines)
+    return f"<h2>The answer</h2><p{style}>{body}</p>"
 
 
 def _best_section(run: ExperimentRun) -> str:

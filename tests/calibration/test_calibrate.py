@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bo_voids.answer import answer_lines
 from bo_voids.calibration import (
     CALIBRATION_FILE,
     CalibrationContext,
@@ -20,7 +21,6 @@ from bo_voids.calibration import (
     std_correction_factor,
     validate_distribution,
 )
-from bo_voids.calibration.answer import answer_lines
 from bo_voids.exceptions import UserInputError
 from bo_voids.statistics import NullBand
 

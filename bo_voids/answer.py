@@ -1,7 +1,8 @@
 """The answer a run gives, in a few plain lines: ψ with its intervals, the verdict, what is off.
 
 Read from ``calibration.json`` (the dict :func:`~bo_voids.calibration.calibrate_experiment`
-returns) by the terminal summary and the report, so both lead with the same words.
+returns) by the terminal summary and the report, so both lead with the same words. Imports
+nothing heavy: the report command uses it without loading the calibration.
 """
 
 from __future__ import annotations
