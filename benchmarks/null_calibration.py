@@ -20,7 +20,7 @@ Reported per target folder, side by side:
   (:func:`~bo_voids.statistics.null_band_from_statistics`; exceedance by leave-one-out: each draw
   against the q95 of the others), the *cluster-split* band of
   :func:`~bo_voids.statistics.split_null_band` (whole sets), the same function treating the folder
-  as iid images (*image-split*), and the old floors: ``MMDScorer.noise_floor`` (random
+  as iid images (*image-split*), and the old floors: ``half_split_noise_floor`` (random
   half-splits of the targets) and its ``rescale_noise_floor`` version at 15 vs 15, as the
   stop rule uses it.
 
