@@ -998,13 +998,20 @@ class OptimizationPipeline:
 
 
 def _status_line(s: Mapping[str, Any]) -> str:
-    nf = s.get("noise_floor_q05", math.nan)
-    fresh = (s.get("recommendation") or {}).get("fresh_mmd2", math.nan)
+    rec = s.get("recommendation") or {}
+    fresh = rec.get("fresh_mmd2", math.nan)
+    threshold = StopThreshold.from_dict(s.get("stop_threshold"))
+    if threshold.available:
+        stop = f"stop threshold {threshold.value:.4f} ({threshold.source})"
+        if "confirm_mmd2" in rec:
+            stop += f", confirmation sample {rec['confirm_mmd2']:.4f}"
+    else:
+        stop = "the stop rule cannot judge"
     return (
         f"best {s['best_param_set_id']} (MMD² {s['best_mmd2']:.4f} in sample, {fresh:.4f} on "
         f"fresh images, {s['ranking']} ranking), "
-        f"pooled similarity {s['distribution_similarity']:.4f}; one real set scores below "
-        f"{nf:.4f} 5 % of the time; ε-share {s['epsilon_ball_share']:.2f}"
+        f"pooled similarity {s['distribution_similarity']:.4f}; {stop}; "
+        f"ε-share {s['epsilon_ball_share']:.2f}"
     )
 
 

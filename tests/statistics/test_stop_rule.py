@@ -151,3 +151,16 @@ def test_simulated_run_with_few_draws_cannot_judge(repo_root: Path, tmp_path: Pa
     summary = OptimizationPipeline(cfg).run_full_experiment()
     threshold = summary.noise_floor["stop_threshold"]
     assert threshold["source"] == "none" and f"{n} null draws" in threshold["description"]
+
+
+@pytest.mark.parametrize("margin", ["x", 3.0, float("nan")])
+def test_a_bad_stop_margin_is_refused_naming_the_key(
+    repo_root: Path, tmp_path: Path, margin: object
+) -> None:
+    from bo_voids.config import config_from_dict
+    from bo_voids.exceptions import ConfigError
+
+    data = tiny_config(repo_root, tmp_path).to_dict()
+    data["stop_margin"] = margin
+    with pytest.raises(ConfigError, match="stop_margin"):
+        config_from_dict(data)
