@@ -178,6 +178,8 @@ class MetricSettings:
     """Settings of the MMD score (``metric:`` section)."""
 
     bandwidth: str = "multi"
+    #: Splits of a target folder's split null band (benchmarks only: a run no longer splits a folder
+    #: for its stop rule, which cannot judge one parameter set against an i.i.d. folder).
     noise_floor_splits: int = 50
     permutations: int = 500
     #: Fresh, independently seeded images the final recommendation is re-scored on (0: off).

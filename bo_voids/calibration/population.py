@@ -89,6 +89,8 @@ class PopulationOptions:
         level: Central probability of the intervals.
         interval_draws: ψ draws behind the intervals.
         fold_draws: QMC draws of each held-out fold's refit (cheaper than the main fit).
+        interval_method: ``"laplace"`` or ``"bootstrap"``
+            (:func:`~bo_voids.surrogates.population.population_intervals`).
     """
 
     n_draws: int = 128
@@ -97,6 +99,7 @@ class PopulationOptions:
     level: float = 0.9
     interval_draws: int = 400
     fold_draws: int = 64
+    interval_method: str = "laplace"
 
 
 @dataclass
@@ -228,6 +231,7 @@ def plan_population(
         n_draws=opts.interval_draws,
         level=opts.level,
         seed=derive_seed(seed, SEED_STREAM, "population", "intervals"),
+        method=opts.interval_method,
     )
     reps = context.design.cluster_size
     draws = context.space.sample(
@@ -334,7 +338,12 @@ def score_population(
         "intervals": fit.intervals,
         "interval_level": fit.info.get("level"),
         "interval_method": (
-            f"Laplace approximation around the mode of each of {fit.info.get('n_paths', 0)} "
+            (
+                "Laplace approximation"
+                if fit.info.get("interval_method", "laplace") == "laplace"
+                else "one-step Bayesian bootstrap over the target clusters"
+            )
+            + f" around the mode of each of {fit.info.get('n_paths', 0)} "
             "surrogate sample paths (and the posterior mean), quantiles of "
             f"{fit.info.get('n_interval_draws', 0)} draws"
         ),
