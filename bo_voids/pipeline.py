@@ -31,48 +31,59 @@ import contextlib
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from bo_voids.config import DATASET_TYPES, PARAMETER_NAMES, ExperimentConfig
+from bo_voids.config import DATASET_TYPES, ExperimentConfig
 from bo_voids.evaluation import (
     EvaluationResult,
     EvaluationTask,
     Evaluator,
     EvaluatorSpec,
-    render_seeds,
-    target_records,
+    IterationImages,
+    assemble_iteration,
+    batch_tasks,
+    initial_tasks,
 )
 from bo_voids.exceptions import (
     BoVoidsError,
     ExperimentExistsError,
     FailureBudgetError,
-    FallbackWarning,
-    ImageLoadError,
-    ResumeMismatchError,
 )
 from bo_voids.executors import EvaluationExecutor, make_executor
-from bo_voids.generation.base_chips import load_base_images
+from bo_voids.failure_policy import (
+    FailureRecord,
+    check_failure_budget,
+    evaluate_isolating_failures,
+)
 from bo_voids.generation.voids import save_png
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.projection import PCAProjector
-from bo_voids.scoring import TARGET_TYPES, RankedSet, RunScores, ScoreBook, target_clusters
+from bo_voids.run_events import Callback, IterationEvent, RunSummary
+from bo_voids.scoring import (
+    TARGET_TYPES,
+    FreshScore,
+    RankedSet,
+    RunScores,
+    ScoreBook,
+    fresh_mmd2,
+    target_clusters,
+)
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import SearchSpace
 from bo_voids.state import (
     FAILURES,
+    PROPOSAL_FILE,
+    SCORES_FILE,
     ExperimentLock,
     ExperimentRun,
     ExperimentStore,
     IterationRecord,
     atomic_save_npy,
     atomic_write_json,
-    load_experiment,
 )
 from bo_voids.statistics import NullBand, null_band_from_statistics
 from bo_voids.statistics.stop_rule import (
@@ -83,64 +94,18 @@ from bo_voids.statistics.stop_rule import (
     threshold_from_margin,
     threshold_from_null,
 )
+from bo_voids.targets import TargetImages, embed_targets, load_targets
+from bo_voids.warm_start import check_warm_start, warm_start_images
+
+__all__ = [
+    "Callback",
+    "IterationEvent",
+    "OptimizationPipeline",
+    "RunSummary",
+    "stop_reason",
+]
 
 logger = logging.getLogger(__name__)
-
-#: The file of an iteration folder holding the proposal made after that iteration.
-PROPOSAL_FILE = "proposals.json"
-#: Config keys that must agree for a warm start (they decide what an image looks like).
-WARM_START_KEYS: tuple[str, ...] = ("image_size", "edge_blur", "base_image_dir", "param_bounds")
-#: Images, masks, embeddings and metadata evaluated outside the executor (iteration 0 only).
-_Evaluated = tuple[list[np.ndarray], list["np.ndarray | None"], np.ndarray, list[dict[str, Any]]]
-
-
-@dataclass
-class RunSummary:
-    """What a finished (or stopped) run reports."""
-
-    experiment_dir: Path
-    iterations_completed: int
-    stop_reason: str
-    current_best: list[RankedSet]
-    scores: list[dict[str, Any]]
-    noise_floor: dict[str, float]
-    embedder: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-    #: ``calibration.json`` when the run calibrated (the verdict and ψ lead the summary).
-    calibration: dict[str, Any] | None = None
-
-    @property
-    def best(self) -> RankedSet | dict[str, Any]:
-        """The recommended parameter set (the best by the package's one ranking)."""
-        return self.current_best[0] if self.current_best else {}
-
-
-@dataclass(frozen=True)
-class IterationEvent:
-    """What a callback receives after every persisted iteration.
-
-    Attributes:
-        iteration: The iteration just persisted.
-        max_iterations: The run's iteration budget.
-        scores: Its run-level scores (``scores.json``).
-        proposal: The proposal made after it (the next batch and the model's ranking).
-        timings: Cumulative seconds per stage so far.
-        experiment_dir: The experiment folder.
-        pipeline: The running pipeline (its :attr:`OptimizationPipeline.book` holds every
-            observation).
-    """
-
-    iteration: int
-    max_iterations: int
-    scores: dict[str, Any]
-    proposal: Proposal
-    timings: Mapping[str, float]
-    experiment_dir: Path
-    pipeline: OptimizationPipeline
-
-
-#: A per-iteration callback (plots, trackers, progress).
-Callback = Callable[[IterationEvent], None]
 
 
 class OptimizationPipeline:
@@ -193,10 +158,10 @@ class OptimizationPipeline:
         self.plots = plots
         self.projector = PCAProjector(n_components=config.pca_components)
         self.records: list[IterationRecord] = []
-        self.scores: list[dict[str, Any]] = []
+        self.scores: list[RunScores] = []
         self.book: ScoreBook | None = None
         self.proposal: Proposal | None = None
-        self.noise_floor: dict[str, float] = {}
+        self.noise_floor: dict[str, Any] = {}
         self.timings: dict[str, float] = {"render": 0.0, "embed": 0.0, "propose": 0.0, "write": 0.0}
         self.stop_reason = ""
         self.calibration: dict[str, Any] | None = None
@@ -205,7 +170,7 @@ class OptimizationPipeline:
         self._owns_executor = executor is None
         self._embedder_info: dict[str, Any] | None = None
         self._lock = ExperimentLock(self.store.root)
-        self._targets: tuple[list[np.ndarray], list[str]] | None = None
+        self._targets: TargetImages | None = None
         self._max_iterations = config.max_iterations
         self._warm_run: ExperimentRun | None = None
         self._stage_listeners: list[Callable[[str, int], None]] = []
@@ -228,10 +193,11 @@ class OptimizationPipeline:
         if self.config.target_image_dir is not None and not (
             self.resume and self.store.iteration_dir(0).is_dir()
         ):
-            self._targets = self._load_targets()  # bad target images stop before any work
+            self._targets = load_targets(self.config)  # bad target images stop before any work
         _ = self.embedder_info  # bad base chips or weights stop before anything is written
         if self.config.warm_start is not None and not self.store.iteration_dir(0).is_dir():
-            self._warm_run = self._check_warm_start()  # refused before anything is written
+            # refused before anything is written
+            self._warm_run = check_warm_start(self.config, self.embedder_info)
         with self._lock, self._executor_ctx() as executor:
             self._executor = executor
             self._open_store()
@@ -241,7 +207,7 @@ class OptimizationPipeline:
                 while (reason := stop_reason(self.scores, self.config, n_iter)) is None:
                     k = len(self.records)
                     assert self.proposal is not None
-                    self.step(k, self._batch_tasks(k, self.proposal.next_params))
+                    self.step(k, batch_tasks(self.config, self.space, k, self.proposal.next_params))
                 self.stop_reason = reason
                 summary = self._finish()
             except KeyboardInterrupt:
@@ -265,11 +231,21 @@ class OptimizationPipeline:
         """
         self._stage("render+embed", k)
         results, failures = self._evaluate(tasks)
-        self._check_failures(k, len(tasks), failures)
-        prefix = []
-        if k == 0:
-            prefix = [p for p in (self._evaluate_targets(), self._warm_start_sets()) if p]
-        images, masks, embeddings, metadata = self._collect(k, results, prefix)
+        check_failure_budget(
+            k,
+            len(tasks),
+            failures,
+            evaluated_before=sum(r.n_evaluated for r in self.records),
+            failed_before=sum(len(r.failures) for r in self.records),
+            budget=self.config.max_failure_fraction,
+        )
+        batch = assemble_iteration(k, results, self._iteration0_prefix() if k == 0 else ())
+        images, masks, embeddings, metadata = (
+            batch.images,
+            batch.masks,
+            batch.embeddings,
+            batch.metadata,
+        )
         if k == 0:
             self._stage("null band", k)
             self._start_scoring(embeddings, metadata, len(failures))
@@ -279,7 +255,7 @@ class OptimizationPipeline:
         proposal = self._ask(k)
         scores = self._run_scores(k, self.book.scores(k, proposal.predicted_mmd2))
         self._stage("fresh score", k)
-        scores["recommendation"] = self._fresh_score(k, scores["best"])
+        scores = replace(scores, recommendation=self._fresh_score(k, scores.best))
         self._stage("write", k)
         record = self._persist(k, images, masks, embeddings, metadata, scores, proposal, failures)
         self._after_iteration(k, scores, proposal)
@@ -310,33 +286,12 @@ class OptimizationPipeline:
     # ---- the steps ----------------------------------------------------------------------------
 
     def _initial_tasks(self) -> list[EvaluationTask]:
-        """Iteration 0: the config's real (unless a target folder is given), close and far sets."""
-        cfg = self.config
-        tasks: list[EvaluationTask] = []
-        for dtype in DATASET_TYPES:
-            if dtype == "real" and cfg.target_image_dir is not None:
-                continue  # the real images come from the target folder
-            if dtype != "real" and cfg.warm_start is not None:
-                continue  # the observations come from the earlier experiment
-            spec = cfg.dataset(dtype)
-            for i, params in enumerate(
-                self.space.sample(dtype, spec.param_sets, rng(cfg.seed, dtype))
-            ):
-                tasks.append(
-                    self._task(0, dtype, i, f"{dtype}_ps_{i:03d}", params, spec.replications)
-                )
+        tasks = initial_tasks(self.config, self.space)
+        kinds = sorted({t.dataset_type for t in tasks}, key=DATASET_TYPES.index)
         self.log(
-            f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images "
-            f"({', '.join(DATASET_TYPES)})"
+            f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images ({', '.join(kinds)})"
         )
         return tasks
-
-    def _batch_tasks(self, k: int, param_sets: Sequence[Mapping[str, Any]]) -> list[EvaluationTask]:
-        reps = self.config.replications_per_iteration
-        return [
-            self._task(k, "synthetic", i, f"iter{k}_ps_{i:03d}", p, reps)
-            for i, p in enumerate(param_sets)
-        ]
 
     def _ask(self, k: int) -> Proposal:
         """Propose the batch of iteration ``k + 1`` from every observation through ``k``."""
@@ -353,7 +308,7 @@ class OptimizationPipeline:
         self.proposal = proposal
         return proposal
 
-    def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> dict[str, Any] | None:
+    def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> FreshScore | None:
         """Re-score the recommendation on fresh, independently seeded images.
 
         The in-sample score of the best-ranked set is biased low (it was selected for being low:
@@ -363,41 +318,50 @@ class OptimizationPipeline:
         if n < 2 or not best or not getattr(self._executor, "renders", True):
             return None
         rec = best[0]
-        seeds = tuple(derive_seed(self.config.seed, "fresh", k, r) for r in range(n))
-        task = EvaluationTask(k, "synthetic", 0, f"fresh_{k}", dict(rec["params"]), seeds)
-        results, _ = self._evaluate([task])
         assert self.book is not None
-        fresh = float(self.book.scorer.score(results[0].embeddings)) if results else math.nan
-        out = {
-            "uid": rec["uid"],
-            "params": dict(rec["params"]),
-            "mmd2_in_sample": rec["mmd2"],
-            "predicted_mmd2": rec["predicted_mmd2"],
-            "fresh_mmd2": fresh,
-            "fresh_images": n,
-            "fresh_seed_stream": ["fresh", k],
-        }
+        fresh = fresh_mmd2(
+            lambda tasks: self._evaluate(tasks)[0],
+            self.book.scorer,
+            rec["params"],
+            seed=self.config.seed,
+            iteration=k,
+            n_images=n,
+        )
+        confirm = None
         if self.config.stop_at_noise_floor and is_candidate(self.stop_threshold, fresh):
             # a candidate stop is confirmed on a second, independently seeded sample; the
             # first one was looked at and is biased low if the rule stops on it
-            seeds = tuple(derive_seed(self.config.seed, "confirm", k, r) for r in range(n))
-            task = EvaluationTask(k, "synthetic", 0, f"confirm_{k}", dict(rec["params"]), seeds)
-            results, _ = self._evaluate([task])
-            confirm = float(self.book.scorer.score(results[0].embeddings)) if results else math.nan
-            out["confirm_mmd2"] = confirm
-            out["confirm_seed_stream"] = ["confirm", k]
-        return out
+            confirm = fresh_mmd2(
+                lambda tasks: self._evaluate(tasks)[0],
+                self.book.scorer,
+                rec["params"],
+                seed=self.config.seed,
+                iteration=k,
+                n_images=n,
+                stream="confirm",
+            )
+        return FreshScore(
+            uid=rec["uid"],
+            params=dict(rec["params"]),
+            mmd2_in_sample=rec["mmd2"],
+            predicted_mmd2=rec["predicted_mmd2"],
+            fresh_mmd2=fresh,
+            fresh_images=n,
+            fresh_seed_stream=("fresh", k),
+            confirm_mmd2=confirm,
+            confirm_seed_stream=("confirm", k) if confirm is not None else (),
+        )
 
-    def _run_scores(self, k: int, scores: RunScores) -> dict[str, Any]:
-        out = scores.to_dict()
-        out["noise_floor_q05"] = float(self.noise_floor.get("q05", math.nan))
-        out["noise_floor_q95"] = float(self.noise_floor.get("q95", math.nan))
-        out["stop_threshold"] = self.stop_threshold.to_dict()
-        if k == 0:
-            assert self.book is not None
-            out["noise_floor"] = dict(self.noise_floor)
-            out["scorer"] = self.book.scorer.to_dict()
-        return out
+    def _run_scores(self, k: int, scores: RunScores) -> RunScores:
+        assert self.book is not None
+        return replace(
+            scores,
+            noise_floor_q05=float(self.noise_floor.get("q05", math.nan)),
+            noise_floor_q95=float(self.noise_floor.get("q95", math.nan)),
+            noise_floor=dict(self.noise_floor) if k == 0 else None,
+            scorer=self.book.scorer.to_dict() if k == 0 else None,
+            stop_threshold=self.stop_threshold.to_dict(),
+        )
 
     def _persist(
         self,
@@ -406,7 +370,7 @@ class OptimizationPipeline:
         masks: Sequence[np.ndarray | None],
         embeddings: np.ndarray,
         metadata: list[dict[str, Any]],
-        scores: dict[str, Any],
+        scores: RunScores,
         proposal: Proposal,
         failures: Sequence[dict[str, Any]],
     ) -> IterationRecord:
@@ -415,7 +379,7 @@ class OptimizationPipeline:
         record = IterationRecord(
             k, embeddings, metadata, pca_2d, scores=scores, failures=list(failures)
         )
-        record.proposals = _proposal_record(proposal)
+        record.proposals = proposal.to_dict()
         with self.store.writing_iteration(k) as tmp:
             for img, mask, m in zip(images, masks, metadata, strict=True):
                 # the folder is renamed into place as a whole: no per-file atomicity needed
@@ -428,7 +392,7 @@ class OptimizationPipeline:
             if k == 0:
                 self.projector.save(tmp / "pca_model.npz")
             atomic_write_json(tmp / "metadata.json", metadata)
-            atomic_write_json(tmp / "scores.json", scores)
+            atomic_write_json(tmp / SCORES_FILE, scores.to_dict())
             atomic_write_json(tmp / PROPOSAL_FILE, record.proposals)
             if failures:
                 atomic_write_json(tmp / FAILURES, list(failures))
@@ -451,7 +415,7 @@ class OptimizationPipeline:
                 except Exception as exc:  # a tracker must never change how a run ends
                     logger.warning("callback %r failed to finish: %s", callback, exc)
 
-    def _after_iteration(self, k: int, scores: dict[str, Any], proposal: Proposal) -> None:
+    def _after_iteration(self, k: int, scores: RunScores, proposal: Proposal) -> None:
         event = IterationEvent(
             iteration=k,
             max_iterations=self._max_iterations,
@@ -459,7 +423,10 @@ class OptimizationPipeline:
             proposal=proposal,
             timings=dict(self.timings),
             experiment_dir=self.store.root,
-            pipeline=self,
+            config=self.config,
+            embedder=dict(self.embedder_info),
+            records=tuple(self.records),
+            book=self.book,
         )
         if self.plots:
             self._stage("plot", k)
@@ -527,253 +494,37 @@ class OptimizationPipeline:
         first = records[0]
         self.projector = PCAProjector.load(self.store.iteration_dir(0) / "pca_model.npz")
         self._start_scoring(first.embeddings, first.metadata, len(first.failures))
-        self.noise_floor = first.scores.get("noise_floor", {}) or self.noise_floor
+        self.noise_floor = first.scores.noise_floor or self.noise_floor
         assert self.book is not None
         for rec in records:
             self.book.add(rec.embeddings, rec.metadata, iteration=rec.iteration)
         self.records = records
         self.scores = [r.scores for r in records]
-        last = records[-1].proposals or {}
-        self.proposal = Proposal(
-            next_params=tuple(last.get("next_params", [])),
-            predicted_mmd2=last.get("predicted_mmd2"),
-            replicates=tuple(last.get("replicates", [])),
-            info=dict(last.get("info", {})),
-            state=last.get("state"),
-        )
-
-    def _load_targets(self) -> tuple[list[np.ndarray], list[str]]:
-        """Load and check every real target image (``target_image_dir``) up front."""
-        folder = self.config.target_image_dir
-        assert folder is not None
-        images, ids = load_base_images(folder, self.config.image_size, label="real target image")
-        if len(images) < 2:
-            raise ImageLoadError(
-                f"target_image_dir {folder} holds {len(images)} image(s) ({ids}); the MMD score "
-                "needs at least 2 real target images"
-            )
-        return images, ids
-
-    def _task(
-        self, iteration: int, dtype: str, index: int, ps_id: str, params: dict[str, Any], reps: int
-    ) -> EvaluationTask:
-        seeds = render_seeds(
-            self.config.seed, iteration, dtype, index, reps, self.config.common_random_numbers
-        )
-        return EvaluationTask(iteration, dtype, index, ps_id, self.space.validate(params), seeds)
+        self.proposal = Proposal.from_dict(records[-1].proposals or {})
 
     # ---- private: evaluation ------------------------------------------------------------------
 
-    def _evaluate_targets(self) -> _Evaluated | None:
-        """Embed the images of ``target_image_dir`` (``None`` when the targets are simulated)."""
-        cfg = self.config
-        if cfg.target_image_dir is None:
-            return None
-        images, ids = self._targets or self._load_targets()
-        t0 = time.perf_counter()
-        emb = self._evaluator().embedder.embed(images, progress=self.progress)
-        self.timings["embed"] += time.perf_counter() - t0
-        if not np.all(np.isfinite(emb)):
-            bad = sorted({ids[i] for i in np.flatnonzero(~np.isfinite(emb).all(axis=1))})
-            raise BoVoidsError(
-                f"the embedder returned non-finite (NaN/inf) values for real target image(s) "
-                f"{bad} in {cfg.target_image_dir}"
-            )
-        return list(images), [None] * len(images), emb, target_records(cfg.target_image_dir, ids)
-
-    def _check_warm_start(self) -> ExperimentRun:
-        """Load the ``warm_start`` experiment; refuse one embedded or rendered differently."""
-        cfg = self.config
-        assert cfg.warm_start is not None
-        old = load_experiment(cfg.warm_start)
-        theirs, ours = old.manifest.get("embedder", {}), self.embedder_info
-        if theirs.get("fingerprint") != ours.get("fingerprint"):
-            raise ResumeMismatchError(
-                f"warm_start: {cfg.warm_start} was embedded with {theirs.get('name')!r} "
-                f"({theirs.get('fingerprint')}), this run uses {ours.get('name')!r} "
-                f"({ours.get('fingerprint')}); scores from different embedders must not be mixed"
-            )
-        a, b = old.config.to_dict(), cfg.to_dict()
-        differ = [key for key in WARM_START_KEYS if a.get(key) != b.get(key)]
-        if differ:
-            detail = "; ".join(f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in differ)
-            raise ResumeMismatchError(
-                f"warm_start: {cfg.warm_start} rendered its images differently ({detail})"
-            )
-        return old
-
-    def _warm_start_sets(self) -> _Evaluated | None:
-        """Every evaluated set of the ``warm_start`` experiment, to seed iteration 0.
-
-        Its images and embeddings are reused as they are (nothing is rendered); its targets are
-        not: this run's own targets are used. Refused (exit 2) when the earlier experiment was
-        embedded or rendered differently.
-        """
-        cfg = self.config
-        if cfg.warm_start is None:
-            return None
-        from PIL import Image
-
-        def load_png(path: Path) -> np.ndarray:
-            with Image.open(path) as im:  # 8-bit grey, written by save_png: round-trips exactly
-                return np.asarray(im.convert("L"))
-
-        old = self._warm_run or self._check_warm_start()
-        images: list[np.ndarray] = []
-        masks: list[np.ndarray | None] = []
-        rows: list[np.ndarray] = []
-        meta: list[dict[str, Any]] = []
-        for it in old.iterations:
-            for i, m in enumerate(it.metadata):
-                if m["dataset_type"] in TARGET_TYPES or m.get("params") is None:
-                    continue
-                images.append(load_png(it.image_path(i)))
-                mask = m.get("mask_file")
-                assert it.folder is not None
-                masks.append(load_png(it.folder / "images" / mask) > 127 if mask else None)
-                rows.append(it.embeddings[i])
-                meta.append(
-                    {
-                        **m,
-                        "iteration": 0,
-                        "param_set_id": f"warm_{m['param_set_id']}",
-                        "warm_start_from": {"experiment": str(old.root), "iteration": it.iteration},
-                    }
-                )
-        if not meta:
-            raise ResumeMismatchError(f"warm_start: {cfg.warm_start} has no evaluated sets")
-        self.log(f"warm start: {len({m['param_set_id'] for m in meta})} sets from {old.root}")
-        return images, masks, np.stack(rows), meta
-
     def _evaluate(
         self, tasks: Sequence[EvaluationTask]
-    ) -> tuple[list[EvaluationResult], list[dict[str, Any]]]:
-        """Evaluate ``tasks``; returns the usable results and a record of each failed task.
-
-        An evaluation fails when it raises (anything but a :class:`BoVoidsError`, which stops the
-        run) or returns non-finite embeddings. When a batch raises, its tasks are evaluated one by
-        one to find the failing ones. Failed sets are excluded from the history with a
-        :class:`FallbackWarning` naming them, and counted against ``max_failure_fraction``.
-        """
+    ) -> tuple[list[EvaluationResult], list[FailureRecord]]:
         assert self._executor is not None
-        try:
-            results = list(self._executor.evaluate(tasks, progress=self.progress))
-        except BoVoidsError:
-            raise
-        except Exception as exc:
-            if len(tasks) == 1:
-                results = [_failed_result(tasks[0], exc)]
-            else:
-                logger.warning(
-                    "evaluating a batch of %d parameter sets failed (%s: %s); evaluating them one "
-                    "by one to find the failing ones",
-                    len(tasks),
-                    type(exc).__name__,
-                    exc,
-                )
-                results = []
-                for task in tasks:
-                    try:
-                        results.extend(self._executor.evaluate([task]))
-                    except BoVoidsError:
-                        raise
-                    except Exception as one_exc:
-                        results.append(_failed_result(task, one_exc))
-        ok: list[EvaluationResult] = []
-        failures: list[dict[str, Any]] = []
-        for r in results:
-            self.timings["render"] += r.render_seconds
-            self.timings["embed"] += r.embed_seconds
-            reason = r.error
-            if reason is None:
-                emb = np.asarray(r.embeddings)
-                if emb.ndim != 2 or emb.shape[0] != len(r.task.seeds):
-                    reason = (
-                        f"the embedder returned an array of shape {emb.shape} for "
-                        f"{len(r.task.seeds)} images"
-                    )
-                elif not np.all(np.isfinite(emb)):
-                    reason = "the embedder returned non-finite (NaN/inf) values"
-            if reason is None:
-                ok.append(r)
-                continue
-            failures.append(
-                {
-                    "param_set_id": r.task.param_set_id,
-                    "dataset_type": r.task.dataset_type,
-                    "params": dict(r.task.params),
-                    "error": reason,
-                }
-            )
-            warnings.warn(
-                f"evaluation of parameter set {r.task.param_set_id} {dict(r.task.params)} failed "
-                f"and is excluded from the history: {reason}",
-                FallbackWarning,
-                stacklevel=2,
-            )
-        return ok, failures
-
-    def _check_failures(self, k: int, n_tasks: int, failures: Sequence[dict[str, Any]]) -> None:
-        """Stop when failed evaluations exceed ``max_failure_fraction`` of all evaluations so far.
-
-        Also stops when every parameter set of an iteration failed: the history would not change,
-        so the optimiser would only propose the same batch again.
-        """
-        if not failures:
-            return
-        total = sum(r.n_evaluated for r in self.records) + n_tasks
-        failed = sum(len(r.failures) for r in self.records) + len(failures)
-        budget = self.config.max_failure_fraction
-        listing = "; ".join(
-            f"{f['param_set_id']} {f['params']}: {f['error']}" for f in list(failures)[:5]
+        return evaluate_isolating_failures(
+            self._executor, tasks, progress=self.progress, timings=self.timings
         )
-        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-        if failed / total > budget:
-            raise FailureBudgetError(
-                f"{failed} of {total} evaluations failed ({failed / total:.0%} > "
-                f"max_failure_fraction {budget:g}); stopping instead of looping on a broken setup. "
-                f"Iteration {k}: {listing}{more}"
-            )
-        if len(failures) == n_tasks:
-            raise FailureBudgetError(
-                f"every parameter set of iteration {k} failed ({listing}{more}); stopping: the "
-                "optimiser would only propose the same batch again"
-            )
 
-    def _collect(
-        self,
-        k: int,
-        results: Sequence[EvaluationResult],
-        prefix: Sequence[_Evaluated] = (),
-    ) -> tuple[list[np.ndarray], list[np.ndarray | None], np.ndarray, list[dict[str, Any]]]:
-        """Images, masks, embeddings and metadata of one iteration, with the design's ids.
-
-        ``prefix`` holds what iteration 0 did not render: target-folder images and the sets of
-        a warm-start experiment, as ``(images, masks, embeddings, metadata)``.
-        """
-        images: list[np.ndarray] = []
-        masks: list[np.ndarray | None] = []
-        metadata: list[dict[str, Any]] = []
-        parts: list[np.ndarray] = []
-        for p_images, p_masks, p_emb, p_meta in prefix:
-            images.extend(p_images)
-            masks.extend(p_masks)
-            metadata.extend(dict(m) for m in p_meta)
-            parts.append(p_emb)
-        for res in results:
-            images.extend(res.images)
-            masks.extend(res.masks)
-            parts.append(res.embeddings)
-            metadata.extend(dict(m) for m in res.records)
-        counters: dict[str, int] = {}
-        for m in metadata:  # sample ids per (iteration, dataset_type), as in the design
-            n = counters.get(m["dataset_type"], 0)
-            counters[m["dataset_type"]] = n + 1
-            m["sample_id"] = f"iter{k}_{m['dataset_type']}_{n:03d}"
-            m["image_file"] = f"{m['sample_id']}.png"
-            m["mask_file"] = None
-        embeddings = np.concatenate(parts, axis=0).astype(np.float32)
-        return images, masks, embeddings, metadata
+    def _iteration0_prefix(self) -> list[IterationImages]:
+        """What iteration 0 does not render: a target folder's images, a warm start's sets."""
+        cfg, prefix = self.config, []
+        if cfg.target_image_dir is not None:
+            t0 = time.perf_counter()
+            targets = self._targets or load_targets(cfg)
+            embedder = self._evaluator().embedder
+            prefix.append(embed_targets(cfg, targets, embedder, progress=self.progress))
+            self.timings["embed"] += time.perf_counter() - t0
+        if cfg.warm_start is not None:
+            old = self._warm_run or check_warm_start(cfg, self.embedder_info)
+            prefix.append(warm_start_images(old, self.log))
+        return prefix
 
     # ---- private: scoring ---------------------------------------------------------------------
 
@@ -881,55 +632,21 @@ class OptimizationPipeline:
 
     def _write_derived(self, k: int) -> None:
         """``history.csv`` and the manifest, both derived from the iterations."""
-        self.store.write_history(self._history_rows())
-        latest = {key: v for key, v in self.scores[-1].items() if key not in {"scorer", "per_set"}}
+        assert self.book is not None
+        self.store.write_history(
+            [o.to_record() for o in self.book.all_sets()], self.records[0].metadata
+        )
+        latest = {
+            key: v
+            for key, v in self.scores[-1].to_dict().items()
+            if key not in {"scorer", "per_set"}
+        }
         self.store.update_manifest(
             iterations_completed=k,
             failed_evaluations=sum(len(r.failures) for r in self.records),
             noise_floor=self.noise_floor,
             latest_scores=latest,
         )
-
-    def _history_rows(self) -> list[dict[str, Any]]:
-        """One row per observation (replications merged), then the simulated target sets."""
-        assert self.book is not None
-        rows: list[dict[str, Any]] = []
-        for obs in self.book.all_sets():
-            rec = obs.to_record()
-            rows.append(
-                {
-                    "iteration": rec["iteration"],
-                    "param_set_id": rec["uid"],
-                    "dataset_type": rec["dataset_type"],
-                    **{name: rec["params"].get(name) for name in PARAMETER_NAMES},
-                    "mmd2": rec["mmd2"],
-                    "n_images": rec["n_images"],
-                    "mean_nearest_real": rec["mean_nearest_real"],
-                    "void_area_pct": rec["void_area_pct"],
-                    "iterations": " ".join(str(i) for i in rec["iterations"]),
-                }
-            )
-        real_sets: dict[str, dict[str, Any]] = {}
-        counts: dict[str, int] = {}
-        for m in self.records[0].metadata:
-            if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
-                real_sets.setdefault(m["param_set_id"], m)
-                counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
-        for ps_id, m in real_sets.items():
-            rows.append(
-                {
-                    "iteration": 0,
-                    "param_set_id": ps_id,
-                    "dataset_type": m["dataset_type"],
-                    **{name: m["params"][name] for name in PARAMETER_NAMES},
-                    "mmd2": math.nan,
-                    "n_images": counts[ps_id],
-                    "mean_nearest_real": math.nan,
-                    "void_area_pct": math.nan,
-                    "iterations": "0",
-                }
-            )
-        return rows
 
     def _plot(self) -> None:
         t0 = time.perf_counter()
@@ -972,7 +689,7 @@ class OptimizationPipeline:
 
     def _finish(self) -> RunSummary:
         assert self.proposal is not None
-        current_best = list(self.scores[-1].get("best", []))
+        current_best = list(self.scores[-1].best)
         self.store.update_manifest(
             status="completed",
             stop_reason=self.stop_reason,
@@ -989,7 +706,7 @@ class OptimizationPipeline:
             iterations_completed=len(self.records) - 1,
             stop_reason=self.stop_reason,
             current_best=current_best,
-            scores=[{k: v for k, v in s.items() if k != "per_set"} for s in self.scores],
+            scores=list(self.scores),
             noise_floor=self.noise_floor,
             embedder=self.embedder_info,
             timings=dict(self.timings),
@@ -997,43 +714,18 @@ class OptimizationPipeline:
         )
 
 
-def _status_line(s: Mapping[str, Any]) -> str:
-    rec = s.get("recommendation") or {}
-    fresh = rec.get("fresh_mmd2", math.nan)
-    threshold = StopThreshold.from_dict(s.get("stop_threshold"))
+def _status_line(s: RunScores) -> str:
+    rec = s.recommendation
+    threshold = StopThreshold.from_dict(s.stop_threshold)
     if threshold.available:
         stop = f"stop threshold {threshold.value:.4f} ({threshold.source})"
-        if "confirm_mmd2" in rec:
-            stop += f", confirmation sample {rec['confirm_mmd2']:.4f}"
+        if rec is not None and rec.confirm_mmd2 is not None:
+            stop += f", confirmation sample {rec.confirm_mmd2:.4f}"
     else:
         stop = "the stop rule cannot judge"
     return (
-        f"best {s['best_param_set_id']} (MMD² {s['best_mmd2']:.4f} in sample, {fresh:.4f} on "
-        f"fresh images, {s['ranking']} ranking), "
-        f"pooled similarity {s['distribution_similarity']:.4f}; {stop}; "
-        f"ε-share {s['epsilon_ball_share']:.2f}"
+        f"best {s.best_param_set_id} (MMD² {s.best_mmd2:.4f} in sample, {s.fresh_mmd2:.4f} on "
+        f"fresh images, {s.ranking} ranking), "
+        f"pooled similarity {s.distribution_similarity:.4f}; {stop}; "
+        f"ε-share {s.epsilon_ball_share:.2f}"
     )
-
-
-def _failed_result(task: EvaluationTask, exc: BaseException) -> EvaluationResult:
-    """An :class:`EvaluationResult` recording that ``task`` raised ``exc``."""
-    empty = np.zeros((0, 0, 0), dtype=np.float32)
-    return EvaluationResult(
-        task,
-        empty,
-        empty.astype(bool),
-        np.zeros((0, 0), dtype=np.float32),
-        [],
-        error=f"{type(exc).__name__}: {exc}",
-    )
-
-
-def _proposal_record(proposal: Proposal) -> dict[str, Any]:
-    """``proposals.json``: the proposal made after an iteration (the next batch)."""
-    return {
-        "next_params": [dict(p) for p in proposal.next_params],
-        "replicates": list(proposal.replicates),
-        "predicted_mmd2": dict(proposal.predicted_mmd2) if proposal.predicted_mmd2 else None,
-        "info": proposal.info,
-        "state": proposal.state,
-    }

@@ -30,6 +30,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -57,6 +58,7 @@ from bo_voids.exceptions import (
     ResumeMismatchError,
     StateError,
 )
+from bo_voids.scoring import TARGET_TYPES, ObservationRecord, RunScores
 
 __all__ = [
     "EXPERIMENT_ENTRIES",
@@ -95,6 +97,10 @@ FLOCK = ".lock.flock"
 LOCK_FILES = frozenset({LOCK, FLOCK})
 PARTIAL_SUFFIX = ".partial"
 FAILURES = "failures.json"
+#: The file of an iteration folder holding its run-level scores (:class:`RunScores`).
+SCORES_FILE = "scores.json"
+#: The file of an iteration folder holding the proposal made after that iteration.
+PROPOSAL_FILE = "proposals.json"
 #: Entries (besides hidden files and ``iteration_*``) a bo_voids experiment folder may hold.
 EXPERIMENT_ENTRIES = frozenset(
     {
@@ -233,7 +239,7 @@ class IterationRecord:
     embeddings: np.ndarray
     metadata: list[dict[str, Any]]
     pca_2d: np.ndarray
-    scores: dict[str, Any] = field(default_factory=dict)
+    scores: RunScores = field(default_factory=lambda: RunScores.from_dict({}))
     proposals: dict[str, Any] | None = None
     folder: Path | None = None
     #: Parameter sets of this iteration whose evaluation failed (excluded from the history):
@@ -406,10 +412,6 @@ class ExperimentStore:
             )
         return manifest
 
-    def stored_config(self) -> ExperimentConfig:
-        """The config snapshot of the stored experiment."""
-        return config_from_dict(self.read_manifest()["config"], check_paths=False)
-
     def _clear(self) -> None:
         # the manifest goes first: a clear interrupted half-way never looks like an experiment
         try:
@@ -490,15 +492,17 @@ class ExperimentStore:
         folder = self.iteration_dir(k)
         if not folder.is_dir():
             raise StateError(f"{folder} does not exist")
-        proposals_path = folder / "proposals.json"
-        scores_path = folder / "scores.json"
+        proposals_path = folder / PROPOSAL_FILE
+        scores_path = folder / SCORES_FILE
         failures_path = folder / FAILURES
         return IterationRecord(
             iteration=k,
             embeddings=load_npy(folder / "embeddings.npy"),
             metadata=read_json(folder / "metadata.json"),
             pca_2d=load_npy(folder / "pca_2d.npy"),
-            scores=read_json(scores_path) if scores_path.exists() else {},
+            scores=RunScores.from_dict(
+                read_json(scores_path) if scores_path.exists() else {"iteration": k}
+            ),
             proposals=read_json(proposals_path) if proposals_path.exists() else None,
             folder=folder,
             failures=read_json(failures_path) if failures_path.exists() else [],
@@ -510,8 +514,18 @@ class ExperimentStore:
 
     # ---- history ---------------------------------------------------------------------------
 
-    def write_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Write ``history.csv`` (one row per evaluated parameter set)."""
+    def write_history(
+        self,
+        observations: Sequence[ObservationRecord],
+        first_metadata: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Write ``history.csv``: one row per evaluated parameter set, then the simulated targets.
+
+        Args:
+            observations: Every observation of the run (replications merged).
+            first_metadata: Iteration 0's per-image metadata (the simulated target sets).
+        """
+        rows = history_rows(observations, first_metadata)
         buf = io.StringIO()
         extra = sorted({k for r in rows for k in r} - set(HISTORY_COLUMNS))
         writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
@@ -568,14 +582,14 @@ class ExperimentRun:
     history: list[dict[str, str]]
 
     @property
-    def scores(self) -> list[dict[str, Any]]:
-        """Per-iteration score records (``scores.json`` of each iteration)."""
+    def scores(self) -> list[RunScores]:
+        """Per-iteration run-level scores (``scores.json`` of each iteration)."""
         return [it.scores for it in self.iterations]
 
     @property
     def noise_floor(self) -> dict[str, float]:
         """MMD² between random halves of the real set (mean, std, q05, q95)."""
-        return self.manifest.get("noise_floor") or self.iterations[0].scores.get("noise_floor", {})
+        return self.manifest.get("noise_floor") or self.iterations[0].scores.noise_floor or {}
 
     @property
     def current_best(self) -> list[dict[str, Any]]:
@@ -613,3 +627,44 @@ def load_experiment(path: str | Path) -> ExperimentRun:
         iterations=store.load_all(),
         history=store.read_history(),
     )
+
+
+def history_rows(
+    observations: Sequence[ObservationRecord], first_metadata: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of ``history.csv`` (see :meth:`ExperimentStore.write_history`)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "iteration": rec["iteration"],
+            "param_set_id": rec["uid"],
+            "dataset_type": rec["dataset_type"],
+            **{name: rec["params"].get(name) for name in PARAMETER_NAMES},
+            "mmd2": rec["mmd2"],
+            "n_images": rec["n_images"],
+            "mean_nearest_real": rec["mean_nearest_real"],
+            "void_area_pct": rec["void_area_pct"],
+            "iterations": " ".join(str(i) for i in rec["iterations"]),
+        }
+        for rec in observations
+    ]
+    real_sets: dict[str, Mapping[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for m in first_metadata:
+        if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
+            real_sets.setdefault(m["param_set_id"], m)
+            counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
+    for ps_id, m in real_sets.items():
+        rows.append(
+            {
+                "iteration": 0,
+                "param_set_id": ps_id,
+                "dataset_type": m["dataset_type"],
+                **{name: m["params"][name] for name in PARAMETER_NAMES},
+                "mmd2": math.nan,
+                "n_images": counts[ps_id],
+                "mean_nearest_real": math.nan,
+                "void_area_pct": math.nan,
+                "iterations": "0",
+            }
+        )
+    return rows

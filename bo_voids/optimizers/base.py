@@ -102,6 +102,27 @@ class Proposal:
         """The ``k`` best observed sets under this proposal's model (see ``rank_observations``)."""
         return ranked_records(observations.sets, self.predicted_mmd2, k)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``proposals.json`` of the iteration it was made after)."""
+        return {
+            "next_params": [dict(p) for p in self.next_params],
+            "replicates": list(self.replicates),
+            "predicted_mmd2": dict(self.predicted_mmd2) if self.predicted_mmd2 else None,
+            "info": self.info,
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Proposal:
+        """Inverse of :meth:`to_dict` (a resumed run continues from it)."""
+        return cls(
+            next_params=tuple(d.get("next_params", [])),
+            predicted_mmd2=d.get("predicted_mmd2"),
+            replicates=tuple(d.get("replicates", [])),
+            info=dict(d.get("info", {})),
+            state=d.get("state"),
+        )
+
 
 class DistributionScores(TypedDict):
     """``scores`` of :class:`BatchRecommendation`."""

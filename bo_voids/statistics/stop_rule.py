@@ -35,6 +35,7 @@ import numpy as np
 from scipy.stats import binom
 
 from bo_voids.config import ExperimentConfig
+from bo_voids.scoring import RunScores
 
 __all__ = [
     "MIN_NULL_DRAWS",
@@ -207,7 +208,7 @@ def confirmed_stop(
 
 
 def stop_reason(
-    scores: Sequence[Mapping[str, Any]], config: ExperimentConfig, max_iterations: int
+    scores: Sequence[RunScores], config: ExperimentConfig, max_iterations: int
 ) -> str | None:
     """Why the run should stop after the iterations scored so far, or ``None`` to go on.
 
@@ -217,7 +218,7 @@ def stop_reason(
     ``max_iterations``. Iteration 0 alone is the initial design, never a convergence point.
 
     Args:
-        scores: One ``scores.json`` record per completed iteration (the last one's
+        scores: The run-level scores of every completed iteration (the last one's
             ``stop_threshold`` and ``recommendation`` carry the stop check).
         config: The experiment config.
         max_iterations: The iteration budget.
@@ -229,22 +230,23 @@ def stop_reason(
         return None
     done = len(scores) - 1
     if done >= 1:
-        last = float(scores[-1]["distribution_similarity"])
+        last = scores[-1].distribution_similarity
         if last < config.convergence_threshold:
             return (
                 f"converged: distribution similarity {last:.4f} < threshold "
                 f"{config.convergence_threshold}"
             )
-        threshold = StopThreshold.from_dict(scores[-1].get("stop_threshold"))
-        rec = scores[-1].get("recommendation") or {}
-        fresh, confirm = rec.get("fresh_mmd2"), rec.get("confirm_mmd2")
+        threshold = StopThreshold.from_dict(scores[-1].stop_threshold)
+        rec = scores[-1].recommendation
+        fresh = rec.fresh_mmd2 if rec is not None else None
+        confirm = rec.confirm_mmd2 if rec is not None else None
         if config.stop_at_noise_floor and confirmed_stop(threshold, fresh, confirm):
             return (
                 f"confirmed stop: the recommendation's fresh MMD² {fresh:.4f} and, on a second "
                 f"independent sample, {confirm:.4f} are both <= {threshold.value:.4f} "
                 f"({threshold.source})"
             )
-        values = [float(s["distribution_similarity"]) for s in scores]
+        values = [s.distribution_similarity for s in scores]
         best_at = int(np.nanargmin(values)) if np.isfinite(values).any() else 0
         if len(values) - 1 - best_at >= config.early_stop_patience:
             return (

@@ -67,7 +67,7 @@ def _words(summary: str, higher: bool) -> str:
     return f"a {'higher' if higher else 'lower'} '{summary}' summary"
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm-adjusted p-values (family-wise error control), NaN kept as NaN."""
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
@@ -106,7 +106,7 @@ class SummaryCheck:
     message: str | None
 
 
-def _unit_means(X: np.ndarray, groups: Sequence[Any] | None) -> np.ndarray:
+def _unit_means(X: np.ndarray, groups: Sequence[Any] | np.ndarray | None) -> np.ndarray:
     """Mean of each exchangeable unit (cluster, or image when ``groups`` is ``None``)."""
     if groups is None:
         return X
@@ -119,8 +119,8 @@ def summary_checks(
     generated: np.ndarray,
     names: Sequence[str],
     *,
-    real_groups: Sequence[Any] | None = None,
-    generated_groups: Sequence[Any] | None = None,
+    real_groups: Sequence[Any] | np.ndarray | None = None,
+    generated_groups: Sequence[Any] | np.ndarray | None = None,
     alpha: float = VERDICT_ALPHA,
 ) -> list[SummaryCheck]:
     """Posterior predictive checks of the mean of every summary (Welch tests on unit means).

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bo_voids.pipeline import OptimizationPipeline
+from bo_voids.scoring import RunScores
 from bo_voids.statistics.stop_rule import (
     MIN_NULL_DRAWS,
     StopThreshold,
@@ -23,16 +24,19 @@ from bo_voids.statistics.stop_rule import (
 from bo_voids.testing.runs import tiny_config
 
 
-def _scores(fresh: float, confirm: float | None, threshold: StopThreshold) -> list[dict]:
-    rec = {"fresh_mmd2": fresh}
+def _scores(fresh: float, confirm: float | None, threshold: StopThreshold) -> list[RunScores]:
+    rec = {"uid": "x", "fresh_mmd2": fresh, "fresh_images": 3}
     if confirm is not None:
         rec["confirm_mmd2"] = confirm
-    first = {"distribution_similarity": 0.5}
-    last = {
-        "distribution_similarity": 0.4,
-        "recommendation": rec,
-        "stop_threshold": threshold.to_dict(),
-    }
+    first = RunScores.from_dict({"distribution_similarity": 0.5})
+    last = RunScores.from_dict(
+        {
+            "iteration": 1,
+            "distribution_similarity": 0.4,
+            "recommendation": rec,
+            "stop_threshold": threshold.to_dict(),
+        }
+    )
     return [first, last]
 
 
@@ -103,9 +107,10 @@ def test_pipeline_confirms_before_stopping(repo_root: Path, tmp_path: Path) -> N
     summary = OptimizationPipeline(cfg).run_full_experiment()
     assert summary.stop_reason.startswith("confirmed stop")
     assert summary.iterations_completed == 1
-    rec = summary.scores[-1]["recommendation"]
-    assert math.isfinite(rec["confirm_mmd2"]) and rec["confirm_seed_stream"] == ["confirm", 1]
-    assert summary.scores[-1]["stop_threshold"]["source"] == "margin"
+    rec = summary.scores[-1].recommendation
+    assert rec is not None and rec.confirm_mmd2 is not None and math.isfinite(rec.confirm_mmd2)
+    assert rec.confirm_seed_stream == ("confirm", 1)
+    assert (summary.scores[-1].stop_threshold or {})["source"] == "margin"
 
 
 def test_pipeline_never_fires_below_an_unreachable_margin(repo_root: Path, tmp_path: Path) -> None:
@@ -114,7 +119,9 @@ def test_pipeline_never_fires_below_an_unreachable_margin(repo_root: Path, tmp_p
     )
     summary = OptimizationPipeline(cfg).run_full_experiment()
     assert summary.iterations_completed == 2
-    assert all("confirm_mmd2" not in s["recommendation"] for s in summary.scores)
+    assert all(
+        s.recommendation is None or s.recommendation.confirm_mmd2 is None for s in summary.scores
+    )
 
 
 def test_folder_run_says_it_cannot_judge(repo_root: Path, tmp_path: Path) -> None:
