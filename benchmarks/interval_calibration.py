@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             markdown_title="Population intervals: simulation-based calibration, emulator layer",
             notes=(
                 "Truth ψ* from a broad prior; cluster-mean summaries simulated through the run's "
-                "surrogate mean; ψ fitted and its intervals computed as the calibration does. "
+                "surrogate (mean, plus its posterior variance as noise unless "
+                "--no-emulator-noise); ψ fitted and its intervals computed as the calibration "
+                "does. "
                 f"Mean fit {fit_s:.1f} s per dataset. Coverage CIs are Clopper-Pearson 95 %. "
                 f"Reproduce: python -m benchmarks.interval_calibration --experiment "
                 f"{args.experiment} --datasets {args.datasets} --seed {args.seed}"
