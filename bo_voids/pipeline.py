@@ -61,6 +61,7 @@ from bo_voids.failure_policy import (
 )
 from bo_voids.generation.voids import save_png
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
+from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
 from bo_voids.run_events import Callback, IterationEvent, RunSummary
 from bo_voids.scoring import (
@@ -176,6 +177,8 @@ class OptimizationPipeline:
         self._stage_listeners: list[Callable[[str, int], None]] = []
         #: Whether this pipeline created or resumed the experiment folder (and may mark it).
         self.store_opened = False
+        #: Whether ``--resume`` found the experiment already complete (nothing was run).
+        self.already_complete = False
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -190,6 +193,7 @@ class OptimizationPipeline:
         """
         n_iter = self.config.max_iterations if max_iterations is None else max_iterations
         self._max_iterations = n_iter
+        check_run_paths(self.config)  # no input inside what the run writes, clears or replaces
         if self.config.target_image_dir is not None and not (
             self.resume and self.store.iteration_dir(0).is_dir()
         ):
@@ -201,6 +205,8 @@ class OptimizationPipeline:
         with self._lock, self._executor_ctx() as executor:
             self._executor = executor
             self._open_store()
+            if self.already_complete:
+                return self._summary()
             try:
                 if not self.records:
                     self.step(0, self._initial_tasks())
@@ -211,9 +217,11 @@ class OptimizationPipeline:
                 self.stop_reason = reason
                 summary = self._finish()
             except KeyboardInterrupt:
+                self._restore_replaced()
                 self._finish_callbacks("KILLED")
                 raise
             except BaseException:
+                self._restore_replaced()
                 self._finish_callbacks("FAILED")
                 raise
             self._finish_callbacks("FINISHED")
@@ -268,7 +276,8 @@ class OptimizationPipeline:
         Stages, in order: ``render+embed``, ``null band`` (iteration 0), ``propose``,
         ``fresh score``, ``write`` (the files go to ``iteration_k.partial/``), ``commit`` (every
         file written; the folder is renamed to ``iteration_k/``), ``history`` (``history.csv``
-        and the manifest are rebuilt), ``plot``, ``callbacks``. ``commit`` and ``history`` start
+        and the manifest are rebuilt), ``plot``, ``callbacks``; after the last iteration,
+        ``calibrate`` (when on) and ``final plots``. ``commit`` and ``history`` start
         where a crash leaves a different state on disk, so the crash tests stop there
         (:mod:`bo_voids.testing.faults`); progress displays show every stage
         (:mod:`bo_voids.progress`).
@@ -286,6 +295,7 @@ class OptimizationPipeline:
     # ---- the steps ----------------------------------------------------------------------------
 
     def _initial_tasks(self) -> list[EvaluationTask]:
+        """Iteration 0: the config's real (unless a target folder is given), close and far sets."""
         tasks = initial_tasks(self.config, self.space)
         kinds = sorted({t.dataset_type for t in tasks}, key=DATASET_TYPES.index)
         self.log(
@@ -372,12 +382,12 @@ class OptimizationPipeline:
         metadata: list[dict[str, Any]],
         scores: RunScores,
         proposal: Proposal,
-        failures: Sequence[dict[str, Any]],
+        failures: Sequence[FailureRecord],
     ) -> IterationRecord:
         t0 = time.perf_counter()
         pca_2d = self.projector.transform(embeddings)
         record = IterationRecord(
-            k, embeddings, metadata, pca_2d, scores=scores, failures=list(failures)
+            k, embeddings, metadata, pca_2d, scores=scores, failures=[dict(f) for f in failures]
         )
         record.proposals = proposal.to_dict()
         with self.store.writing_iteration(k) as tmp:
@@ -416,6 +426,7 @@ class OptimizationPipeline:
                     logger.warning("callback %r failed to finish: %s", callback, exc)
 
     def _after_iteration(self, k: int, scores: RunScores, proposal: Proposal) -> None:
+        assert self.book is not None
         event = IterationEvent(
             iteration=k,
             max_iterations=self._max_iterations,
@@ -455,6 +466,12 @@ class OptimizationPipeline:
             self.evaluator = self.spec.build()
         return self.evaluator
 
+    def _restore_replaced(self) -> None:
+        """An --overwrite that stopped before its iteration 0 gives the old experiment back."""
+        if self.store.restore_replaced():
+            self.store_opened = False  # the folder is the old experiment again: leave it be
+            logger.warning("the run stopped before iteration 0: %s is restored", self.store.root)
+
     def _executor_ctx(self) -> contextlib.AbstractContextManager[EvaluationExecutor]:
         if self._executor is not None and not self._owns_executor:
             return contextlib.nullcontext(self._executor)
@@ -464,12 +481,33 @@ class OptimizationPipeline:
         store = self.store
         if store.exists() and self.resume:
             store.check_resumable(self.config, self.embedder_info)
+            previous = store.read_manifest()
             removed = store.clean_partial()
             if removed:
                 self.log(
                     f"resume: removed {len(removed)} partial leftover(s) of an interrupted write"
                 )
-            self._restore(store.load_all())
+            records = store.load_all()
+            scores = [r.scores for r in records]
+            reason = stop_reason(scores, self.config, self._max_iterations)
+            if previous.get("status") == "completed" and records and reason is not None:
+                # a finished run resumed with the same budget: nothing to render, fit or draw
+                self.records, self.scores = records, scores
+                self.noise_floor = records[0].scores.noise_floor or self.noise_floor
+                self.already_complete = True
+                self.stop_reason = str(previous.get("stop_reason") or reason)
+                self.timings = dict(previous.get("timings") or self.timings)
+                more = (
+                    " Raise --max-iterations to continue it."
+                    if reason.startswith("reached max_iterations")
+                    else ""
+                )
+                self.log(
+                    f"{store.root} is already complete after iteration {len(self.records) - 1} "
+                    f"({self.stop_reason}); nothing to do.{more}"
+                )
+                return
+            self._restore(records)
             fields: dict[str, Any] = {"status": "running"}
             if self.records:
                 # a crash between renaming an iteration into place and updating history.csv /
@@ -477,7 +515,10 @@ class OptimizationPipeline:
                 self._write_derived(len(self.records) - 1)
             store.update_manifest(**fields)
             self.store_opened = True
-            self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
+            if self.records:
+                self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
+            else:
+                self.log(f"resuming {store.root}: no iteration was completed; starting iteration 0")
             return
         if store.exists() and not self.overwrite:
             raise ExperimentExistsError(
@@ -679,8 +720,9 @@ class OptimizationPipeline:
             implied = result.get("validation", {}).get("implied", {})
             if implied:
                 self.log(
-                    f"calibration: implied distribution of {len(result.get('components', []))} "
-                    f"components, fresh-sample MMD² {implied.get('mmd2', math.nan):.4f} "
+                    f"calibration: a mixture of {len(result.get('components', []))} evaluated "
+                    "sets; fresh renders drawn from its implied distribution score MMD² "
+                    f"{implied.get('mmd2', math.nan):.4f} vs the targets "
                     f"(p={implied.get('p_value', math.nan):.3f}) -> calibration.json"
                 )
         except Exception as exc:  # calibration is an add-on: report, keep the run
@@ -697,10 +739,21 @@ class OptimizationPipeline:
             next_params=list(self.proposal.next_params),
             timings=self.timings,
         )
+        k = len(self.records) - 1
         if self.config.calibrate:
+            self._stage("calibrate", k)
             self._calibrate()
+            # the timings with the calibration, written before the final plots so that they
+            # are newer than the manifest (the report reuses them instead of drawing again)
+            self.store.update_manifest(timings=self.timings)
         if self.plots:
+            self._stage("final plots", k)
             self._plot()  # final plots show the completed status (and calibration)
+        return self._summary()
+
+    def _summary(self) -> RunSummary:
+        """The :class:`RunSummary` of the run as it stands in memory."""
+        current_best = list(self.scores[-1].best) if self.scores else []
         return RunSummary(
             experiment_dir=self.store.root,
             iterations_completed=len(self.records) - 1,

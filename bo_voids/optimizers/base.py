@@ -403,7 +403,7 @@ class BaseOptimizer(ABC):
                 try:
                     params = self.space.validate(cand)
                 except (ConfigError, TypeError, ValueError):
-                    params = self.space.from_raw(np.nan_to_num(_loose_raw(self.space, cand)))
+                    params = self.space.from_raw(np.nan_to_num(self.space.loose_raw(cand)))
                 if self.space.key(params) in seen:
                     if len(proposed) > batch_size and len(pending) >= batch_size - len(out):
                         continue  # a spare candidate will take its place
@@ -441,18 +441,3 @@ class BaseOptimizer(ABC):
 # ---------------------------------------------------------------------------------------------
 # Private helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _loose_raw(space: SearchSpace, params: Mapping[str, Any]) -> np.ndarray:
-    """Raw encoding of a possibly out-of-bounds parameter set (clipped later by ``from_raw``)."""
-    out = []
-    for p in space.parameters:
-        v = params.get(p.name)
-        if p.kind == "categorical":
-            out.append(float(p.choices.index(v)) if v in p.choices else 0.0)
-        else:
-            try:
-                out.append(float(v))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                out.append(float(p.low))
-    return np.array(out)

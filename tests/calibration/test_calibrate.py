@@ -183,3 +183,14 @@ def test_a_folder_gets_a_verdict_or_says_it_cannot_judge(
         assert verdict["headline"].startswith("Cannot judge")
     else:
         assert 0.0 <= verdict["p_value"] <= 1.0
+
+
+def test_void_metrics_in_calibration(tiny_run: Path, calibrated: dict[str, Any]) -> None:
+    """calibration.json holds the real-vs-synthetic void metrics and plots/ their figure."""
+    vm = calibrated["void_metrics"]
+    assert {"targets", "recommendation"} <= set(vm["groups"])
+    if calibrated["population"] is not None:
+        assert "psi" in vm["groups"]
+    assert vm["detector_accuracy"]["n_images"] > 0
+    assert (tiny_run / "plots" / "void_metrics.png").is_file()
+    assert calibrated["timings"]["void_metrics_s"] >= 0
