@@ -526,6 +526,7 @@ class MMDScorer:
             )
         bw = self.bandwidths_
         assert bw is not None and self._targets is not None and self._target_term is not None
+        assert self._target_sq_norms is not None
         Kxx = _rbf_from_sq(_sq_dists(Xa, Xa, same=True), bw)
         xx = np.einsum("ij,ij->i", Xa, Xa)
         d2xy = xx[:, None] + self._target_sq_norms[None, :] - 2.0 * (Xa @ self._targets.T)
