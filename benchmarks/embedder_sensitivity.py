@@ -42,6 +42,7 @@ from bo_voids.generation.voids import VoidGenerator
 from bo_voids.metrics import MMDScorer
 from bo_voids.seeding import derive_seed
 from bo_voids.space import SearchSpace
+from bo_voids.statistics import half_split_noise_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +101,7 @@ def run_seed(b: Bench, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "pooled_far": scorer.score(np.concatenate(far)),
         "perset_close": float(np.mean(scorer.score_many(close))),
         "perset_far": float(np.mean(scorer.score_many(far))),
-        "noise_floor_q95": float(scorer.noise_floor(random_state=seed)["q95"]),
+        "noise_floor_q95": float(half_split_noise_floor(scorer, random_state=seed)["q95"]),
     }
     means = sp.distribution_means("real")
     sweeps: dict[str, list[float]] = {}

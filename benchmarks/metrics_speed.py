@@ -22,8 +22,9 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_results
-from bo_voids.metrics import MMDScorer, kid, mmd2, permutation_test
+from bo_voids.metrics import MMDScorer, kid, mmd2
 from bo_voids.seeding import rng
+from bo_voids.statistics import permutation_test
 
 SIZES = ((24, 16), (300, 16))
 DIM = 768

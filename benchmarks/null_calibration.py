@@ -12,15 +12,15 @@ distribution (``configs/experiment_config.yaml``, ``param_distributions.real``):
 
 Reported per target folder, side by side:
 
-* the permutation test of :func:`bo_voids.metrics.permutation_test` permuting **images** and
+* the permutation test of :func:`bo_voids.statistics.permutation_test` permuting **images** and
   permuting **whole parameter sets** (exact: 252 splits): the share of null draws rejected at
   α = 0.05 (a calibrated test rejects ≈ 5 %) and the median p-value;
 * the noise floors' q95 and their **exceedance**, the share of null draws scoring above it
   (a calibrated band is exceeded by ≈ 5 %): the *simulated* band of the null draws themselves
-  (:func:`~bo_voids.metrics.null_band_from_statistics`; exceedance by leave-one-out: each draw
+  (:func:`~bo_voids.statistics.null_band_from_statistics`; exceedance by leave-one-out: each draw
   against the q95 of the others), the *cluster-split* band of
-  :func:`~bo_voids.metrics.split_null_band` (whole sets), the same function treating the folder
-  as iid images (*image-split*), and the old floors: ``MMDScorer.noise_floor`` (random
+  :func:`~bo_voids.statistics.split_null_band` (whole sets), the same function treating the folder
+  as iid images (*image-split*), and the old floors: ``half_split_noise_floor`` (random
   half-splits of the targets) and its ``rescale_noise_floor`` version at 15 vs 15, as the
   stop rule uses it.
 
@@ -46,15 +46,16 @@ from benchmarks._results import RESULTS_DIR, cli_args, print_table, write_result
 from bo_voids.config import load_config
 from bo_voids.embedding import make_embedder
 from bo_voids.generation.voids import VoidGenerator
-from bo_voids.metrics import (
-    MMDScorer,
+from bo_voids.metrics import MMDScorer
+from bo_voids.seeding import derive_seed
+from bo_voids.space import SearchSpace
+from bo_voids.statistics import (
+    half_split_noise_floor,
     null_band_from_statistics,
     permutation_test,
     rescale_noise_floor,
     split_null_band,
 )
-from bo_voids.seeding import derive_seed
-from bo_voids.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHA = 0.05
@@ -124,7 +125,9 @@ def score_folder(
         n_splits=args.splits,
         random_state=derive_seed(args.seed, "split-band", folder),
     )
-    half = scorer.noise_floor(n_splits=cfg_splits, random_state=derive_seed(args.seed, "split"))
+    half = half_split_noise_floor(
+        scorer, n_splits=cfg_splits, random_state=derive_seed(args.seed, "split")
+    )
     half_rescaled = rescale_noise_floor(half, n_sets * reps, m)
 
     def exceed(q95: float) -> float:

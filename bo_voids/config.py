@@ -179,12 +179,15 @@ class MetricSettings:
     """Settings of the MMD score (``metric:`` section)."""
 
     bandwidth: str = "multi"
+    #: Splits of a target folder's split null band (benchmarks only: a run no longer splits a folder
+    #: for its stop rule, which cannot judge one parameter set against an i.i.d. folder).
     noise_floor_splits: int = 50
     permutations: int = 500
     #: Fresh, independently seeded images the final recommendation is re-scored on (0: off).
     fresh_images: int = 12
-    #: Simulated null pools rendered at iteration 0 for the noise floor (simulated targets).
-    null_draws: int = 40
+    #: Simulated real parameter sets rendered at iteration 0 for the noise floor (simulated
+    #: targets); the stop rule takes its threshold from them only when there are >= 200.
+    null_draws: int = 200
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,9 @@ class ExperimentConfig:
     convergence_threshold: float = 0.05
     early_stop_patience: int = 3
     stop_at_noise_floor: bool = True
+    #: An equivalence margin on the recommendation's fresh MMD²: a stop needs two independent
+    #: fresh samples at or below it (``None``: the threshold comes from the null draws).
+    stop_margin: float | None = None
     calibrate: bool = True
     optimizer: str = "botorch"
     acquisition_function: str = "ei"
@@ -474,6 +480,7 @@ def config_from_dict(
         convergence_threshold=r.number("convergence_threshold", low=-1e9),
         early_stop_patience=r.integer("early_stop_patience", low=1, high=100_000),
         stop_at_noise_floor=r.boolean("stop_at_noise_floor"),
+        stop_margin=r.number("stop_margin", low=-2.0, high=2.0),
         calibrate=r.boolean("calibrate"),
         optimizer=r.choice("optimizer", OPTIMIZERS),
         acquisition_function=r.choice("acquisition_function", ACQUISITIONS),

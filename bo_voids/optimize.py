@@ -124,26 +124,31 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_summary(summary: Any, config: Any = None) -> str:
-    """A human-readable end-of-run summary.
+    """A human-readable end-of-run summary: the answer (verdict, ψ) first, then the details.
 
     Args:
         summary: The run's :class:`~bo_voids.pipeline.RunSummary`.
         config: Its config (names the model's ranking score; default: the composite GP's).
     """
+    from bo_voids.answer import answer_lines, verdict_warning
+
     lines = [
         "",
         f"Finished: {summary.iterations_completed} iteration(s); stopped because "
         f"{summary.stop_reason or 'the run ended'}.",
         f"Embedder: {summary.embedder.get('name')} ({summary.embedder.get('fingerprint')})",
     ]
-    nf = summary.noise_floor
+    calibration = getattr(summary, "calibration", None)
+    if calibration:
+        lines += answer_lines(calibration)
     if summary.scores:
         last = summary.scores[-1]
         lines.append(
-            f"Distribution similarity (top-k pooled MMD²): {last.distribution_similarity:.4f}; "
-            f"real-set noise floor {nf.get('mean', float('nan')):.4f} "
-            f"± {nf.get('std', float('nan')):.4f}"
+            f"Distribution similarity (top-k pooled MMD²): {last.distribution_similarity:.4f}"
         )
+        threshold = last.stop_threshold or summary.noise_floor.get("stop_threshold")
+        if threshold:
+            lines.append(f"Stop rule: {threshold.get('description')}")
     rec = summary.scores[-1].recommendation if summary.scores else None
     if rec is not None:
         first = next((s.recommendation for s in summary.scores if s.recommendation), rec)
@@ -175,6 +180,9 @@ def format_summary(summary: Any, config: Any = None) -> str:
         "Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if isinstance(v, float))
     )
     lines.append(f"Outputs: {summary.experiment_dir} (history.csv, plots/, report.html)")
+    warning = verdict_warning(calibration) if calibration else None
+    if warning:
+        lines.append(warning)
     return "\n".join(lines)
 
 

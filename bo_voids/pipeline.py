@@ -17,7 +17,8 @@ Each iteration ``k`` runs the same six steps (:meth:`OptimizationPipeline.step`)
 4. **persist** — the iteration folder (images, embeddings, metadata, scores, the proposal and the
    model's warm-start state) is written atomically, then ``history.csv`` and the manifest;
 5. **callbacks** — plots (and any caller's callbacks) get an :class:`IterationEvent`;
-6. **check** — :func:`stop_reason` decides whether to stop.
+6. **check** — :func:`~bo_voids.statistics.stop_rule.stop_reason` decides whether to stop (a
+   candidate stop is confirmed on a second fresh sample first).
 
 The optimiser is stateless (proposals derive from the observations, the seed of the iteration
 and the persisted warm-start state), so a resumed experiment proposes exactly what the
@@ -59,7 +60,6 @@ from bo_voids.failure_policy import (
     evaluate_isolating_failures,
 )
 from bo_voids.generation.voids import save_png
-from bo_voids.metrics import NullBand, null_band_from_statistics, split_null_band
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
@@ -86,6 +86,15 @@ from bo_voids.state import (
     atomic_save_npy,
     atomic_write_json,
 )
+from bo_voids.statistics import NullBand, null_band_from_statistics
+from bo_voids.statistics.stop_rule import (
+    StopThreshold,
+    cannot_judge,
+    is_candidate,
+    stop_reason,
+    threshold_from_margin,
+    threshold_from_null,
+)
 from bo_voids.targets import TargetImages, embed_targets, load_targets
 from bo_voids.warm_start import check_warm_start, warm_start_images
 
@@ -98,57 +107,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def stop_reason(
-    scores: Sequence[RunScores], config: ExperimentConfig, max_iterations: int
-) -> str | None:
-    """Why the run should stop after the iterations scored so far, or ``None`` to go on.
-
-    Stops when the distribution similarity is below ``convergence_threshold``; when the
-    recommendation's fresh MMD² is below ``noise_floor_q05``, the 5th percentile of what one
-    parameter set drawn from the targets' own population scores on as many fresh images (the
-    recommendation is then closer to the targets than 95 % of real parameter sets are: a real
-    set's own score is a wide distribution, so "inside the band" would hold from the start);
-    when the distribution similarity has not improved for ``early_stop_patience`` iterations;
-    or at ``max_iterations``.
-    Iteration 0 alone is the initial design, never a convergence point.
-
-    Args:
-        scores: The run-level scores of every completed iteration.
-        config: The experiment config.
-        max_iterations: The iteration budget.
-
-    Returns:
-        The reason, or ``None``.
-    """
-    if not scores:
-        return None
-    done = len(scores) - 1
-    if done >= 1:
-        last = scores[-1].distribution_similarity
-        if last < config.convergence_threshold:
-            return (
-                f"converged: distribution similarity {last:.4f} < threshold "
-                f"{config.convergence_threshold}"
-            )
-        q05 = scores[-1].noise_floor_q05
-        fresh = scores[-1].fresh_mmd2
-        if config.stop_at_noise_floor and math.isfinite(q05) and fresh <= q05:
-            return (
-                f"below the noise floor: the recommendation's fresh MMD² {fresh:.4f} <= "
-                f"{q05:.4f}, closer to the targets than 95 % of real parameter sets are"
-            )
-        values = [s.distribution_similarity for s in scores]
-        best_at = int(np.nanargmin(values)) if np.isfinite(values).any() else 0
-        if len(values) - 1 - best_at >= config.early_stop_patience:
-            return (
-                f"no improvement for {config.early_stop_patience} iterations (best "
-                f"{values[best_at]:.4f} at iteration {best_at})"
-            )
-    if done >= max_iterations:
-        return f"reached max_iterations ({max_iterations})"
-    return None
 
 
 class OptimizationPipeline:
@@ -204,9 +162,10 @@ class OptimizationPipeline:
         self.scores: list[RunScores] = []
         self.book: ScoreBook | None = None
         self.proposal: Proposal | None = None
-        self.noise_floor: dict[str, float] = {}
+        self.noise_floor: dict[str, Any] = {}
         self.timings: dict[str, float] = {"render": 0.0, "embed": 0.0, "propose": 0.0, "write": 0.0}
         self.stop_reason = ""
+        self.calibration: dict[str, Any] | None = None
         self.evaluator: Evaluator | None = None
         self._executor = executor
         self._owns_executor = executor is None
@@ -378,6 +337,19 @@ class OptimizationPipeline:
             iteration=k,
             n_images=n,
         )
+        confirm = None
+        if self.config.stop_at_noise_floor and is_candidate(self.stop_threshold, fresh):
+            # a candidate stop is confirmed on a second, independently seeded sample; the
+            # first one was looked at and is biased low if the rule stops on it
+            confirm = fresh_mmd2(
+                lambda tasks: self._evaluate(tasks)[0],
+                self.book.scorer,
+                rec["params"],
+                seed=self.config.seed,
+                iteration=k,
+                n_images=n,
+                stream="confirm",
+            )
         return FreshScore(
             uid=rec["uid"],
             params=dict(rec["params"]),
@@ -386,6 +358,8 @@ class OptimizationPipeline:
             fresh_mmd2=fresh,
             fresh_images=n,
             fresh_seed_stream=("fresh", k),
+            confirm_mmd2=confirm,
+            confirm_seed_stream=("confirm", k) if confirm is not None else (),
         )
 
     def _run_scores(self, k: int, scores: RunScores) -> RunScores:
@@ -396,6 +370,7 @@ class OptimizationPipeline:
             noise_floor_q95=float(self.noise_floor.get("q95", math.nan)),
             noise_floor=dict(self.noise_floor) if k == 0 else None,
             scorer=self.book.scorer.to_dict() if k == 0 else None,
+            stop_threshold=self.stop_threshold.to_dict(),
         )
 
     def _persist(
@@ -628,43 +603,53 @@ class OptimizationPipeline:
         if not self.noise_floor:
             self.noise_floor = self._noise_floor()
 
+    @property
+    def stop_threshold(self) -> StopThreshold:
+        """The stop rule's threshold: the user's margin, else from the null band's draws."""
+        if self.config.stop_margin is not None:
+            return threshold_from_margin(self.config.stop_margin)
+        return StopThreshold.from_dict(self.noise_floor.get("stop_threshold"))
+
     def _noise_floor(self) -> dict[str, Any]:
         """The null band of the recommendation's fresh score: one real set × ``fresh_images``.
 
         The recommendation's fresh MMD² (one parameter set, ``metric.fresh_images`` new images)
         is judged against what *one parameter set drawn from the targets' own population*
-        scores: inside the band, the recommendation is as close to the targets as a real set is.
-        (The pooled similarity of the best sets is selected to be low, so no fresh-sample band
-        applies to it.) With simulated targets the band is the exact null by simulation,
-        ``metric.null_draws`` fresh sets from the targets' parameter distribution (independent
-        seeds), each scored against the targets; with a target folder, pseudo-samples are split
-        off the targets (whole clusters, or images for an iid folder). A band that cannot be
-        computed (too few targets, ``fresh_images`` < 2) has NaN values and a ``reason``; the
-        stop rule then ignores it.
+        scores: ``metric.null_draws`` fresh sets from the targets' parameter distribution
+        (independent seeds), each scored against the targets. The stop threshold is taken from
+        these draws (:func:`~bo_voids.statistics.stop_rule.threshold_from_null`) and stored in
+        the band as ``stop_threshold``. With a folder of real images there is no such null
+        (each real image is its own draw of the process, and the population is unknown), so the
+        band is empty and says the rule cannot judge.
         """
         assert self.book is not None
         cfg = self.config
         n_sets, n_reps = 1, max(cfg.metric.fresh_images, 2)
         t0 = time.perf_counter()
         if cfg.target_image_dir is None:
-            band = self._simulated_null_band(n_sets, n_reps)
-        else:
-            groups = self.book.target_groups
-            band = split_null_band(
-                self.book.targets,
-                None if len(set(groups.tolist())) == len(groups) else groups,
-                n_sets,
-                n_reps,
-                scorer=self.book.scorer,
-                n_splits=cfg.metric.noise_floor_splits,
-                random_state=rng(cfg.seed, "split"),
+            stats = self._simulated_null_draws(n_sets, n_reps)
+            band = null_band_from_statistics(
+                stats, n_sets=n_sets, n_reps=n_reps, n_reference=len(self.book.targets)
             )
+            threshold = threshold_from_null(stats)
+        else:
+            reason = (
+                "the targets are a folder of real images: one parameter set's renders have no "
+                "valid null against an i.i.d. folder (use stop_margin for an equivalence stop)"
+            )
+            band = null_band_from_statistics(
+                [], n_sets=n_sets, n_reps=n_reps, n_reference=len(self.book.targets)
+            )
+            band = NullBand.from_dict({**band.to_dict(), "reason": reason})
+            threshold = cannot_judge(reason)
         self.timings["null_band"] = time.perf_counter() - t0
         if not band.available:
-            logger.warning("no noise floor: %s", band.reason)
-        return band.to_dict()
+            logger.info("no noise floor: %s", band.reason)
+        if cfg.stop_at_noise_floor and cfg.stop_margin is None and not threshold.available:
+            logger.warning("%s", threshold.description)
+        return {**band.to_dict(), "stop_threshold": threshold.to_dict()}
 
-    def _simulated_null_band(self, n_sets: int, n_reps: int) -> NullBand:
+    def _simulated_null_draws(self, n_sets: int, n_reps: int) -> list[float]:
         assert self.book is not None
         cfg = self.config
         tasks, owner = [], {}
@@ -678,14 +663,11 @@ class OptimizationPipeline:
         by_draw: dict[int, list[np.ndarray]] = {}
         for res in results:
             by_draw.setdefault(owner[res.task.param_set_id], []).append(res.embeddings)
-        stats = [
+        return [
             float(self.book.scorer.score(np.concatenate(parts)))
             for d, parts in sorted(by_draw.items())
             if len(parts) == n_sets
         ]
-        return null_band_from_statistics(
-            stats, n_sets=n_sets, n_reps=n_reps, n_reference=len(self.book.targets)
-        )
 
     # ---- private: derived files, plots, the end ----------------------------------------------
 
@@ -734,6 +716,7 @@ class OptimizationPipeline:
             from bo_voids.calibration import calibrate_experiment
 
             result = calibrate_experiment(self.store.root, evaluator=self.evaluator)
+            self.calibration = result
             implied = result.get("validation", {}).get("implied", {})
             if implied:
                 self.log(
@@ -780,13 +763,22 @@ class OptimizationPipeline:
             noise_floor=self.noise_floor,
             embedder=self.embedder_info,
             timings=dict(self.timings),
+            calibration=self.calibration,
         )
 
 
 def _status_line(s: RunScores) -> str:
+    rec = s.recommendation
+    threshold = StopThreshold.from_dict(s.stop_threshold)
+    if threshold.available:
+        stop = f"stop threshold {threshold.value:.4f} ({threshold.source})"
+        if rec is not None and rec.confirm_mmd2 is not None:
+            stop += f", confirmation sample {rec.confirm_mmd2:.4f}"
+    else:
+        stop = "the stop rule cannot judge"
     return (
         f"best {s.best_param_set_id} (MMD² {s.best_mmd2:.4f} in sample, {s.fresh_mmd2:.4f} on "
         f"fresh images, {s.ranking} ranking), "
-        f"pooled similarity {s.distribution_similarity:.4f}; one real set scores below "
-        f"{s.noise_floor_q05:.4f} 5 % of the time; ε-share {s.epsilon_ball_share:.2f}"
+        f"pooled similarity {s.distribution_similarity:.4f}; {stop}; "
+        f"ε-share {s.epsilon_ball_share:.2f}"
     )

@@ -43,6 +43,7 @@ from bo_voids._html import num as _num
 from bo_voids._html import pct as _pct
 from bo_voids._html import seconds as _seconds
 from bo_voids._html import table as _table
+from bo_voids.answer import answer_lines
 from bo_voids.cli import ExitCode
 from bo_voids.config import PARAMETER_NAMES
 from bo_voids.exceptions import BoVoidsError
@@ -53,6 +54,7 @@ from bo_voids.state import (
     ExperimentStore,
     atomic_write_text,
     load_experiment,
+    read_json,
     utc_timestamp,
 )
 
@@ -215,6 +217,7 @@ def build_report_html(
         f"<title>bo_voids report — {_e(name)}</title>",
         f"<style>{_CSS}</style></head><body><main>",
         _header(run, name, max_iterations),
+        _answer_section(run),
         _best_section(run),
         _convergence_section(run),
         _plots_section(run, figures),
@@ -431,6 +434,29 @@ def _optimizer_label(run: ExperimentRun) -> str:
     if cfg.optimizer == "botorch":
         return f"botorch ({cfg.acquisition_function}, {cfg.bo.surrogate} GP)"
     return str(cfg.optimizer)
+
+
+def _answer_section(run: ExperimentRun) -> str:
+    """The answer first: the verdict, what is off, ψ with intervals, and the stop rule used."""
+    lines: list[str] = []
+    warn = False
+    path = run.root / CALIBRATION_FILE
+    if path.exists():
+        try:
+            data = read_json(path)
+        except BoVoidsError:
+            data = None
+        if isinstance(data, Mapping):
+            lines = answer_lines(data)
+            warn = (data.get("verdict") or {}).get("reproduces") is False
+    threshold = run.iterations[-1].scores.stop_threshold if run.iterations else None
+    if isinstance(threshold, Mapping):
+        lines.append(f"Stop rule: {threshold.get('description')}")
+    if not lines:
+        return ""
+    style = ' style="border-left:4px solid #c0392b;padding-left:8px"' if warn else ""
+    body = "<br>".join(_e(x).replace("  ", "&nbsp;&nbsp;") for x in lines)
+    return f"<h2>The answer</h2><p{style}>{body}</p>"
 
 
 def _best_section(run: ExperimentRun) -> str:

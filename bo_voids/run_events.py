@@ -27,6 +27,8 @@ class RunSummary:
     noise_floor: dict[str, float]
     embedder: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``calibration.json`` when the run calibrated (the verdict and ψ lead the summary).
+    calibration: dict[str, Any] | None = None
 
     @property
     def best(self) -> RankedSet | dict[str, Any]:

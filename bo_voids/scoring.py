@@ -261,6 +261,10 @@ class FreshScore:
         fresh_mmd2: MMD² of ``fresh_images`` new images of it against the targets.
         fresh_images: How many fresh images.
         fresh_seed_stream: The seed stream the fresh images were drawn from.
+        confirm_mmd2: MMD² of a second, independently seeded fresh sample, rendered only when
+            the first made a candidate stop (``None`` otherwise; see
+            :mod:`bo_voids.statistics.stop_rule`).
+        confirm_seed_stream: Its seed stream.
     """
 
     uid: str
@@ -270,6 +274,8 @@ class FreshScore:
     fresh_mmd2: float
     fresh_images: int
     fresh_seed_stream: tuple[Any, ...] = ()
+    confirm_mmd2: float | None = None
+    confirm_seed_stream: tuple[Any, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``recommendation`` of ``scores.json``)."""
@@ -281,6 +287,14 @@ class FreshScore:
             "fresh_mmd2": self.fresh_mmd2,
             "fresh_images": self.fresh_images,
             "fresh_seed_stream": list(self.fresh_seed_stream),
+            **(
+                {
+                    "confirm_mmd2": self.confirm_mmd2,
+                    "confirm_seed_stream": list(self.confirm_seed_stream),
+                }
+                if self.confirm_mmd2 is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -294,6 +308,8 @@ class FreshScore:
             fresh_mmd2=_float(d.get("fresh_mmd2")),
             fresh_images=int(d.get("fresh_images") or 0),
             fresh_seed_stream=tuple(d.get("fresh_seed_stream") or ()),
+            confirm_mmd2=None if d.get("confirm_mmd2") is None else _float(d["confirm_mmd2"]),
+            confirm_seed_stream=tuple(d.get("confirm_seed_stream") or ()),
         )
 
 
@@ -329,6 +345,8 @@ class RunScores:
         recommendation: The recommendation's fresh score (``None``: not rendered).
         noise_floor: The whole null band record (iteration 0 only).
         scorer: The fitted MMD scorer's settings (iteration 0 only).
+        stop_threshold: The stop rule's threshold record
+            (:class:`~bo_voids.statistics.stop_rule.StopThreshold`), as the rule used it.
         extra: Keys this version does not know, kept so a file round-trips unchanged.
     """
 
@@ -349,6 +367,7 @@ class RunScores:
     recommendation: FreshScore | None = None
     noise_floor: dict[str, Any] | None = None
     scorer: dict[str, Any] | None = None
+    stop_threshold: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -428,6 +447,8 @@ class RunScores:
             out["noise_floor"] = dict(self.noise_floor)
         if self.scorer is not None:
             out["scorer"] = dict(self.scorer)
+        if self.stop_threshold is not None:
+            out["stop_threshold"] = dict(self.stop_threshold)
         out.update(self.extra)
         return out
 
@@ -454,6 +475,7 @@ class RunScores:
             recommendation=FreshScore.from_dict(rec) if isinstance(rec, Mapping) else None,
             noise_floor=_mapping(d.get("noise_floor")),
             scorer=_mapping(d.get("scorer")),
+            stop_threshold=_mapping(d.get("stop_threshold")),
             extra={k: v for k, v in d.items() if k not in known},
         )
 

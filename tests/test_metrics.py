@@ -9,25 +9,29 @@ from bo_voids.exceptions import BoVoidsError, StateError
 from bo_voids.metrics import (
     MULTI_BANDWIDTH_MULTIPLIERS,
     MMDScorer,
-    NullBand,
-    PermutationResult,
     epsilon_ball_share,
     epsilon_from_real,
     kid,
     median_bandwidth,
     mmd2,
     nearest_real_distances,
-    null_band_from_statistics,
-    null_variance_factor,
     pairwise_sq_dists,
     per_set_mmd2,
-    permutation_test,
     pooled_mmd2,
     rbf_kernel,
     resolve_bandwidths,
-    split_null_band,
 )
 from bo_voids.seeding import rng
+from bo_voids.statistics import (
+    NullBand,
+    PermutationResult,
+    half_split_noise_floor,
+    null_band_from_statistics,
+    null_variance_factor,
+    permutation_test,
+    rescale_noise_floor,
+    split_null_band,
+)
 
 
 def _gauss(seed: int, n: int, d: int, shift: float = 0.0) -> np.ndarray:
@@ -365,7 +369,7 @@ def test_cluster_split_band_covers_fresh_null_draws() -> None:
         band = split_null_band(T, groups, SETS, REPS, scorer=scorer, random_state=i)
         x = scorer.score(_clustered(g))
         exceed += x > band.q95
-        exceed_old += x > scorer.noise_floor(n_splits=50, random_state=i)["q95"]
+        exceed_old += x > half_split_noise_floor(scorer, n_splits=50, random_state=i)["q95"]
     assert band.scheme == "cluster-split" and band.split == (5, 10)
     assert band.n_distinct == 3003 and band.n_draws == 200 and band.sibling_excess > 0
     assert 0.02 <= exceed / draws <= 0.09
@@ -502,15 +506,17 @@ def test_scorer_bandwidths_do_not_depend_on_scored_set() -> None:
 
 def test_scorer_noise_floor() -> None:
     scorer = MMDScorer().fit(_gauss(25, 16, 10))
-    nf = scorer.noise_floor(n_splits=50, random_state=0)
+    nf = half_split_noise_floor(scorer, n_splits=50, random_state=0)
     assert set(nf) >= {"mean", "std", "q05", "q95", "n_splits"}
     assert nf["n_splits"] == 50 and nf["half_size"] == 8
     assert all(np.isfinite(nf[k]) for k in ("mean", "std", "q05", "q95"))
     assert nf["std"] > 0 and nf["q95"] > 0 and nf["q05"] < nf["q95"]
     assert abs(nf["mean"]) < nf["std"]  # unbiased: ~0 in expectation over splits
-    assert scorer.noise_floor(n_splits=50, random_state=0) == nf
-    assert scorer.noise_floor(n_splits=50, random_state=1) != nf
-    biased = MMDScorer(unbiased=False).fit(_gauss(25, 16, 10)).noise_floor()
+    assert half_split_noise_floor(scorer, n_splits=50, random_state=0) == nf
+    assert half_split_noise_floor(scorer, n_splits=50, random_state=1) != nf
+    biased = half_split_noise_floor(
+        MMDScorer(unbiased=False).fit(_gauss(25, 16, 10)),
+    )
     assert biased["mean"] > 0
 
 
@@ -580,14 +586,13 @@ def test_multi_bandwidth_kernel_matches_direct_exponentials() -> None:
 
 def test_rescaled_noise_floor_matches_direct_null_spread() -> None:
     """The half-split floor rescaled to n vs m tracks the null spread measured at n vs m."""
-    from bo_voids.metrics import MMDScorer, mmd2, rescale_noise_floor
 
     rng = np.random.default_rng(0)
     direct, scaled = [], []
     for _ in range(30):
         targets = rng.normal(size=(16, 4))
         scorer = MMDScorer("multi").fit(targets)
-        floor = scorer.noise_floor(n_splits=60, random_state=1)
+        floor = half_split_noise_floor(scorer, n_splits=60, random_state=1)
         scaled.append(rescale_noise_floor(floor, 15, 16)["std"])
         bw = scorer.bandwidths_
         direct.append(mmd2(rng.normal(size=(15, 4)), targets, bandwidth=list(bw)))

@@ -72,6 +72,7 @@ from .population import (
     PopulationPlan,
     build_emulator,
     plan_population,
+    population_verdict,
     score_population,
     write_marginals_plot,
 )
@@ -94,7 +95,6 @@ from .validate import (
     render_requests,
     score_held_out,
     score_sample,
-    stratified_permutation_test,
     target_folds,
     validate_distribution,
     validate_param_sets,
@@ -128,7 +128,6 @@ __all__ = [
     "point_distribution",
     "score_population",
     "std_correction_factor",
-    "stratified_permutation_test",
     "target_folds",
     "validate_distribution",
     "validate_param_sets",
@@ -268,6 +267,13 @@ def calibrate_experiment(
     implied = val["implied"]
     result: dict[str, Any] = {
         "version": CALIBRATION_VERSION,
+        # the answer first: filled in below once the population is validated
+        "verdict": {
+            "reproduces": None,
+            "headline": "Cannot judge whether the generator reproduces these images: "
+            f"no population fit ({pop_error}).",
+            "what_is_off": [],
+        },
         "created": utc_timestamp(),
         "experiment_name": cfg.experiment_name,
         "experiment_status": run.manifest.get("status"),
@@ -350,6 +356,8 @@ def calibrate_experiment(
         )
         if result["errors"] is not None and result["population"]["errors"] is not None:
             result["errors"]["population"] = result["population"]["errors"]["nominal"]
+        verdict = population_verdict(ctx, pop_plan, rendered, result["population"])
+        result["verdict"] = verdict.to_dict()
         try:
             result["surrogate_cv"] = surrogate_cross_validation(pop_plan.emulator, seed=seed)
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:

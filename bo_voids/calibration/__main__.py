@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bo_voids.answer import answer_lines, verdict_warning
 from bo_voids.exceptions import BoVoidsError, StateError, UserInputError
 
 EXIT_OK = 0
@@ -118,6 +119,7 @@ def format_result(result: dict[str, Any], path: Path) -> str:
     val = result["validation"]
     std = result["implied_std"]
     lines = [
+        *answer_lines(result),
         f"mixture fit: {mix['n_components']} component(s) of {mix['n_candidates']} evaluated sets "
         f"(its objective, MMD² {mix['objective_mmd2']:.4f}, is on the evaluated images it was "
         f"fitted to; {mix['solver']['same_seed_pairs_dropped']} same-seed cross pairs dropped)",
@@ -261,6 +263,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.c
         return EXIT_FAILURE
     path = args.out or root / CALIBRATION_FILE
     print(path if args.quiet else format_result(result, path))
+    warning = verdict_warning(result)
+    if warning:
+        print(warning)
     return EXIT_OK
 
 

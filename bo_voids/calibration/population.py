@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 
 from bo_voids._io import atomic_write_bytes
+from bo_voids.config import NumericBounds
 from bo_voids.exceptions import StateError
-from bo_voids.metrics import NullBand
 from bo_voids.optimizers.composite_gp import CompositeGPOptimizer, Emulator
 from bo_voids.scoring import ObservationSet
 from bo_voids.seeding import derive_seed, rng
+from bo_voids.statistics import NullBand
+from bo_voids.statistics.verdict import Verdict, bound_notes, make_verdict, summary_checks
 from bo_voids.surrogates.population import (
     PopulationFit,
     PopulationModel,
@@ -64,6 +66,7 @@ __all__ = [
     "PopulationPlan",
     "build_emulator",
     "plan_population",
+    "population_verdict",
     "score_population",
     "write_marginals_plot",
 ]
@@ -86,6 +89,8 @@ class PopulationOptions:
         level: Central probability of the intervals.
         interval_draws: ψ draws behind the intervals.
         fold_draws: QMC draws of each held-out fold's refit (cheaper than the main fit).
+        interval_method: ``"laplace"`` or ``"bootstrap"``
+            (:func:`~bo_voids.surrogates.population.population_intervals`).
     """
 
     n_draws: int = 128
@@ -94,6 +99,7 @@ class PopulationOptions:
     level: float = 0.9
     interval_draws: int = 400
     fold_draws: int = 64
+    interval_method: str = "laplace"
 
 
 @dataclass
@@ -225,6 +231,7 @@ def plan_population(
         n_draws=opts.interval_draws,
         level=opts.level,
         seed=derive_seed(seed, SEED_STREAM, "population", "intervals"),
+        method=opts.interval_method,
     )
     reps = context.design.cluster_size
     draws = context.space.sample(
@@ -331,7 +338,12 @@ def score_population(
         "intervals": fit.intervals,
         "interval_level": fit.info.get("level"),
         "interval_method": (
-            f"Laplace approximation around the mode of each of {fit.info.get('n_paths', 0)} "
+            (
+                "Laplace approximation"
+                if fit.info.get("interval_method", "laplace") == "laplace"
+                else "one-step Bayesian bootstrap over the target clusters"
+            )
+            + f" around the mode of each of {fit.info.get('n_paths', 0)} "
             "surrogate sample paths (and the posterior mean), quantiles of "
             f"{fit.info.get('n_interval_draws', 0)} draws"
         ),
@@ -360,6 +372,55 @@ def score_population(
     if context.config.target_image_dir is None:
         section["truth"], section["errors"], section["coverage"] = _truth_figures(context, fit)
     return section
+
+
+def population_verdict(
+    context: CalibrationContext,
+    plan: PopulationPlan,
+    rendered: Mapping[str, Rendered],
+    section: Mapping[str, Any],
+) -> Verdict:
+    """Can the generator reproduce the targets? The held-out test of ψ, checks, bounds.
+
+    The decision is the held-out test of ``section`` (fresh images of ψ refitted without each
+    fold against that fold); the posterior predictive checks compare the summaries of the
+    targets with those of the in-sample ψ sample (:mod:`bo_voids.statistics.verdict`).
+
+    Args:
+        context: From :meth:`CalibrationContext.from_run`.
+        plan: From :func:`plan_population`.
+        rendered: The renders of ``plan.requests``.
+        section: The ``population`` section from :func:`score_population`.
+
+    Returns:
+        The :class:`~bo_voids.statistics.verdict.Verdict`.
+    """
+    held = section["validation"]["held_out"]
+    smap = plan.emulator.summary_map
+    sample = rendered[IN_SAMPLE_LABEL]
+    checks = summary_checks(
+        smap.transform(context.targets),
+        smap.transform(sample.embeddings),
+        smap.names,
+        real_groups=context.design.test_groups,
+        generated_groups=sample.groups if sample.replications > 1 else None,
+    )
+    bounds = {
+        name: (float(b.low), float(b.high))
+        for name, b in context.config.param_bounds.items()
+        if isinstance(b, NumericBounds)
+    }
+    notes = bound_notes(plan.fit.psi.means, bounds)
+    if held.get("available") and held.get("p_value") is not None:
+        test = (
+            f"{held['scheme']}: fresh images of the population refitted without each fold "
+            f"against that fold, {held['test']['scheme']}-level permutation test"
+        )
+        p_value = float(held["p_value"])
+    else:
+        test = f"no held-out test ({held.get('reason') or 'the targets allow no split'})"
+        p_value = None
+    return make_verdict(p_value, test=test, checks=checks, bound_messages=notes)
 
 
 def _truth_figures(

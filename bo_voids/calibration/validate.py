@@ -16,13 +16,15 @@ the run's fixed kernel and embedder (fingerprint checked).
   clusters (images for an iid folder) are split into K folds (leave-one-cluster-out when there
   are at most ``folds`` clusters); for each fold the mixture is refitted on the other folds, a
   fresh sample of its implied distribution is scored against the held-out fold, and the figure
-  is the mean over folds. Its test is :func:`stratified_permutation_test` (units relabelled only
-  within a fold, so a fold's fresh sample is compared only with the targets its fit never saw).
+  is the mean over folds. Its test is
+  :func:`~bo_voids.statistics.stratified_permutation_test` (units relabelled only within a
+  fold, so a fold's fresh sample is compared only with the targets its fit never saw).
   The kernel bandwidths stay the run's (set from all targets): a scale, not a fit to them.
 * **Null band** (the "noise floor" a figure is compared with, always for the size and shape of
   the sample judged): with simulated targets, fresh draws of the config's real distribution
-  (:func:`render_null_pool`, :func:`pool_null_band`) scored exactly as the judged sample is;
-  with a target folder, :func:`~bo_voids.metrics.split_null_band` for the in-sample figure and
+  (:func:`render_null_pool`, :func:`~bo_voids.statistics.pool_null_band`) scored exactly as
+  the judged sample is;
+  with a target folder, :func:`~bo_voids.statistics.split_null_band` for the in-sample figure and
   the held-out test's own permutation distribution for the held-out one.
 """
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,24 +40,21 @@ import numpy as np
 
 from bo_voids.config import ExperimentConfig
 from bo_voids.exceptions import CalibrationError
-from bo_voids.metrics import (
-    MMDScorer,
-    NullBand,
-    PermutationResult,
-    _all_splits,
-    _generator,
-    _random_splits,
-    _split_mmd2,
-    _units,
-    null_band_from_statistics,
-    permutation_test,
-    rbf_kernel,
-    split_null_band,
-)
+from bo_voids.metrics import MMDScorer
 from bo_voids.scoring import TARGET_TYPES, Observation, score_book_from_iterations
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.state import ExperimentRun, load_experiment
+from bo_voids.statistics import (
+    POOL_NULL_DRAWS,
+    NullBand,
+    PermutationResult,
+    null_band_from_statistics,
+    permutation_test,
+    pool_null_band,
+    split_null_band,
+    stratified_permutation_test,
+)
 
 from .distribution import (
     effective_sample_size,
@@ -84,12 +83,10 @@ __all__ = [
     "fit_implied",
     "in_sample_band",
     "plan_held_out",
-    "pool_null_band",
     "render_null_pool",
     "render_requests",
     "score_held_out",
     "score_sample",
-    "stratified_permutation_test",
     "target_folds",
     "validate_distribution",
     "validate_param_sets",
@@ -101,12 +98,9 @@ VALIDATION_ITERATION = -1
 #: Seed stream of every fresh render and draw of the calibration.
 SEED_STREAM = "calibration"
 #: Null statistics drawn from a rendered null pool.
-NULL_DRAWS = 400
+NULL_DRAWS = POOL_NULL_DRAWS
 #: Split-band splits for a target folder (cheap: kernel algebra on the targets only).
 SPLIT_BAND_SPLITS = 200
-#: Largest number of split combinations a stratified test enumerates exactly (the combined
-#: statistics are sums of per-fold vectors, so this costs memory, not kernel work).
-EXACT_PRODUCT_LIMIT = 200_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,110 +568,6 @@ def render_null_pool(context: CalibrationContext, n_sets: int, seed: int) -> Ren
     return RenderRequest("null_pool", tuple(draws), context.design.cluster_size)
 
 
-class _PoolKernel:
-    """Kernel sums of a null pool, so the MMD² of any subset of its sets is a few dot products."""
-
-    def __init__(self, pool: Rendered, scorer: MMDScorer) -> None:
-        assert scorer.bandwidths_ is not None
-        self.bw = tuple(scorer.bandwidths_)
-        self.unbiased = scorer.unbiased
-        self.Z = pool.embeddings
-        n_sets = len(pool.param_sets)
-        self.G = np.zeros((len(self.Z), n_sets))
-        self.G[np.arange(len(self.Z)), pool.groups] = 1.0
-        K = rbf_kernel(self.Z, None, self.bw)
-        if self.unbiased:
-            np.fill_diagonal(K, 0.0)
-        self.S = self.G.T @ K @ self.G
-        self.sizes = self.G.sum(axis=0)
-
-    def statistics(self, A: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        """MMD² of each row's subset of pool sets (``A``: ``(D, n_sets)`` 0/1) vs ``reference``."""
-        m = reference.shape[0]
-        B = self.G.T @ rbf_kernel(self.Z, reference, self.bw).sum(axis=1)
-        Ktt = rbf_kernel(reference, None, self.bw)
-        n = A @ self.sizes
-        xx = np.einsum("di,ij,dj->d", A, self.S, A)
-        if self.unbiased:
-            xx = xx / (n * (n - 1.0))
-            tt = float((Ktt.sum() - np.trace(Ktt)) / (m * (m - 1.0)))
-        else:
-            xx = xx / n**2
-            tt = float(Ktt.mean())
-        return xx - 2.0 * (A @ B) / (n * m) + tt
-
-
-def _subset_rows(gen: np.random.Generator, n_pool: int, k: int, count: int) -> np.ndarray:
-    idx = np.argsort(gen.random((count, n_pool)), axis=1)[:, :k]
-    A = np.zeros((count, n_pool))
-    np.put_along_axis(A, idx, 1.0, axis=1)
-    return A
-
-
-def pool_null_band(
-    pool: Rendered,
-    references: Sequence[np.ndarray],
-    n_sets: int,
-    scorer: MMDScorer,
-    *,
-    n_draws: int = NULL_DRAWS,
-    random_state: int | np.random.Generator | None = 0,
-) -> NullBand:
-    """The simulated null band of a (mean over folds of) MMD² from a rendered null pool.
-
-    Each null draw takes, for every reference (the targets; or each held-out fold), ``n_sets``
-    distinct sets of the pool at random and scores them against it with the run's kernel; the
-    draw's statistic is the mean over references — exactly how the judged figure is formed.
-    Every pool set is an independent draw of the targets' process, so each draw is a draw of
-    the null, but draws share pool sets. Two finite-pool effects follow and are corrected by
-    scaling every draw's deviation from the draws' mean by
-    ``f = sqrt((N - 1) / (N - n) · (1 + n / N))`` (``N`` pool sets, ``n = n_sets``; stored as
-    the band's ``scale``): subsets drawn without replacement vary less than fresh samples (the
-    finite-population factor ``(N - n) / (N - 1)``), and the draws' centre is itself the pool's
-    estimate, off by about ``1 / N`` of a set's variance where a judged sample's spread is
-    ``1 / n`` of it (so the band is a prediction band for one fresh sample). Measured on a
-    Gaussian cluster model (5 target clusters × 3, judged 5 × 3, 1,000 judged draws), the share
-    of true-null samples above q95 was 0.092 uncorrected and 0.044 corrected with a 16-set pool
-    (0.078 / 0.056 with 32 sets); for the held-out mean over 5 folds 0.074 / 0.043.
-
-    Args:
-        pool: The rendered null pool (:func:`render_null_pool`).
-        references: The target arrays the judged sample is scored against (one for the
-            in-sample figure, one per fold for the held-out one).
-        n_sets: Sets per draw and reference (the judged sample's).
-        scorer: The run's scorer (bandwidths, U- or V-statistic).
-        n_draws: Null draws.
-        random_state: Seed, generator or ``None``.
-
-    Returns:
-        The :class:`NullBand` (scheme ``"simulated"``; NaN with a ``reason`` if the pool is too
-        small).
-    """
-    n_pool = len(pool.param_sets)
-    reps = pool.replications
-    m = int(sum(r.shape[0] for r in references))
-    if n_sets > n_pool or n_sets * reps < 2:
-        return null_band_from_statistics(
-            [], n_sets=n_sets, n_reps=reps, n_reference=m, note=f"pool of {n_pool} sets"
-        )
-    gen = _generator(random_state, "pool_null_band")
-    kern = _PoolKernel(pool, scorer)
-    stats = np.mean(
-        [kern.statistics(_subset_rows(gen, n_pool, n_sets, n_draws), ref) for ref in references],
-        axis=0,
-    )
-    scale = math.sqrt((n_pool - 1) / max(n_pool - n_sets, 1) * (1.0 + n_sets / n_pool))
-    stats = stats.mean() + scale * (stats - stats.mean())
-    note = (
-        f"{n_draws} draws of {n_sets} of {n_pool} fresh sets of the config's real distribution "
-        f"({reps} render(s) each); spread × {scale:.3f} for the finite pool"
-    )
-    band = null_band_from_statistics(
-        stats, n_sets=n_sets, n_reps=reps, n_reference=m, scheme="simulated", note=note
-    )
-    return replace(band, scale=scale)
-
-
 def in_sample_band(
     context: CalibrationContext, n_sets: int, reps: int, pool: Rendered | None, seed: int
 ) -> NullBand:
@@ -1012,111 +902,6 @@ def plan_held_out(
         request = RenderRequest(f"held_out_{fold.index}", tuple(draws), context.design.cluster_size)
         plans.append(FoldPlan(fold, fit, request))
     return plans, scheme
-
-
-def stratified_permutation_test(
-    strata: Sequence[tuple[np.ndarray, np.ndarray, Any | None, Any | None]],
-    n_permutations: int = 1000,
-    random_state: int | np.random.Generator | None = 0,
-    *,
-    bandwidths: Sequence[float],
-    unbiased: bool = True,
-) -> tuple[PermutationResult, np.ndarray]:
-    """Permutation test of "every X_k comes from Y_k's process" with the mean MMD² over strata.
-
-    Units (whole clusters when a sample's groups label them, images otherwise, as in
-    :func:`~bo_voids.metrics.permutation_test`) are relabelled *within* each stratum only, so
-    each stratum's fresh sample is compared only with its own reference. Under the null the
-    mean statistic's permutation distribution is exact. When the product of the strata's
-    distinct splits is at most ``max(n_permutations, EXACT_PRODUCT_LIMIT)`` and each stratum's
-    own count at most that, every combination is enumerated: ``p = #{≥ observed} / #splits``
-    and the smallest attainable p is ``2^{#strata with g_x = g_y} / #splits`` (a mirrored split
-    ties). Otherwise ``P`` independent relabellings of every stratum are drawn and
-    ``p = (1 + #{≥ observed}) / (1 + P)``. Splits that leave a side with fewer images than the
-    estimator needs are skipped.
-
-    Args:
-        strata: ``(X_k, Y_k, x_groups_k, y_groups_k)`` per stratum.
-        n_permutations: Random relabellings ``P`` when not exact.
-        random_state: Seed, generator or ``None``.
-        bandwidths: The run's RBF bandwidths.
-        unbiased: U-statistic (default) or V-statistic.
-
-    Returns:
-        ``(result, permuted statistics)``: a :class:`~bo_voids.metrics.PermutationResult`
-        (``n_x_units`` / ``n_y_units`` summed over strata) and every split's mean statistic
-        (the observed one included), whose distribution is the test's null.
-
-    Raises:
-        ValueError: No strata, or a stratum too small for the estimator.
-    """
-    if not strata:
-        raise ValueError("need at least one stratum")
-    P = int(n_permutations)
-    min_n = 2 if unbiased else 1
-    blocks = []
-    for X, Y, xg, yg in strata:
-        X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
-        if len(X) < min_n or len(Y) < min_n:
-            raise ValueError(f"every stratum needs at least {min_n} images on each side")
-        ux, gx = _units(xg, len(X), "x_groups")
-        uy, gy = _units(yg, len(Y), "y_groups")
-        unit = np.concatenate([ux, uy + gx])
-        K = rbf_kernel(np.vstack([X, Y]), None, tuple(bandwidths))
-        blocks.append((K, unit, gx, gy))
-    counts = [math.comb(gx + gy, gx) for _, _, gx, gy in blocks]
-    limit = max(P, EXACT_PRODUCT_LIMIT)
-    exact = math.prod(counts) <= limit
-    gen = _generator(random_state, "stratified_permutation_test")
-    per_stratum = []
-    for K, unit, gx, gy in blocks:
-        if exact:
-            Au = _all_splits(gx + gy, gx)  # row 0 is the observed split
-        else:
-            Au = np.empty((P + 1, gx + gy))
-            Au[0] = 0.0
-            Au[0, :gx] = 1.0
-            Au[1:] = _random_splits(gen, gx + gy, gx, P)
-        A = Au[:, unit]
-        sizes = A.sum(axis=1)
-        ok = (sizes >= min_n) & (len(unit) - sizes >= min_n)
-        stats = np.full(len(A), np.nan)
-        stats[ok] = _split_mmd2(K, A[ok], sizes[ok], unbiased)
-        per_stratum.append(stats)
-    k = len(per_stratum)
-    if exact:
-        total = per_stratum[0]
-        for s in per_stratum[1:]:
-            total = (total[:, None] + s[None, :]).ravel()  # row 0 stays the observed split
-    else:
-        total = np.sum(per_stratum, axis=0)
-    total = total / k
-    observed = float(total[0])
-    valid = total[np.isfinite(total)]
-    tol = 1e-12 * max(1.0, abs(observed))
-    clustered = any(gx + gy < len(unit) for _, unit, gx, gy in blocks)
-    if exact:
-        n_used = int(valid.size)
-        p_value = int(np.count_nonzero(valid >= observed - tol)) / n_used
-        ties = 2 ** sum(1 for _, _, gx, gy in blocks if gx == gy)
-        min_p = min(1.0, ties / n_used)
-    else:
-        rest = total[1:][np.isfinite(total[1:])]
-        n_used = int(rest.size)
-        p_value = (1.0 + int(np.count_nonzero(rest >= observed - tol))) / (1.0 + n_used)
-        min_p = 1.0 / (1.0 + n_used)
-    result = PermutationResult(
-        statistic=observed,
-        p_value=float(p_value),
-        scheme="cluster" if clustered else "image",
-        n_permutations=n_used,
-        n_distinct_splits=int(math.prod(counts)),
-        min_attainable_p=float(min_p),
-        exact=bool(exact),
-        n_x_units=int(sum(b[2] for b in blocks)),
-        n_y_units=int(sum(b[3] for b in blocks)),
-    )
-    return result, valid
 
 
 @dataclass

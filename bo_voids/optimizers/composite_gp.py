@@ -114,12 +114,14 @@ class Emulator:
         n_draws: int = 128,
         seed: int = 0,
         maxiter: int = 200,
+        weights: np.ndarray | None = None,
     ) -> tuple[PopulationModel, PopulationFit]:
         """Fit ψ to the target clusters (``mask``: a boolean selection of them).
 
         Starts from the spread of the best-ranked observed sets, ``start`` and the centre of
         the bounds (only from ``start`` with ``only_start``, e.g. a refit on part of the
-        targets from the fit on all of them); returns the model and the fit.
+        targets from the fit on all of them); returns the model and the fit. ``weights``
+        re-weights the selected clusters (a bootstrap replicate).
         """
         means, sizes = self.target_means, self.target_sizes
         if mask is not None:
@@ -127,13 +129,21 @@ class Emulator:
         model = self.population_model(n_draws=n_draws, seed=seed)
         if start is not None and only_start:
             return model, fit_population(
-                model, means, sizes, starts=[start], default_start=False, maxiter=maxiter
+                model,
+                means,
+                sizes,
+                starts=[start],
+                default_start=False,
+                maxiter=maxiter,
+                weights=weights,
             )
         best = [s.params for s in self.best_sets(_POPULATION_START_SETS)]
         starts = [starts_from_sets(self.surrogate.space, best)]
         if start is not None:
             starts.append(start)
-        return model, fit_population(model, means, sizes, starts=starts, maxiter=maxiter)
+        return model, fit_population(
+            model, means, sizes, starts=starts, maxiter=maxiter, weights=weights
+        )
 
 
 class CompositeGPOptimizer(BaseOptimizer):

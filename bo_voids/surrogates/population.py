@@ -57,9 +57,11 @@ from scipy.stats import norm, qmc
 from torch import Tensor
 
 from bo_voids.config import CategoricalDistribution, NormalDistribution
+from bo_voids.statistics.intervals import dirichlet_weights, one_step_bootstrap
 from bo_voids.summaries import set_means, within_covariance
 
 __all__ = [
+    "INTERVAL_METHODS",
     "STD_MAX",
     "STD_MIN",
     "PopulationFit",
@@ -73,6 +75,8 @@ __all__ = [
 ]
 
 _DTYPE = torch.float64
+#: How :func:`population_intervals` spreads its draws around each mode.
+INTERVAL_METHODS: tuple[str, ...] = ("laplace", "bootstrap")
 #: Smallest and largest std of ψ, as fractions of each numeric parameter's range.
 STD_MIN = 0.005
 STD_MAX = 0.5
@@ -577,6 +581,18 @@ def _newton_mode(
     return u
 
 
+def _cluster_scores(model: PopulationModel, u: np.ndarray, M: Tensor, R: Tensor) -> np.ndarray:
+    """`(n, dim)` gradient of each target cluster's log-likelihood at ``u``."""
+    out = []
+    for c in range(M.shape[0]):
+        w = torch.zeros(M.shape[0], dtype=_DTYPE)
+        w[c] = 1.0
+        ut = torch.as_tensor(u, dtype=_DTYPE).requires_grad_(True)
+        (g,) = torch.autograd.grad(model.log_likelihood(ut, M, R, w), ut)
+        out.append(g.detach().numpy().astype(np.float64))
+    return np.stack(out)
+
+
 def population_intervals(
     model: PopulationModel,
     fit: PopulationFit,
@@ -589,15 +605,20 @@ def population_intervals(
     seed: int = 0,
     newton_steps: int = 2,
     threads: int = 1,
+    method: str = "laplace",
 ) -> PopulationFit:
-    """Quantile intervals of ψ: Laplace around the mode of each surrogate sample path.
+    """Quantile intervals of ψ around the mode of each surrogate sample path.
 
     Every path in ``paths`` (posterior sample paths of ``f``; none: the posterior mean only)
     gets its own mode, found by ``newton_steps`` quasi-Newton steps from the fitted mode with
     the fitted mode's Hessian ``H`` (a path moves the mode little, so a full refit per path is
     not needed: each step costs one gradient); the draws are Gaussian around each mode with
-    the covariance ``H⁻¹`` (eigenvalues floored so it is positive definite), mapped back to ψ.
-    The interval of each component is the central ``level`` quantile range of the draws.
+    the covariance ``H⁻¹`` (eigenvalues floored so it is positive definite), mapped back to ψ
+    (``method="laplace"``), or shifted by a Bayesian bootstrap over the target clusters
+    (``method="bootstrap"``: one Newton step of the refit under Dirichlet weights,
+    :func:`~bo_voids.statistics.intervals.one_step_bootstrap`, whose spread is the sandwich
+    ``H⁻¹ J H⁻¹`` and so holds when the synthetic likelihood is misspecified too). The interval
+    of each component is the central ``level`` quantile range of the draws.
 
     Args:
         model: The :class:`PopulationModel` of ``fit``.
@@ -610,12 +631,15 @@ def population_intervals(
         seed: Seed of the draws.
         newton_steps: Quasi-Newton steps of each path's mode.
         threads: Torch intra-op threads.
+        method: ``"laplace"`` or ``"bootstrap"`` (see above).
 
     Returns:
         ``fit`` with ``hessian``, ``intervals``, ``draws`` and ``info["path_modes"]`` set.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"method must be one of {INTERVAL_METHODS}, got {method!r}")
     M = torch.as_tensor(np.asarray(means, dtype=np.float64))
     R = torch.as_tensor(np.asarray(sizes, dtype=np.float64))
     previous = torch.get_num_threads()
@@ -632,14 +656,21 @@ def population_intervals(
         modes = [fit.u]
         for fn in paths:
             modes.append(_newton_mode(_objective(model, M, R, None, fn), fit.u, cov, newton_steps))
+        scores = _cluster_scores(model, fit.u, M, R) if method == "bootstrap" else None
     finally:
         torch.set_num_threads(previous)
     gen = np.random.default_rng(seed)
-    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(cov.shape[0]))
     per = max(1, int(n_draws) // len(modes))
-    draws = np.concatenate([m + gen.standard_normal((per, m.size)) @ chol.T for m in modes]).clip(
-        -12.0, 12.0
-    )
+    if scores is None:
+        chol = np.linalg.cholesky(cov + 1e-12 * np.eye(cov.shape[0]))
+        noise = [gen.standard_normal((per, fit.u.size)) @ chol.T for _ in modes]
+    else:
+        n = scores.shape[0]
+        noise = [
+            one_step_bootstrap(scores, cov, dirichlet_weights(n, per, int(gen.integers(2**62))))
+            for _ in modes
+        ]
+    draws = np.concatenate([m + z for m, z in zip(modes, noise, strict=True)]).clip(-12.0, 12.0)
     flat = np.array([list(model.parameters(d).flat().values()) for d in draws])
     keys = list(fit.psi.flat())
     lo, hi = np.quantile(flat, [(1 - level) / 2, (1 + level) / 2], axis=0)
@@ -651,6 +682,7 @@ def population_intervals(
     fit.intervals = intervals
     fit.draws = draws
     fit.info.update(
+        interval_method=method,
         level=float(level),
         n_paths=len(paths),
         path_modes=[model.parameters(m).to_distribution() for m in modes[1:]],

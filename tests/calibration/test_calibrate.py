@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bo_voids.answer import answer_lines
 from bo_voids.calibration import (
     CALIBRATION_FILE,
     CalibrationContext,
@@ -21,7 +22,7 @@ from bo_voids.calibration import (
     validate_distribution,
 )
 from bo_voids.exceptions import UserInputError
-from bo_voids.metrics import NullBand
+from bo_voids.statistics import NullBand
 
 VALIDATIONS = ("implied", "mixture", "best_point", "top_k_pool")
 
@@ -155,6 +156,33 @@ def test_few_target_images_degrade_gracefully(
     assert band["scheme"] == "image-split"
     if not math.isfinite(band["q95"]):
         assert band["reason"] and val["implied"]["inside_noise_floor"] is None
+
+
+def test_calibration_leads_with_the_verdict(calibrated: dict[str, Any]) -> None:
+    assert next(iter(k for k in calibrated if k != "version")) == "verdict"
+    verdict = calibrated["verdict"]
+    held = calibrated["population"]["validation"]["held_out"]
+    assert verdict["reproduces"] in (True, False, None)
+    if held["available"]:
+        assert verdict["p_value"] == held["p_value"]
+        assert verdict["reproduces"] == (held["p_value"] > verdict["alpha"])
+    names = [c["summary"] for c in verdict["checks"]]
+    assert any(n.startswith("head_") for n in names)
+    lines = answer_lines(calibrated)
+    assert lines[0].startswith("Verdict: ") and any("base_size: mean" in x for x in lines)
+
+
+@pytest.mark.parametrize("k", [5])
+def test_a_folder_gets_a_verdict_or_says_it_cannot_judge(
+    k: int, make_run: Callable[..., Path], target_folder: Callable[[int], Path]
+) -> None:
+    root = make_run(f"verdict_{k}", target_image_dir=str(target_folder(k)), max_iterations=0)
+    result = calibrate_experiment(root, plot=False)
+    verdict = result["verdict"]
+    if verdict["reproduces"] is None:
+        assert verdict["headline"].startswith("Cannot judge")
+    else:
+        assert 0.0 <= verdict["p_value"] <= 1.0
 
 
 def test_void_metrics_in_calibration(tiny_run: Path, calibrated: dict[str, Any]) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bo_voids.calibration import TargetDesign, stratified_permutation_test, target_folds
-from bo_voids.calibration.validate import Rendered, pool_null_band
-from bo_voids.metrics import MMDScorer, permutation_test
+from bo_voids.calibration import TargetDesign, target_folds
+from bo_voids.calibration.validate import Rendered
+from bo_voids.metrics import MMDScorer
+from bo_voids.statistics import permutation_test, pool_null_band, stratified_permutation_test
 
 D, REPS = 4, 3
 
