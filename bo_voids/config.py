@@ -77,6 +77,28 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 EXECUTORS: tuple[str, ...] = ("local", "processes", "dask")
 SURROGATES: tuple[str, ...] = ("composite", "mixed", "onehot")
 BANDWIDTHS: tuple[str, ...] = ("multi", "median")
+#: The detector's imaging chain (``imaging:`` section): each key's widest allowed range and the
+#: value that leaves an image unchanged. ``psf_sigma`` is a Gaussian point-spread sigma in
+#: reference pixels (like ``edge_blur``); ``gamma`` and ``contrast`` shape the response curve
+#: ``0.5 + contrast * (x ** gamma - 0.5)``; ``gaussian_noise`` is the read-noise sd and
+#: ``poisson_noise`` the shot-noise sd at full intensity (photon count ``1 / poisson_noise²``).
+IMAGING_LIMITS: dict[str, tuple[float, float]] = {
+    "psf_sigma": (0.0, 20.0),
+    "gamma": (0.2, 5.0),
+    "contrast": (0.1, 5.0),
+    "gaussian_noise": (0.0, 0.5),
+    "poisson_noise": (0.0, 0.5),
+}
+IMAGING_IDENTITY: dict[str, float] = {
+    "psf_sigma": 0.0,
+    "gamma": 1.0,
+    "contrast": 1.0,
+    "gaussian_noise": 0.0,
+    "poisson_noise": 0.0,
+}
+#: A nuisance imaging parameter joins the search space under this prefix (``imaging_gamma``), so
+#: it can never be mistaken for one of the six design parameters.
+NUISANCE_PREFIX = "imaging_"
 #: Where base chips are looked for when ``base_image_dir`` is not given.
 DEFAULT_BASE_IMAGE_DIR = Path("data/base_chips")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -199,6 +221,46 @@ class DaskSettings:
     tasks_per_job: int = 1
 
 
+ImagingValue = float | NumericBounds
+
+
+@dataclass(frozen=True)
+class ImagingSettings:
+    """The detector's imaging chain (``imaging:`` section), applied after the voids are drawn.
+
+    Each entry is either a fixed number or :class:`NumericBounds`: a *nuisance* parameter that
+    joins the search space as ``imaging_<key>`` and is calibrated with the six design parameters.
+    The defaults leave images unchanged (simulated targets keep their behaviour).
+    """
+
+    psf_sigma: ImagingValue = 0.0
+    gamma: ImagingValue = 1.0
+    contrast: ImagingValue = 1.0
+    gaussian_noise: ImagingValue = 0.0
+    poisson_noise: ImagingValue = 0.0
+
+    def nuisance_bounds(self) -> dict[str, NumericBounds]:
+        """Bounds of the nuisance parameters, by search-space name (``imaging_<key>``)."""
+        return {
+            NUISANCE_PREFIX + k: v
+            for k in IMAGING_LIMITS
+            if isinstance(v := getattr(self, k), NumericBounds)
+        }
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the chain leaves every image unchanged (all fixed at their identity)."""
+        return all(getattr(self, k) == IMAGING_IDENTITY[k] for k in IMAGING_LIMITS)
+
+    def to_yaml(self) -> dict[str, float | list[float]]:
+        """Return the YAML form (a number or ``[low, high]`` per key)."""
+        out: dict[str, float | list[float]] = {}
+        for k in IMAGING_LIMITS:
+            v = getattr(self, k)
+            out[k] = v.to_yaml() if isinstance(v, NumericBounds) else float(v)
+        return out
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment, validated. Build with :func:`load_config` or :func:`config_from_dict`."""
@@ -237,6 +299,7 @@ class ExperimentConfig:
     bo: BOSettings = field(default_factory=BOSettings)
     metric: MetricSettings = field(default_factory=MetricSettings)
     dask: DaskSettings = field(default_factory=DaskSettings)
+    imaging: ImagingSettings = field(default_factory=ImagingSettings)
 
     def dataset(self, name: str) -> DatasetSpec:
         """Return the iteration-0 dataset spec ``real``, ``close`` or ``far``."""
@@ -253,6 +316,11 @@ class ExperimentConfig:
                 value = {k: b.to_yaml() for k, b in value.items()}
             elif f.name == "param_distributions":
                 value = {d: {k: p.to_yaml() for k, p in dist.items()} for d, dist in value.items()}
+            elif f.name == "imaging":
+                # Written only when set, so experiments stored before the section resume.
+                if value.is_identity:
+                    continue
+                value = value.to_yaml()
             elif dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)  # type: ignore[arg-type]
             elif isinstance(value, Path):
@@ -477,6 +545,7 @@ def config_from_dict(
         resources=resources,
         tasks_per_job=tasks_per_job,
     )
+    kwargs["imaging"] = _read_imaging(r.section("imaging", required=False))
     if kwargs["executor"] == "dask" and address is None and workers is None:
         raise ConfigError(
             "executor: dask needs dask.scheduler_address (an existing cluster, e.g. "
@@ -711,6 +780,37 @@ def _read_resources(r: _Reader) -> dict[str, float] | None:
             raise ConfigError(f"{key}: resource names must be non-empty strings, got {name!r}")
         out[name] = _as_number(f"{key}.{name}", amount, low=0.0)
     return out or None
+
+
+def _read_imaging(r: _Reader) -> ImagingSettings:
+    """``imaging:``: per key a fixed number or ``[low, high]`` bounds (a nuisance parameter)."""
+    values: dict[str, ImagingValue] = {}
+    for name, (limit_low, limit_high) in IMAGING_LIMITS.items():
+        key = r.key(name)
+        value = r._pop(name, required=False)
+        if value is _MISSING or value is None:
+            continue
+        if isinstance(value, list):
+            if len(value) != 2:
+                raise ConfigError(
+                    f"{key} must be a number or bounds [low, high], got {_tname(value)}"
+                )
+            low, high = (_as_number(key, v) for v in value)
+            if not low < high:
+                raise ConfigError(
+                    f"{key} bounds must satisfy low < high, got [{_fmt(low)}, {_fmt(high)}] "
+                    "(reversed? a fixed value is a plain number)"
+                )
+            if low < limit_low or high > limit_high:
+                raise ConfigError(
+                    f"{key} must lie within [{_fmt(limit_low)}, {_fmt(limit_high)}], "
+                    f"got [{_fmt(low)}, {_fmt(high)}]"
+                )
+            values[name] = NumericBounds(low, high)
+        else:
+            values[name] = _as_number(key, value, limit_low, limit_high)
+    r.finish()
+    return ImagingSettings(**values)
 
 
 def _read_dataset(r: _Reader) -> DatasetSpec:

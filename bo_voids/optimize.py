@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bo_voids.cli import ExitCode, Terminated, sigterm_as_interrupt
-from bo_voids.config import ACQUISITIONS, DEVICES, EMBEDDERS, OPTIMIZERS, load_config
+from bo_voids.config import (
+    ACQUISITIONS,
+    DEVICES,
+    EMBEDDERS,
+    NUISANCE_PREFIX,
+    OPTIMIZERS,
+    load_config,
+)
 from bo_voids.exceptions import BoVoidsError, BoVoidsWarning, ConfigError, UserInputError
 
 
@@ -85,6 +92,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None}
 
 
+def _fmt_param(name: str, value: Any) -> str:
+    return f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+
+
 def format_summary(summary: Any) -> str:
     """A human-readable end-of-run summary."""
     lines = [
@@ -111,10 +122,15 @@ def format_summary(summary: Any) -> str:
         )
     lines.append("Best parameter sets:")
     for i, best in enumerate(summary.current_best[:5], 1):
-        params = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in best.get("params", {}).items()
-        )
+        items = best.get("params", {}).items()
+        params = ", ".join(_fmt_param(k, v) for k, v in items if not k.startswith(NUISANCE_PREFIX))
+        imaging = [
+            _fmt_param(k[len(NUISANCE_PREFIX) :], v)
+            for k, v in items
+            if k.startswith(NUISANCE_PREFIX)
+        ]
+        if imaging:  # the detector's nuisance values, reported apart from the design's answer
+            params += " || imaging: " + ", ".join(imaging)
         pred = best.get("predicted_mmd2")
         pred_s = f", predicted {pred:.4f}" if isinstance(pred, float) else ""
         lines.append(

@@ -466,10 +466,10 @@ def write_marginals_plot(
                     ls="--",
                     label="mixture",
                 )
-            if truth is not None:
+            if truth is not None and p.name in truth:  # nuisance parameters have no truth
                 t = truth[p.name]
                 ax.plot(x, _clipped_normal_pdf(x, t["mean"], t["std"]), c="#d62728", label="truth")
-            if realised:
+            if realised and all(p.name in r for r in realised):
                 ax.plot(
                     [r[p.name] for r in realised],
                     np.zeros(len(realised)),
@@ -482,7 +482,8 @@ def write_marginals_plot(
                 ax.axvline(float(best_point[p.name]), c="k", ls=":", label="best point")
             ax.set_xlim(p.low, p.high)
             ax.set_yticks([])
-        ax.set_title(p.name, fontsize=10)
+        nuisance = p.name in context.space.nuisance_names
+        ax.set_title(f"{p.name} (imaging nuisance)" if nuisance else p.name, fontsize=10)
         if i == 0 or (p.kind != "categorical" and i == 1):
             ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"Population calibration: implied marginals ({context.config.experiment_name})")
