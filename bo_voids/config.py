@@ -193,6 +193,14 @@ class BOSettings:
     #: default: measured no better ψ and a slightly worse point recommendation at the standard
     #: budget, see benchmarks/results/calibration_recovery).
     population_slots: int = 0
+    #: Parameter sets of a space-filling (Sobol) reference design the composite surrogate's
+    #: summaries are fitted on, rendered once per experiment and cached (0: fit them on
+    #: iteration 0's sets, as before).
+    reference_sets: int = 0
+    #: Renders of each reference set.
+    reference_replications: int = 2
+    #: Random Fourier features offered to the summaries' parameter head (0: linear ridge only).
+    random_features: int = 0
 
 
 @dataclass(frozen=True)
@@ -522,7 +530,14 @@ def config_from_dict(
         top_k=bo.integer("top_k", low=1, high=1000),
         replicate_slots=bo.integer("replicate_slots", low=0, high=1023),
         population_slots=bo.integer("population_slots", low=0, high=1023),
+        reference_sets=bo.integer("reference_sets", low=0, high=100_000),
+        reference_replications=bo.integer("reference_replications", low=1, high=100),
+        random_features=bo.integer("random_features", low=0, high=8192),
     )
+    if 0 < kwargs["bo"].reference_sets < 8:
+        raise ConfigError(
+            f"bo.reference_sets must be 0 (off) or at least 8, got {kwargs['bo'].reference_sets}"
+        )
     bo.finish()
     metric = r.section("metric", required=False, schema=MetricSettings)
     kwargs["metric"] = MetricSettings(

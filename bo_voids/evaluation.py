@@ -125,6 +125,16 @@ class EvaluatorSpec:
             imaging=cfg.imaging,
         )
 
+    def generator_settings(self) -> dict[str, Any]:
+        """What the rendered images depend on (for fingerprints of cached renders)."""
+        chips = sorted(Path(self.base_image_dir).glob("*"))
+        return {
+            "image_size": self.image_size,
+            "edge_blur": self.edge_blur,
+            "imaging": self.imaging.to_yaml(),
+            "base_chips": [[c.name, c.stat().st_size] for c in chips if c.is_file()],
+        }
+
     def build(self) -> Evaluator:
         """Load the generator and the embedder."""
         generator = VoidGenerator(
