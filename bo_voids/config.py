@@ -77,27 +77,16 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 EXECUTORS: tuple[str, ...] = ("local", "processes", "dask")
 SURROGATES: tuple[str, ...] = ("composite", "mixed", "onehot")
 BANDWIDTHS: tuple[str, ...] = ("multi", "median")
-#: The detector's imaging chain (``imaging:`` section): each key's widest allowed range and the
-#: value that leaves an image unchanged. ``psf_sigma`` is a Gaussian point-spread sigma in
-#: reference pixels (like ``edge_blur``); ``gamma`` and ``contrast`` shape the response curve
-#: ``0.5 + contrast * (x ** gamma - 0.5)``; ``gaussian_noise`` is the read-noise sd and
-#: ``poisson_noise`` the shot-noise sd at full intensity (photon count ``1 / poisson_noise²``).
-IMAGING_LIMITS: dict[str, tuple[float, float]] = {
-    "psf_sigma": (0.0, 20.0),
-    "gamma": (0.2, 5.0),
-    "contrast": (0.1, 5.0),
-    "gaussian_noise": (0.0, 0.5),
-    "poisson_noise": (0.0, 0.5),
-}
-IMAGING_IDENTITY: dict[str, float] = {
-    "psf_sigma": 0.0,
-    "gamma": 1.0,
-    "contrast": 1.0,
-    "gaussian_noise": 0.0,
-    "poisson_noise": 0.0,
-}
-#: A nuisance imaging parameter joins the search space under this prefix (``imaging_gamma``), so
-#: it can never be mistaken for one of the six design parameters.
+#: The ``imaging:`` keys' widest ranges and the values that leave an image unchanged (their
+#: meaning: :mod:`bo_voids.generation.imaging`).
+IMAGING_LIMITS: dict[str, tuple[float, float]] = dict(
+    psf_sigma=(0.0, 20.0), gamma=(0.2, 5.0), contrast=(0.1, 5.0), gaussian_noise=(0.0, 0.5),
+    poisson_noise=(0.0, 0.5),
+)  # fmt: skip
+IMAGING_IDENTITY: dict[str, float] = dict(
+    psf_sigma=0.0, gamma=1.0, contrast=1.0, gaussian_noise=0.0, poisson_noise=0.0
+)
+#: Prefix of a nuisance imaging parameter in the search space (``imaging_gamma``).
 NUISANCE_PREFIX = "imaging_"
 #: Where base chips are looked for when ``base_image_dir`` is not given.
 DEFAULT_BASE_IMAGE_DIR = Path("data/base_chips")
@@ -193,9 +182,7 @@ class BOSettings:
     #: default: measured no better ψ and a slightly worse point recommendation at the standard
     #: budget, see benchmarks/results/calibration_recovery).
     population_slots: int = 0
-    #: Parameter sets of a space-filling (Sobol) reference design the composite surrogate's
-    #: summaries are fitted on, rendered once per experiment and cached (0: fit them on
-    #: iteration 0's sets, as before).
+    #: Sobol sets the composite's summaries are fitted on (0: iteration 0's sets instead).
     reference_sets: int = 0
     #: Renders of each reference set.
     reference_replications: int = 2
@@ -262,11 +249,10 @@ class ImagingSettings:
 
     def to_yaml(self) -> dict[str, float | list[float]]:
         """Return the YAML form (a number or ``[low, high]`` per key)."""
-        out: dict[str, float | list[float]] = {}
-        for k in IMAGING_LIMITS:
-            v = getattr(self, k)
-            out[k] = v.to_yaml() if isinstance(v, NumericBounds) else float(v)
-        return out
+        values = {k: getattr(self, k) for k in IMAGING_LIMITS}
+        return {
+            k: v.to_yaml() if isinstance(v, NumericBounds) else float(v) for k, v in values.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -797,6 +783,15 @@ def _read_resources(r: _Reader) -> dict[str, float] | None:
     return out or None
 
 
+def _check_bounds(key: str, low: float, high: float, limit_low: float, limit_high: float) -> None:
+    if not low < high:
+        raise ConfigError(f"{key} bounds must satisfy low < high, got [{low}, {high}] (reversed?)")
+    if low < limit_low or high > limit_high:
+        raise ConfigError(
+            f"{key} must lie within [{_fmt(limit_low)}, {_fmt(limit_high)}], got [{low}, {high}]"
+        )
+
+
 def _read_imaging(r: _Reader) -> ImagingSettings:
     """``imaging:``: per key a fixed number or ``[low, high]`` bounds (a nuisance parameter)."""
     values: dict[str, ImagingValue] = {}
@@ -811,16 +806,7 @@ def _read_imaging(r: _Reader) -> ImagingSettings:
                     f"{key} must be a number or bounds [low, high], got {_tname(value)}"
                 )
             low, high = (_as_number(key, v) for v in value)
-            if not low < high:
-                raise ConfigError(
-                    f"{key} bounds must satisfy low < high, got [{_fmt(low)}, {_fmt(high)}] "
-                    "(reversed? a fixed value is a plain number)"
-                )
-            if low < limit_low or high > limit_high:
-                raise ConfigError(
-                    f"{key} must lie within [{_fmt(limit_low)}, {_fmt(limit_high)}], "
-                    f"got [{_fmt(low)}, {_fmt(high)}]"
-                )
+            _check_bounds(key, low, high, limit_low, limit_high)
             values[name] = NumericBounds(low, high)
         else:
             values[name] = _as_number(key, value, limit_low, limit_high)
@@ -870,15 +856,7 @@ def _read_bounds(r: _Reader) -> dict[str, ParameterBounds]:
         else:
             lo_hi = [_as_number(key, v) for v in value]
         low, high = lo_hi
-        if not low < high:
-            raise ConfigError(
-                f"{key} bounds must satisfy low < high, got [{low}, {high}] (reversed?)"
-            )
-        if low < limit_low or high > limit_high:
-            raise ConfigError(
-                f"{key} must lie within [{_fmt(limit_low)}, {_fmt(limit_high)}], "
-                f"got [{low}, {high}]"
-            )
+        _check_bounds(key, low, high, limit_low, limit_high)
         bounds[name] = NumericBounds(low, high, integer=PARAMETER_KINDS[name] == "integer")
     r.finish()
     return bounds

@@ -255,6 +255,7 @@ class OptimizationPipeline:
         self._max_iterations = config.max_iterations
         self._warm_run: ExperimentRun | None = None
         self._stage_listeners: list[Callable[[str, int], None]] = []
+        self._reference_attached = False
         #: Whether this pipeline created or resumed the experiment folder (and may mark it).
         self.store_opened = False
 
@@ -389,7 +390,11 @@ class OptimizationPipeline:
         assert self.book is not None
         warm = self.proposal.state if self.proposal is not None else None
         t0 = time.perf_counter()
-        self._attach_reference_design()
+        if not self._reference_attached and self.config.bo.reference_sets > 0:
+            self._reference_attached = reference_design.attach(
+                self.optimizer, self.store.root, self.config, self.space, self._evaluator,
+                self.spec.generator_settings(), lambda: self.embedder_info, self.log,
+            )  # fmt: skip
         proposal = self.optimizer.propose(
             self.book.observations(),
             self.config.iteration_batch_size,
@@ -399,29 +404,6 @@ class OptimizationPipeline:
         self.timings["propose"] += time.perf_counter() - t0
         self.proposal = proposal
         return proposal
-
-    def _attach_reference_design(self) -> None:
-        """Hand the optimiser its cached (or newly rendered) reference design, once per run."""
-        bo = self.config.bo
-        use = getattr(self.optimizer, "use_reference_design", None)
-        if bo.reference_sets <= 0 or use is None or getattr(self, "_reference_attached", False):
-            return
-        design = reference_design.load_or_build(
-            self.store.root / reference_design.REFERENCE_FILE,
-            self.space,
-            self._evaluator(),
-            n_sets=bo.reference_sets,
-            replications=bo.reference_replications,
-            seed=derive_seed(self.config.seed, "reference_design"),
-            generator_settings=self.spec.generator_settings(),
-            embedder_fingerprint=str(self.embedder_info.get("fingerprint")),
-        )
-        self.log(
-            f"reference design: {bo.reference_sets} sets x {bo.reference_replications} "
-            + ("loaded from the cache" if design.from_cache else f"in {design.seconds:.1f}s")
-        )
-        use(design, random_features=bo.random_features)
-        self._reference_attached = True
 
     def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> dict[str, Any] | None:
         """Re-score the recommendation on fresh, independently seeded images.

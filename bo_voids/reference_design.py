@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,13 @@ import numpy as np
 from scipy.stats import qmc
 
 from bo_voids._io import read_npz, write_npz
+from bo_voids.config import ExperimentConfig
 from bo_voids.exceptions import StateError
 from bo_voids.seeding import derive_seed
 from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.summaries import SummaryMap, head_targets
 
-__all__ = ["REFERENCE_FILE", "ReferenceDesign", "design_fingerprint", "load_or_build"]
+__all__ = ["REFERENCE_FILE", "ReferenceDesign", "attach", "design_fingerprint", "load_or_build"]
 
 #: File name of the cached design inside an experiment folder.
 REFERENCE_FILE = "reference_design.npz"
@@ -255,3 +256,51 @@ def load_or_build(
     )
     save(design, path)
     return design
+
+
+def attach(
+    optimizer: Any,
+    root: Path,
+    config: ExperimentConfig,
+    space: SearchSpace,
+    evaluator: Callable[[], Any],
+    generator_settings: Mapping[str, Any],
+    embedder_info: Callable[[], Mapping[str, Any]],
+    log: Callable[[str], None],
+) -> bool:
+    """Give a run's optimiser its reference design (cached in the experiment folder ``root``).
+
+    Args:
+        optimizer: The run's optimiser; only one with ``use_reference_design`` takes a design.
+        root: The experiment folder.
+        config: The experiment config (``bo.reference_sets`` etc.).
+        space: The search space.
+        evaluator: Returns the run's evaluator (built on first use).
+        generator_settings: The generator's settings, for the fingerprint.
+        embedder_info: Returns the embedder's identity (its ``fingerprint``).
+        log: Where the one progress line goes.
+
+    Returns:
+        Whether a design was attached.
+
+    Raises:
+        StateError: A cached design with another fingerprint.
+    """
+    use = getattr(optimizer, "use_reference_design", None)
+    bo = config.bo
+    if use is None or bo.reference_sets <= 0:
+        return False
+    design = load_or_build(
+        root / REFERENCE_FILE,
+        space,
+        evaluator(),
+        n_sets=bo.reference_sets,
+        replications=bo.reference_replications,
+        seed=derive_seed(config.seed, "reference_design"),
+        generator_settings=generator_settings,
+        embedder_fingerprint=str(embedder_info().get("fingerprint")),
+    )
+    how = "loaded from the cache" if design.from_cache else f"rendered in {design.seconds:.1f}s"
+    log(f"reference design: {bo.reference_sets} sets x {bo.reference_replications}, {how}")
+    use(design, random_features=bo.random_features)
+    return True
