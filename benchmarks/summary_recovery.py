@@ -22,7 +22,10 @@ features, kept per parameter where held-out CV prefers them). Held-out figures, 
 uniformly drawn sets × 3 renders with new seeds: R² of each numeric parameter from the head's
 per-set mean (numeric parameters normalised to [0, 1]) and from a single image (what one image of
 an i.i.d. folder carries), and the accuracy of the shape (argmax of the three shape outputs; 1/3
-by chance). ``seconds`` is the reference design's render + embed + head fit.
+by chance). ``seconds`` is the reference design's render + embed + head fit. A ``ground-truth
+masks`` row gives the ceiling: a random forest on what a perfect segmentation tells (component
+count, area mean and spread, eccentricity, solidity, spread, contrast), where overlapping voids
+merge as they do in the images.
 
 Writes ``summary_recovery.{csv,json,md}`` under ``--out`` (default ``benchmarks/results``).
 """
@@ -92,6 +95,75 @@ def _held_out_images(
             chip = np.rot90(chips[int(g.integers(len(chips)))], int(g.integers(4)))
             out.append(rw.render(chip, design, detector, int(g.integers(2**31)))[0])
     return out
+
+
+def _mask_features(image: np.ndarray, mask: np.ndarray) -> list[float]:
+    """What a perfect segmentation tells: count, area mean/sd, shape, spread, contrast."""
+    from skimage.measure import label, regionprops
+
+    regions = regionprops(label(mask))
+    areas = np.array([r.area for r in regions], dtype=float) if regions else np.zeros(1)
+    ecc = [r.eccentricity for r in regions] or [0.0]
+    sol = [r.solidity for r in regions] or [1.0]
+    h, w = mask.shape
+    cent = np.array([r.centroid for r in regions]) if regions else np.zeros((1, 2))
+    spread = float(np.mean(np.hypot(cent[:, 0] - h / 2, cent[:, 1] - w / 2))) / h
+    inside = float(image[mask].mean()) if mask.any() else 0.0
+    outside = float(image[~mask].mean())
+    return [
+        len(regions), np.sqrt(areas.mean()), np.sqrt(areas).std(), float(np.mean(ecc)),
+        float(np.mean(sol)), spread, inside / max(outside, 1e-6), float(mask.mean()),
+    ]  # fmt: skip
+
+
+def mask_ceiling(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Held-out R² from ground-truth masks (a random forest on perfect-segmentation features).
+
+    What the images could carry at best when voids overlap and merge: the ceiling the
+    embedding summaries are measured against.
+    """
+    from sklearn.ensemble import RandomForestRegressor
+
+    from bo_voids.reference_design import sobol_sets
+    from bo_voids.seeding import derive_seed
+    from bo_voids.summaries import head_targets
+
+    space, gen = _space_and_generator(None, args.image_size)
+    ref = sobol_sets(space, args.sets, args.seed)
+    held = space.sample_uniform(args.held_out, args.seed + 1)
+
+    def feats(sets: list[dict[str, Any]], key: str, reps: int) -> tuple[np.ndarray, np.ndarray]:
+        per_set, single = [], []
+        for i, p in enumerate(sets):
+            rows = []
+            for r in range(reps):
+                out = gen.render(p, derive_seed(args.seed, key, i, r))
+                rows.append(_mask_features(out.image, out.mask))
+            per_set.append(np.mean(rows, axis=0))
+            single.append(rows[0])
+        return np.asarray(per_set), np.asarray(single)
+
+    F_ref, _ = feats(ref, "ref", args.replications)
+    F_held, F_one = feats(held, "held", 3)
+    theta_ref, names = head_targets(space, ref)
+    theta_held, _ = head_targets(space, held)
+    row: dict[str, Any] = {"embedder": "ground-truth masks", "imaging": "off", "head": "forest"}
+    shape_cols = [j for j, n in enumerate(names) if n.startswith("void_shape=")]
+    for j, n in enumerate(names):
+        if n in NUMERIC:
+            rf = RandomForestRegressor(200, min_samples_leaf=2, random_state=0).fit(
+                F_ref, theta_ref[:, j]
+            )
+            row[n] = round(_r2(theta_held[:, j], rf.predict(F_held)), 3)
+            row[f"{n} (1 img)"] = round(_r2(theta_held[:, j], rf.predict(F_one)), 3)
+    from sklearn.ensemble import RandomForestClassifier
+
+    clf = RandomForestClassifier(200, random_state=0).fit(F_ref, theta_ref[:, shape_cols].argmax(1))
+    truth = theta_held[:, shape_cols].argmax(1)
+    row["shape acc"] = round(float(np.mean(clf.predict(F_held) == truth)), 3)
+    row["shape acc (1 img)"] = round(float(np.mean(clf.predict(F_one) == truth)), 3)
+    print(row, flush=True)
+    return [row]
 
 
 def measure(name: str, embedder: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -170,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--random-features", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--embedders", default="handcrafted,tiny-dinov2")
+    ap.add_argument("--embedders", default="masks,handcrafted,tiny-dinov2")
     ap.add_argument(
         "--sources",
         default="package,realworld-mild,realworld-strong",
@@ -185,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     wanted = args.embedders.split(",")
+    if "masks" in wanted:
+        rows += mask_ceiling(args)
     if "handcrafted" in wanted:
         rows += measure("handcrafted", make_embedder("handcrafted"), args)
     if "tiny-dinov2" in wanted:
