@@ -172,7 +172,7 @@ def measure(name: str, embedder: Any, args: argparse.Namespace) -> list[dict[str
     from bo_voids.summaries import head_targets, set_means
 
     rows = []
-    settings = [("off", None, ("package",)), ("nuisance", NUISANCE_IMAGING, args.sources)]
+    settings = [("off", None, args.sources), ("nuisance", NUISANCE_IMAGING, args.sources)]
     for label, imaging, sources in settings:
         space, gen = _space_and_generator(imaging, args.image_size)
         t0 = time.perf_counter()

@@ -311,6 +311,7 @@ def score_population(
     else:
         held = HeldOutResult.unavailable(plan.scheme, sets_per_fold, context.design.cluster_size)
     dist = fit.psi.to_distribution()
+    nuisance = context.space.nuisance_names
     comparison = {
         "population": {
             "in_sample_mmd2": in_sample.mmd2,
@@ -335,7 +336,11 @@ def score_population(
             "surrogate sample paths (and the posterior mean), quantiles of "
             f"{fit.info.get('n_interval_draws', 0)} draws"
         ),
-        "yaml_snippet": yaml_snippet(dist),
+        # the design's six are the answer (pasteable under param_distributions); the imaging
+        # nuisance says what the detector looks like and is reported apart
+        "yaml_snippet": yaml_snippet({k: v for k, v in dist.items() if k not in nuisance}),
+        "imaging": {k: {"psi": dist[k], "interval": (fit.intervals or {}).get(k)} for k in nuisance}
+        or None,
         "fit": {
             "log_likelihood": fit.log_likelihood,
             "log_posterior": fit.log_posterior,
