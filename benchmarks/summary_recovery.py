@@ -11,7 +11,7 @@ works, not what pretrained DINOv2 recovers) and each imaging setting:
 * ``nuisance``: the generator with an imaging chain whose blur, gamma, contrast and read noise
   are nuisance parameters (Sobol-covered in the reference design, drawn at random in the held-out
   sets), judged on held-out images of the same;
-* ``nuisance→realworld-mild|strong``: the same summaries judged on held-out images from the
+* ``…→realworld-mild|strong``: either setting's summaries judged on held-out images from the
   independent renderer (:mod:`benchmarks.realworld_renderer`) — what a folder of real images
   would see,
 
