@@ -188,3 +188,28 @@ def test_nuisance_imaging_recovers_an_imaged_folder_better(tmp_path: Path) -> No
     off = _run(tmp_path, targets, "off", None)
     on = _run(tmp_path, targets, "on", {"psf_sigma": [0.0, 4.0], "gamma": [0.6, 1.8]})
     assert _design_error(on) < _design_error(off), (on, off)
+
+
+def test_dinov2_embeddings_take_the_same_path(tmp_path: Path, space) -> None:
+    """The reference design and its summaries work on DINOv2 embeddings (tiny random ViT)."""
+    from bo_voids.embedding import make_embedder
+    from bo_voids.testing import make_tiny_dinov2
+
+    weights = make_tiny_dinov2(tmp_path / "tiny")
+    dino = make_embedder("dinov2", dino_weights=weights, device="cpu", dtype="float32")
+    gen = VoidGenerator(
+        CHIPS, image_size=48, imaging=ImagingSettings(gamma=NumericBounds(0.6, 1.6))
+    )
+    design = load_or_build(
+        tmp_path / "r.npz",
+        space,
+        SimpleNamespace(generator=gen, embedder=dino),
+        n_sets=12,
+        replications=2,
+        seed=0,
+        generator_settings={"image_size": 48},
+        embedder_fingerprint=dino.fingerprint(),
+    )
+    smap = design.fit_summary_map(space, n_components=4, random_features=32, seed=0)
+    assert smap.n_features == design.embeddings.shape[1] > 6
+    assert np.isfinite(smap.transform(design.embeddings)).all()
