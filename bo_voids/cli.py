@@ -94,48 +94,34 @@ class Command:
     """A ``bo-voids`` command: the module whose ``main(argv)`` runs it.
 
     Attributes:
-        modules: Candidate modules, first importable one wins (a module that moved keeps its
-            command working from either place).
+        module: The module whose ``main(argv)`` runs the command.
         help: One line for ``bo-voids --help``.
     """
 
-    modules: tuple[str, ...]
+    module: str
     help: str
 
     def resolve(self) -> Callable[..., int]:
-        """The command's ``main`` function.
-
-        Raises:
-            ModuleNotFoundError: None of the candidate modules exists.
-        """
-        for name in self.modules:
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                # only "this candidate does not exist" moves on; a missing dependency inside an
-                # existing module is a real error
-                if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-                    continue
-                raise
-            return module.main
-        raise ModuleNotFoundError(f"none of {list(self.modules)} can be imported")
+        """The command's ``main`` function (its module is imported only now)."""
+        main: Callable[..., int] = importlib.import_module(self.module).main
+        return main
 
 
 #: The commands, in the order ``bo-voids --help`` lists them.
 COMMANDS: dict[str, Command] = {
-    "run": Command(("bo_voids.optimize",), "run or resume an experiment (--config YAML)"),
+    "run": Command("bo_voids.optimize", "run or resume an experiment (--config YAML)"),
     "calibrate": Command(
-        ("bo_voids.calibration.__main__", "bo_voids.calibrate"),
+        "bo_voids.calibration.__main__",
         "fit the implied parameter distribution of an experiment",
     ),
-    "report": Command(("bo_voids.report",), "(re)write an experiment's report.html"),
+    "report": Command("bo_voids.report", "(re)write an experiment's report.html"),
     "retarget": Command(
-        ("bo_voids.retarget",),
+        "bo_voids.retarget",
         "score an experiment's evaluated sets against new real targets, without re-rendering",
     ),
-    "chips": Command(("bo_voids.generation.base_chips",), "write procedural base chip images"),
+    "chips": Command("bo_voids.generation.base_chips", "write procedural base chip images"),
     "gallery": Command(
-        ("bo_voids.generation.gallery", "bo_voids.gallery"),
+        "bo_voids.generation.gallery",
         "render a PNG grid of real / close / far sample images",
     ),
 }

@@ -436,11 +436,40 @@ def load_config(
     Raises:
         ConfigError: With the key path and the allowed values, for any invalid entry.
     """
-    raw = read_yaml(path)
+    raw = _read_with_base(Path(path), ())
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
     return config_from_dict(raw, check_paths=check_paths, source=str(path))
+
+
+def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """Read a YAML config; an ``extends: FILE`` key merges it over that base config.
+
+    ``FILE`` is relative to the config that names it. Sections (mappings) merge key by key, so a
+    config states only what differs from its base; any other value replaces the base's.
+    """
+    raw = read_yaml(path)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: extends must be the path of a base config, got {base_name!r}")
+    base_path = (path.parent / base_name).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: extends {base_name!r} leads back to itself")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends {base_name!r}, but {base_path} is not a file")
+    return _merged(_read_with_base(base_path, (*seen, path.resolve())), raw)
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        both = isinstance(old, Mapping) and isinstance(value, Mapping)
+        out[key] = _merged(old, value) if both else value
+    return out
 
 
 def config_from_dict(

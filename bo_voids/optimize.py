@@ -108,17 +108,17 @@ def format_summary(summary: Any) -> str:
     if summary.scores:
         last = summary.scores[-1]
         lines.append(
-            f"Distribution similarity (top-k pooled MMD²): {last['distribution_similarity']:.4f}; "
+            f"Distribution similarity (top-k pooled MMD²): {last.distribution_similarity:.4f}; "
             f"real-set noise floor {nf.get('mean', float('nan')):.4f} "
             f"± {nf.get('std', float('nan')):.4f}"
         )
-    rec = (summary.scores[-1].get("recommendation") or {}) if summary.scores else {}
-    if rec:
-        first = next((s["recommendation"] for s in summary.scores if s.get("recommendation")), rec)
+    rec = summary.scores[-1].recommendation if summary.scores else None
+    if rec is not None:
+        first = next((s.recommendation for s in summary.scores if s.recommendation), rec)
         lines.append(
-            f"Recommendation {rec['uid']}: MMD² on {rec['fresh_images']} fresh images "
-            f"{rec['fresh_mmd2']:.4f} (in sample {rec['mmd2_in_sample']:.4f}; iteration 0's "
-            f"recommendation scored {first['fresh_mmd2']:.4f} fresh) — the number to trust"
+            f"Recommendation {rec.uid}: MMD² on {rec.fresh_images} fresh images "
+            f"{rec.fresh_mmd2:.4f} (in sample {rec.mmd2_in_sample:.4f}; iteration 0's "
+            f"recommendation scored {first.fresh_mmd2:.4f} fresh) — the number to trust"
         )
     lines.append("Best parameter sets:")
     for i, best in enumerate(summary.current_best[:5], 1):

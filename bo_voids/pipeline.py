@@ -32,7 +32,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +62,21 @@ from bo_voids.generation.voids import save_png
 from bo_voids.metrics import NullBand, null_band_from_statistics, split_null_band
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.projection import PCAProjector
-from bo_voids.scoring import TARGET_TYPES, RankedSet, RunScores, ScoreBook, target_clusters
+from bo_voids.scoring import (
+    TARGET_TYPES,
+    FreshScore,
+    RankedSet,
+    RunScores,
+    ScoreBook,
+    fresh_mmd2,
+    target_clusters,
+)
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import SearchSpace
 from bo_voids.state import (
     FAILURES,
+    PROPOSAL_FILE,
+    SCORES_FILE,
     ExperimentLock,
     ExperimentRun,
     ExperimentStore,
@@ -78,8 +88,6 @@ from bo_voids.state import (
 
 logger = logging.getLogger(__name__)
 
-#: The file of an iteration folder holding the proposal made after that iteration.
-PROPOSAL_FILE = "proposals.json"
 #: Config keys that must agree for a warm start (they decide what an image looks like).
 WARM_START_KEYS: tuple[str, ...] = ("image_size", "edge_blur", "base_image_dir", "param_bounds")
 #: Images, masks, embeddings and metadata evaluated outside the executor (iteration 0 only).
@@ -94,7 +102,7 @@ class RunSummary:
     iterations_completed: int
     stop_reason: str
     current_best: list[RankedSet]
-    scores: list[dict[str, Any]]
+    scores: list[RunScores]
     noise_floor: dict[str, float]
     embedder: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
@@ -112,21 +120,26 @@ class IterationEvent:
     Attributes:
         iteration: The iteration just persisted.
         max_iterations: The run's iteration budget.
-        scores: Its run-level scores (``scores.json``).
+        scores: Its run-level scores.
         proposal: The proposal made after it (the next batch and the model's ranking).
         timings: Cumulative seconds per stage so far.
         experiment_dir: The experiment folder.
-        pipeline: The running pipeline (its :attr:`OptimizationPipeline.book` holds every
-            observation).
+        config: The run's config.
+        embedder: Identity of the embedder (name, dim, fingerprint, settings).
+        records: Every iteration persisted so far, this one last (scores, proposals).
+        book: Every observation of the run, scored (read it; the pipeline owns it).
     """
 
     iteration: int
     max_iterations: int
-    scores: dict[str, Any]
+    scores: RunScores
     proposal: Proposal
     timings: Mapping[str, float]
     experiment_dir: Path
-    pipeline: OptimizationPipeline
+    config: ExperimentConfig
+    embedder: Mapping[str, Any]
+    records: Sequence[IterationRecord]
+    book: ScoreBook
 
 
 #: A per-iteration callback (plots, trackers, progress).
@@ -134,7 +147,7 @@ Callback = Callable[[IterationEvent], None]
 
 
 def stop_reason(
-    scores: Sequence[Mapping[str, Any]], config: ExperimentConfig, max_iterations: int
+    scores: Sequence[RunScores], config: ExperimentConfig, max_iterations: int
 ) -> str | None:
     """Why the run should stop after the iterations scored so far, or ``None`` to go on.
 
@@ -148,7 +161,7 @@ def stop_reason(
     Iteration 0 alone is the initial design, never a convergence point.
 
     Args:
-        scores: One ``scores.json`` record per completed iteration.
+        scores: The run-level scores of every completed iteration.
         config: The experiment config.
         max_iterations: The iteration budget.
 
@@ -159,26 +172,20 @@ def stop_reason(
         return None
     done = len(scores) - 1
     if done >= 1:
-        last = float(scores[-1]["distribution_similarity"])
+        last = scores[-1].distribution_similarity
         if last < config.convergence_threshold:
             return (
                 f"converged: distribution similarity {last:.4f} < threshold "
                 f"{config.convergence_threshold}"
             )
-        q05 = scores[-1].get("noise_floor_q05")
-        fresh = (scores[-1].get("recommendation") or {}).get("fresh_mmd2")
-        if (
-            config.stop_at_noise_floor
-            and q05 is not None
-            and fresh is not None
-            and math.isfinite(q05)
-            and fresh <= q05
-        ):
+        q05 = scores[-1].noise_floor_q05
+        fresh = scores[-1].fresh_mmd2
+        if config.stop_at_noise_floor and math.isfinite(q05) and fresh <= q05:
             return (
                 f"below the noise floor: the recommendation's fresh MMD² {fresh:.4f} <= "
                 f"{q05:.4f}, closer to the targets than 95 % of real parameter sets are"
             )
-        values = [float(s["distribution_similarity"]) for s in scores]
+        values = [s.distribution_similarity for s in scores]
         best_at = int(np.nanargmin(values)) if np.isfinite(values).any() else 0
         if len(values) - 1 - best_at >= config.early_stop_patience:
             return (
@@ -326,7 +333,7 @@ class OptimizationPipeline:
         proposal = self._ask(k)
         scores = self._run_scores(k, self.book.scores(k, proposal.predicted_mmd2))
         self._stage("fresh score", k)
-        scores["recommendation"] = self._fresh_score(k, scores["best"])
+        scores = replace(scores, recommendation=self._fresh_score(k, scores.best))
         self._stage("write", k)
         record = self._persist(k, images, masks, embeddings, metadata, scores, proposal, failures)
         self._after_iteration(k, scores, proposal)
@@ -405,7 +412,7 @@ class OptimizationPipeline:
         self.proposal = proposal
         return proposal
 
-    def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> dict[str, Any] | None:
+    def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> FreshScore | None:
         """Re-score the recommendation on fresh, independently seeded images.
 
         The in-sample score of the best-ranked set is biased low (it was selected for being low:
@@ -415,30 +422,34 @@ class OptimizationPipeline:
         if n < 2 or not best or not getattr(self._executor, "renders", True):
             return None
         rec = best[0]
-        seeds = tuple(derive_seed(self.config.seed, "fresh", k, r) for r in range(n))
-        task = EvaluationTask(k, "synthetic", 0, f"fresh_{k}", dict(rec["params"]), seeds)
-        results, _ = self._evaluate([task])
         assert self.book is not None
-        fresh = float(self.book.scorer.score(results[0].embeddings)) if results else math.nan
-        return {
-            "uid": rec["uid"],
-            "params": dict(rec["params"]),
-            "mmd2_in_sample": rec["mmd2"],
-            "predicted_mmd2": rec["predicted_mmd2"],
-            "fresh_mmd2": fresh,
-            "fresh_images": n,
-            "fresh_seed_stream": ["fresh", k],
-        }
+        fresh = fresh_mmd2(
+            lambda tasks: self._evaluate(tasks)[0],
+            self.book.scorer,
+            rec["params"],
+            seed=self.config.seed,
+            iteration=k,
+            n_images=n,
+        )
+        return FreshScore(
+            uid=rec["uid"],
+            params=dict(rec["params"]),
+            mmd2_in_sample=rec["mmd2"],
+            predicted_mmd2=rec["predicted_mmd2"],
+            fresh_mmd2=fresh,
+            fresh_images=n,
+            fresh_seed_stream=("fresh", k),
+        )
 
-    def _run_scores(self, k: int, scores: RunScores) -> dict[str, Any]:
-        out = scores.to_dict()
-        out["noise_floor_q05"] = float(self.noise_floor.get("q05", math.nan))
-        out["noise_floor_q95"] = float(self.noise_floor.get("q95", math.nan))
-        if k == 0:
-            assert self.book is not None
-            out["noise_floor"] = dict(self.noise_floor)
-            out["scorer"] = self.book.scorer.to_dict()
-        return out
+    def _run_scores(self, k: int, scores: RunScores) -> RunScores:
+        assert self.book is not None
+        return replace(
+            scores,
+            noise_floor_q05=float(self.noise_floor.get("q05", math.nan)),
+            noise_floor_q95=float(self.noise_floor.get("q95", math.nan)),
+            noise_floor=dict(self.noise_floor) if k == 0 else None,
+            scorer=self.book.scorer.to_dict() if k == 0 else None,
+        )
 
     def _persist(
         self,
@@ -447,7 +458,7 @@ class OptimizationPipeline:
         masks: Sequence[np.ndarray | None],
         embeddings: np.ndarray,
         metadata: list[dict[str, Any]],
-        scores: dict[str, Any],
+        scores: RunScores,
         proposal: Proposal,
         failures: Sequence[dict[str, Any]],
     ) -> IterationRecord:
@@ -469,7 +480,7 @@ class OptimizationPipeline:
             if k == 0:
                 self.projector.save(tmp / "pca_model.npz")
             atomic_write_json(tmp / "metadata.json", metadata)
-            atomic_write_json(tmp / "scores.json", scores)
+            atomic_write_json(tmp / SCORES_FILE, scores.to_dict())
             atomic_write_json(tmp / PROPOSAL_FILE, record.proposals)
             if failures:
                 atomic_write_json(tmp / FAILURES, list(failures))
@@ -492,7 +503,7 @@ class OptimizationPipeline:
                 except Exception as exc:  # a tracker must never change how a run ends
                     logger.warning("callback %r failed to finish: %s", callback, exc)
 
-    def _after_iteration(self, k: int, scores: dict[str, Any], proposal: Proposal) -> None:
+    def _after_iteration(self, k: int, scores: RunScores, proposal: Proposal) -> None:
         event = IterationEvent(
             iteration=k,
             max_iterations=self._max_iterations,
@@ -500,7 +511,10 @@ class OptimizationPipeline:
             proposal=proposal,
             timings=dict(self.timings),
             experiment_dir=self.store.root,
-            pipeline=self,
+            config=self.config,
+            embedder=dict(self.embedder_info),
+            records=tuple(self.records),
+            book=self.book,
         )
         if self.plots:
             self._stage("plot", k)
@@ -568,7 +582,7 @@ class OptimizationPipeline:
         first = records[0]
         self.projector = PCAProjector.load(self.store.iteration_dir(0) / "pca_model.npz")
         self._start_scoring(first.embeddings, first.metadata, len(first.failures))
-        self.noise_floor = first.scores.get("noise_floor", {}) or self.noise_floor
+        self.noise_floor = first.scores.noise_floor or self.noise_floor
         assert self.book is not None
         for rec in records:
             self.book.add(rec.embeddings, rec.metadata, iteration=rec.iteration)
@@ -916,7 +930,11 @@ class OptimizationPipeline:
     def _write_derived(self, k: int) -> None:
         """``history.csv`` and the manifest, both derived from the iterations."""
         self.store.write_history(self._history_rows())
-        latest = {key: v for key, v in self.scores[-1].items() if key not in {"scorer", "per_set"}}
+        latest = {
+            key: v
+            for key, v in self.scores[-1].to_dict().items()
+            if key not in {"scorer", "per_set"}
+        }
         self.store.update_manifest(
             iterations_completed=k,
             failed_evaluations=sum(len(r.failures) for r in self.records),
@@ -1005,7 +1023,7 @@ class OptimizationPipeline:
 
     def _finish(self) -> RunSummary:
         assert self.proposal is not None
-        current_best = list(self.scores[-1].get("best", []))
+        current_best = list(self.scores[-1].best)
         self.store.update_manifest(
             status="completed",
             stop_reason=self.stop_reason,
@@ -1022,21 +1040,19 @@ class OptimizationPipeline:
             iterations_completed=len(self.records) - 1,
             stop_reason=self.stop_reason,
             current_best=current_best,
-            scores=[{k: v for k, v in s.items() if k != "per_set"} for s in self.scores],
+            scores=list(self.scores),
             noise_floor=self.noise_floor,
             embedder=self.embedder_info,
             timings=dict(self.timings),
         )
 
 
-def _status_line(s: Mapping[str, Any]) -> str:
-    nf = s.get("noise_floor_q05", math.nan)
-    fresh = (s.get("recommendation") or {}).get("fresh_mmd2", math.nan)
+def _status_line(s: RunScores) -> str:
     return (
-        f"best {s['best_param_set_id']} (MMD² {s['best_mmd2']:.4f} in sample, {fresh:.4f} on "
-        f"fresh images, {s['ranking']} ranking), "
-        f"pooled similarity {s['distribution_similarity']:.4f}; one real set scores below "
-        f"{nf:.4f} 5 % of the time; ε-share {s['epsilon_ball_share']:.2f}"
+        f"best {s.best_param_set_id} (MMD² {s.best_mmd2:.4f} in sample, {s.fresh_mmd2:.4f} on "
+        f"fresh images, {s.ranking} ranking), "
+        f"pooled similarity {s.distribution_similarity:.4f}; one real set scores below "
+        f"{s.noise_floor_q05:.4f} 5 % of the time; ε-share {s.epsilon_ball_share:.2f}"
     )
 
 

@@ -191,8 +191,7 @@ def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
         Records with ``param_set_id``, ``iteration``, ``params``, ``mmd2``, ``predicted_mmd2``
         and ``n_images``.
     """
-    last = run.iterations[-1].scores if run.iterations else {}
-    return [dict(rec) for rec in (last.get("best") or [])[:k]]
+    return [dict(rec) for rec in (run.scores[-1].best if run.iterations else [])[:k]]
 
 
 def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
@@ -438,10 +437,10 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
         The figure.
     """
     scores = run.scores
-    x = np.array([int(s.get("iteration", i)) for i, s in enumerate(scores)])
+    x = np.array([s.iteration for s in scores])
 
     def series(key: str) -> np.ndarray:
-        return np.array([_num(s.get(key)) for s in scores], dtype=float)
+        return np.array([s.scalars()[key] for s in scores], dtype=float)
 
     fig = Figure(figsize=(11.5, 7.6))
     fig.subplots_adjust(left=0.07, right=0.985, bottom=0.075, top=0.9, wspace=0.2, hspace=0.2)
@@ -481,9 +480,7 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
         ax_b.axhline(q05, color=COLORS["noise"], ls="--", lw=1.3, label="q05 (stop rule)")
         if math.isfinite(q50):
             ax_b.axhline(q50, color=COLORS["noise"], lw=1.0)
-    fresh = np.array(
-        [_num((sc.get("recommendation") or {}).get("fresh_mmd2")) for sc in scores], dtype=float
-    )
+    fresh = np.array([sc.fresh_mmd2 for sc in scores], dtype=float)
     threshold = _num(getattr(run.config, "convergence_threshold", None))
     dist_sim = series("distribution_similarity")
     ys = [v for v in (*fresh, *dist_sim, q05, q95) if math.isfinite(v)]
@@ -532,7 +529,7 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     ax_c.set_title("(c) Mean nearest-real distance (new images)", fontsize=10.5, loc="left")
     ax_d.plot(x, 100 * series("epsilon_ball_share"), "o-", color=COLORS["close"], ms=5, lw=2)
     ax_d.set_ylabel("share of new images in ε-ball (%)")
-    eps = _num(scores[-1].get("epsilon")) if scores else math.nan
+    eps = scores[-1].epsilon if scores else math.nan
     eps_txt = f" (ε = {eps:.3g})" if math.isfinite(eps) else ""
     ax_d.set_title(f"(d) ε-ball share{eps_txt}", fontsize=10.5, loc="left")
     ax_d.set_ylim(-3, 103)
@@ -747,8 +744,8 @@ def plot_parameter_trajectories(
     cmap = colormaps[SCORE_CMAP]
     jitter = np.random.default_rng(0).uniform(-0.18, 0.18, size=len(sets))
     xs = np.array([s.iteration for s in sets], dtype=float) + jitter
-    best_x = [int(sc.get("iteration", i)) for i, sc in enumerate(run.scores)]
-    best_params = [sc.get("best_params") for sc in run.scores]
+    best_x = [sc.iteration for sc in run.scores]
+    best_params = [sc.best_params for sc in run.scores]
     simulated = getattr(cfg, "target_image_dir", None) is None
     real_dist = (getattr(cfg, "param_distributions", None) or {}).get("real", {})
 

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -39,10 +38,15 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from bo_voids._io import atomic_write_text, to_jsonable
 from bo_voids.exceptions import StateError
+
+if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
+    from bo_voids.pipeline import IterationEvent, OptimizationPipeline
+    from bo_voids.scoring import RunScores
+    from bo_voids.state import IterationRecord
 
 __all__ = [
     "EVENTS_FILE",
@@ -63,15 +67,6 @@ EVENTS_FILE = "events.jsonl"
 
 #: Characters of the bar in the live line.
 _BAR_WIDTH = 12
-#: Pipeline methods that are one stage of the loop, and the stage's name.
-_STAGE_METHODS: tuple[tuple[str, str], ...] = (
-    ("_evaluate", "render+embed"),
-    ("_noise_floor", "null band"),
-    ("_ask", "propose"),
-    ("_fresh_score", "fresh score"),
-    ("_persist", "write"),
-    ("_plot", "plot"),
-)
 
 
 class StageListener(Protocol):
@@ -106,12 +101,20 @@ def _score(value: Any) -> str:
     return f"{v:.4f}" if math.isfinite(v) else "—"
 
 
-def _scalars(scores: Mapping[str, Any]) -> dict[str, Any]:
-    """The scalar run-level scores (the nested per-set records and rankings left out)."""
+def _score_fields(scores: RunScores) -> dict[str, Any]:
+    """The ``scores``, ``best`` and ``recommendation`` fields of an ``events.jsonl`` record."""
     return {
-        k: v
-        for k, v in scores.items()
-        if v is None or (isinstance(v, str | int | float) and not isinstance(v, bool))
+        # the scalar run-level scores (the nested per-set records and rankings left out)
+        "scores": {
+            k: v
+            for k, v in scores.to_dict().items()
+            if v is None or (isinstance(v, str | int | float) and not isinstance(v, bool))
+        },
+        "best": [
+            {k: b.get(k) for k in ("uid", "params", "mmd2", "predicted_mmd2", "n_images")}
+            for b in scores.best
+        ],
+        "recommendation": scores.recommendation.to_dict() if scores.recommendation else None,
     }
 
 
@@ -125,7 +128,7 @@ def _now() -> str:
 
 
 def event_record(
-    event: Any,
+    event: IterationEvent,
     *,
     wall_seconds: float | None = None,
     stage_seconds: Mapping[str, float] | None = None,
@@ -143,7 +146,6 @@ def event_record(
         run-level scores), "best" (the ranked best sets), "recommendation" (its fresh and
         in-sample score), "next_params"}``.
     """
-    scores = event.scores
     return {
         "event": "iteration",
         "iteration": int(event.iteration),
@@ -152,33 +154,23 @@ def event_record(
         "wall_seconds": wall_seconds,
         "timings": dict(event.timings),
         "stage_seconds": dict(stage_seconds) if stage_seconds is not None else None,
-        "scores": _scalars(scores),
-        "best": [
-            {k: b.get(k) for k in ("uid", "params", "mmd2", "predicted_mmd2", "n_images")}
-            for b in scores.get("best") or []
-        ],
-        "recommendation": scores.get("recommendation"),
+        **_score_fields(event.scores),
         "next_params": [dict(p) for p in event.proposal.next_params],
     }
 
 
-def _rebuilt_record(iteration: int, scores: Mapping[str, Any], record: Any) -> dict[str, Any]:
+def _rebuilt_record(record: IterationRecord) -> dict[str, Any]:
     """A record for a persisted iteration whose line was never written (a crash in between)."""
-    proposals = getattr(record, "proposals", None) or {}
+    proposals = record.proposals or {}
     return {
         "event": "iteration",
-        "iteration": iteration,
+        "iteration": record.iteration,
         "max_iterations": None,
         "time": None,
         "wall_seconds": None,
         "timings": None,
         "stage_seconds": None,
-        "scores": _scalars(scores),
-        "best": [
-            {k: b.get(k) for k in ("uid", "params", "mmd2", "predicted_mmd2", "n_images")}
-            for b in scores.get("best") or []
-        ],
-        "recommendation": scores.get("recommendation"),
+        **_score_fields(record.scores),
         "next_params": list(proposals.get("next_params") or []),
         "rebuilt": True,
     }
@@ -254,7 +246,7 @@ class EventLog:
         """Start the clock of the first iteration (call just before the run)."""
         self._t_last = time.perf_counter()
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: IterationEvent) -> None:
         """Append the record of a persisted iteration."""
         path = self.path or Path(event.experiment_dir) / EVENTS_FILE
         if not self._reconciled:
@@ -268,7 +260,7 @@ class EventLog:
         self._last_timings = timings
         _append_line(path, _dumps(event_record(event, wall_seconds=wall, stage_seconds=stage)))
 
-    def _reconcile(self, path: Path, event: Any) -> None:
+    def _reconcile(self, path: Path, event: IterationEvent) -> None:
         """Make the file list exactly the iterations before ``event.iteration``, once per run.
 
         A fresh run finds no file. A resumed run keeps the complete lines of iterations it has
@@ -283,14 +275,10 @@ class EventLog:
             it = rec.get("iteration")
             if isinstance(it, int) and 0 <= it < first and it not in kept:
                 kept[it] = rec
-        pipeline = getattr(event, "pipeline", None)
-        scores = list(getattr(pipeline, "scores", []) or [])
-        records = list(getattr(pipeline, "records", []) or [])
-        for it in range(first):
-            if it not in kept and it < len(scores):
-                kept[it] = _rebuilt_record(
-                    it, scores[it], records[it] if it < len(records) else None
-                )
+        for record in event.records:
+            it = record.iteration
+            if it < first and it not in kept:
+                kept[it] = _rebuilt_record(record)
         lines = [_dumps(kept[it]) for it in sorted(kept)]
         raw = path.read_text(encoding="utf-8") if path.exists() else ""
         if raw != "".join(lines):
@@ -332,7 +320,7 @@ class ProgressLine:
         self._t_last: float | None = None
         self._durations: dict[int, float] = {}
         self._timings: dict[str, float] = {}
-        self._scores: Mapping[str, Any] = {}
+        self._scores: RunScores | None = None
         self._bar: Any = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -372,7 +360,7 @@ class ProgressLine:
         if self._bar is not None:
             self._refresh()
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: IterationEvent) -> None:
         """Show the line of a persisted iteration."""
         if self._t0 is None:
             self.start()
@@ -412,15 +400,15 @@ class ProgressLine:
 
     def _scores_text(self) -> str:
         s = self._scores
-        if not s:
+        if s is None:
             return "no score yet"
-        rec = s.get("recommendation") or {}
-        if rec:
+        rec = s.recommendation
+        if rec is not None:
             return (
-                f"recommendation {rec.get('uid')}: fresh MMD² {_score(rec.get('fresh_mmd2'))} "
-                f"(in sample {_score(rec.get('mmd2_in_sample'))})"
+                f"recommendation {rec.uid}: fresh MMD² {_score(rec.fresh_mmd2)} "
+                f"(in sample {_score(rec.mmd2_in_sample)})"
             )
-        return f"best {s.get('best_param_set_id')}: MMD² {_score(s.get('best_mmd2'))} in sample"
+        return f"best {s.best_param_set_id}: MMD² {_score(s.best_mmd2)} in sample"
 
     def line(self) -> str:
         """The plain line of the last iteration."""
@@ -431,7 +419,7 @@ class ProgressLine:
         parts = [
             self._head(),
             self._scores_text(),
-            f"distribution similarity {_score(s.get('distribution_similarity'))}",
+            f"distribution similarity {_score(s.distribution_similarity if s else None)}",
             *([per_iter] if per_iter else []),
             f"ETA {format_duration(eta)}" if self._iteration < (self.max_iterations or 0) else "",
         ]
@@ -460,60 +448,16 @@ class ProgressLine:
 
 
 def attach_stage_hook(
-    pipeline: Any, *listeners: StageListener | Callable[[str, int], None]
+    pipeline: OptimizationPipeline, *listeners: StageListener | Callable[[str, int], None]
 ) -> None:
     """Tell ``listeners`` which stage of the loop a pipeline runs, as it runs.
 
-    A pipeline that offers ``add_stage_listener`` is asked to do it; otherwise the stage methods
-    of this instance (evaluate, propose, fresh score, write, plot) are wrapped to report on entry,
-    and to report the enclosing stage again when a nested one (the evaluation inside the fresh
-    score) returns.
-
     Args:
-        pipeline: An :class:`~bo_voids.pipeline.OptimizationPipeline`.
+        pipeline: The pipeline.
         *listeners: Objects with ``on_stage(stage, iteration)``, or such callables.
     """
-    calls = [getattr(lis, "on_stage", lis) for lis in listeners]
-    native = getattr(pipeline, "add_stage_listener", None)
-    if callable(native):
-        for call in calls:
-            native(call)
-        return
-    state: dict[str, Any] = {"k": 0, "stack": []}
-
-    def notify() -> None:
-        label = " › ".join(state["stack"][-2:])
-        for call in calls:
-            call(label, state["k"])
-
-    def wrap_step(original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def step(k: int, *args: Any, **kwargs: Any) -> Any:
-            state["k"] = int(k)
-            return original(k, *args, **kwargs)
-
-        return step
-
-    def wrap(original: Callable[..., Any], label: str) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def stage(*args: Any, **kwargs: Any) -> Any:
-            state["stack"].append(label)
-            notify()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                state["stack"].pop()
-                if state["stack"]:
-                    notify()
-
-        return stage
-
-    if callable(getattr(pipeline, "step", None)):
-        pipeline.step = wrap_step(pipeline.step)
-    for name, label in _STAGE_METHODS:
-        method = getattr(pipeline, name, None)
-        if callable(method):
-            setattr(pipeline, name, wrap(method, label))
+    for lis in listeners:
+        pipeline.add_stage_listener(getattr(lis, "on_stage", lis))
 
 
 class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -36,7 +36,7 @@ import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bo_voids.cli import ExitCode
 from bo_voids.config import PARAMETER_NAMES
@@ -50,6 +50,9 @@ from bo_voids.state import (
     read_json,
     utc_timestamp,
 )
+
+if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
+    from bo_voids.pipeline import IterationEvent
 
 __all__ = [
     "FIGURE_MODES",
@@ -269,23 +272,22 @@ class ReportCallback:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.finish("FINISHED" if exc_type is None else "FAILED")
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: IterationEvent) -> None:
         """Write the report of the iterations persisted so far."""
-        pipeline = event.pipeline
         root = Path(event.experiment_dir)
         self.experiment_dir = root
         store = ExperimentStore(root)
         run = ExperimentRun(
             root=root,
             manifest=store.read_manifest(),
-            config=pipeline.config,
-            iterations=list(pipeline.records),
+            config=event.config,
+            iterations=list(event.records),
             history=[],
         )
         html_text = build_report_html(
             run,
             figures="reuse",
-            book=getattr(pipeline, "book", None),
+            book=event.book,
             max_iterations=int(event.max_iterations),
         )
         self.path = self.out or root / REPORT_FILE
@@ -365,7 +367,7 @@ def _header(run: ExperimentRun, name: str, max_iterations: int | None = None) ->
     emb = m.get("embedder") or {}
     status = str(m.get("status", "unknown"))
     nf = run.noise_floor if run.iterations or m.get("noise_floor") else {}
-    last = run.scores[-1] if run.iterations else {}
+    last = run.scores[-1] if run.iterations else None
     cards = [
         ("Status", f'<span class="status-{_e(status)}">{_e(status)}</span>'),
         ("Stop reason", _e(m.get("stop_reason") or "—")),
@@ -382,8 +384,8 @@ def _header(run: ExperimentRun, name: str, max_iterations: int | None = None) ->
                 else "simulated from the real distribution"
             ),
         ),
-        ("Best MMD² (per set)", _e(_fmt(last.get("best_mmd2")))),
-        ("Distribution similarity", _e(_fmt(last.get("distribution_similarity")))),
+        ("Best MMD² (per set)", _e(_fmt(last.best_mmd2 if last else None))),
+        ("Distribution similarity", _e(_fmt(last.distribution_similarity if last else None))),
         (
             "Noise floor (real vs real)",
             _e(f"{_fmt(nf.get('mean'))} ± {_fmt(nf.get('std'))} (q95 {_fmt(nf.get('q95'))})")
@@ -498,22 +500,21 @@ def _convergence_section(run: ExperimentRun) -> str:
     ]
     band = f"{_fmt(nf.get('q05'))} / {_fmt(nf.get('q50'))} / {_fmt(nf.get('q95'))}" if nf else "—"
     rows = []
-    for i, s in enumerate(run.scores):
-        rec = s.get("recommendation") or {}
+    for s in run.scores:
         rows.append(
             (
                 [
-                    _fmt(s.get("iteration", i)),
-                    _fmt(s.get("n_sets")),
-                    str(s.get("best_param_set_id", "—")),
-                    _fmt(rec.get("fresh_mmd2")),
-                    _fmt(s.get("best_mmd2")),
-                    _fmt(s.get("iteration_best_mmd2")),
-                    _fmt(s.get("distribution_similarity")),
+                    _fmt(s.iteration),
+                    _fmt(s.n_sets),
+                    str(s.best_param_set_id or "—"),
+                    _fmt(s.fresh_mmd2),
+                    _fmt(s.best_mmd2),
+                    _fmt(s.iteration_best_mmd2),
+                    _fmt(s.distribution_similarity),
                     band,
-                    _fmt(s.get("kid")),
-                    _fmt(s.get("mean_nearest_real")),
-                    _pct(s.get("epsilon_ball_share")),
+                    _fmt(s.kid),
+                    _fmt(s.mean_nearest_real),
+                    _pct(s.epsilon_ball_share),
                 ],
                 "",
             )

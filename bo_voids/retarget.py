@@ -473,8 +473,8 @@ def retarget_experiment(
         targets=Path(targets),
         n_targets=n_targets,
         per_set=per_set,
-        best=[dict(b) for b in last.get("best") or []],
-        distribution_similarity=float(last.get("distribution_similarity", math.nan)),
+        best=[dict(b) for b in last.best],
+        distribution_similarity=last.distribution_similarity,
         noise_floor=dict(pipeline.noise_floor),
         seconds=seconds,
     )
@@ -509,7 +509,7 @@ def _source_per_set(run: ExperimentRun) -> dict[str, float]:
     """Each set's final MMD² against the source's own targets (``per_set`` of ``scores.json``)."""
     out: dict[str, float] = {}
     for scores in run.scores:
-        for rec in scores.get("per_set") or []:
+        for rec in scores.per_set:
             value = rec.get("mmd2")
             out[str(rec.get("uid"))] = float(value) if value is not None else math.nan
     return out

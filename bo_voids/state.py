@@ -57,6 +57,7 @@ from bo_voids.exceptions import (
     ResumeMismatchError,
     StateError,
 )
+from bo_voids.scoring import RunScores
 
 __all__ = [
     "EXPERIMENT_ENTRIES",
@@ -95,6 +96,10 @@ FLOCK = ".lock.flock"
 LOCK_FILES = frozenset({LOCK, FLOCK})
 PARTIAL_SUFFIX = ".partial"
 FAILURES = "failures.json"
+#: The file of an iteration folder holding its run-level scores (:class:`RunScores`).
+SCORES_FILE = "scores.json"
+#: The file of an iteration folder holding the proposal made after that iteration.
+PROPOSAL_FILE = "proposals.json"
 #: Entries (besides hidden files and ``iteration_*``) a bo_voids experiment folder may hold.
 EXPERIMENT_ENTRIES = frozenset(
     {
@@ -233,7 +238,7 @@ class IterationRecord:
     embeddings: np.ndarray
     metadata: list[dict[str, Any]]
     pca_2d: np.ndarray
-    scores: dict[str, Any] = field(default_factory=dict)
+    scores: RunScores = field(default_factory=lambda: RunScores.from_dict({}))
     proposals: dict[str, Any] | None = None
     folder: Path | None = None
     #: Parameter sets of this iteration whose evaluation failed (excluded from the history):
@@ -406,10 +411,6 @@ class ExperimentStore:
             )
         return manifest
 
-    def stored_config(self) -> ExperimentConfig:
-        """The config snapshot of the stored experiment."""
-        return config_from_dict(self.read_manifest()["config"], check_paths=False)
-
     def _clear(self) -> None:
         # the manifest goes first: a clear interrupted half-way never looks like an experiment
         try:
@@ -490,15 +491,17 @@ class ExperimentStore:
         folder = self.iteration_dir(k)
         if not folder.is_dir():
             raise StateError(f"{folder} does not exist")
-        proposals_path = folder / "proposals.json"
-        scores_path = folder / "scores.json"
+        proposals_path = folder / PROPOSAL_FILE
+        scores_path = folder / SCORES_FILE
         failures_path = folder / FAILURES
         return IterationRecord(
             iteration=k,
             embeddings=load_npy(folder / "embeddings.npy"),
             metadata=read_json(folder / "metadata.json"),
             pca_2d=load_npy(folder / "pca_2d.npy"),
-            scores=read_json(scores_path) if scores_path.exists() else {},
+            scores=RunScores.from_dict(
+                read_json(scores_path) if scores_path.exists() else {"iteration": k}
+            ),
             proposals=read_json(proposals_path) if proposals_path.exists() else None,
             folder=folder,
             failures=read_json(failures_path) if failures_path.exists() else [],
@@ -568,14 +571,14 @@ class ExperimentRun:
     history: list[dict[str, str]]
 
     @property
-    def scores(self) -> list[dict[str, Any]]:
-        """Per-iteration score records (``scores.json`` of each iteration)."""
+    def scores(self) -> list[RunScores]:
+        """Per-iteration run-level scores (``scores.json`` of each iteration)."""
         return [it.scores for it in self.iterations]
 
     @property
     def noise_floor(self) -> dict[str, float]:
         """MMD² between random halves of the real set (mean, std, q05, q95)."""
-        return self.manifest.get("noise_floor") or self.iterations[0].scores.get("noise_floor", {})
+        return self.manifest.get("noise_floor") or self.iterations[0].scores.noise_floor or {}
 
     @property
     def current_best(self) -> list[dict[str, Any]]:

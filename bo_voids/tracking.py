@@ -18,7 +18,7 @@ What is logged, to one MLflow run per pipeline run:
 * **params** — the config, flattened (``bo.top_k``, ``param_bounds.void_count``, …), and the
   embedder's identity (``embedder_info.fingerprint``, …);
 * **metrics**, with ``step`` = iteration — the run-level scores (``distribution_similarity``,
-  ``best_mmd2``, ``kid``, ``epsilon_ball_share``, ``noise_floor_pool_q95``, …), the
+  ``best_mmd2``, ``kid``, ``epsilon_ball_share``, ``noise_floor_q05``, …), the
   recommendation's ``recommendation_fresh_mmd2`` and ``recommendation_in_sample_mmd2``, and the
   cumulative seconds per stage (``timings/render``, …);
 * **artefacts** — ``plots/*.png`` after every iteration; at :meth:`MLflowCallback.finish` also
@@ -40,10 +40,14 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from bo_voids.exceptions import ConfigError
+
+if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
+    from bo_voids.pipeline import IterationEvent
+    from bo_voids.scoring import RunScores
 
 __all__ = ["DEFAULT_STORE", "MLflowCallback", "flatten_params", "iteration_metrics"]
 
@@ -64,7 +68,7 @@ _SCORE_METRICS = (
     "kid",
     "mean_nearest_real",
     "epsilon_ball_share",
-    "noise_floor_pool_q95",
+    "noise_floor_q05",
     "n_sets",
     "pool_size",
 )
@@ -99,22 +103,23 @@ def flatten_params(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
     yield prefix, text
 
 
-def iteration_metrics(scores: Mapping[str, Any], timings: Mapping[str, float]) -> dict[str, float]:
+def iteration_metrics(scores: RunScores, timings: Mapping[str, float]) -> dict[str, float]:
     """The finite metrics of one iteration (see the module docstring for the names).
 
     Args:
-        scores: The iteration's run-level scores (``scores.json``).
+        scores: The iteration's run-level scores.
         timings: Cumulative seconds per stage.
 
     Returns:
         ``{name: value}``; NaN and missing values are left out (MLflow plots them badly).
     """
     out: dict[str, float] = {}
+    scalars = scores.scalars()
     for key in _SCORE_METRICS:
-        _put(out, key, scores.get(key))
-    rec = scores.get("recommendation") or {}
-    _put(out, "recommendation_fresh_mmd2", rec.get("fresh_mmd2"))
-    _put(out, "recommendation_in_sample_mmd2", rec.get("mmd2_in_sample"))
+        _put(out, key, scalars.get(key))
+    rec = scores.recommendation
+    _put(out, "recommendation_fresh_mmd2", rec.fresh_mmd2 if rec else None)
+    _put(out, "recommendation_in_sample_mmd2", rec.mmd2_in_sample if rec else None)
     for stage, seconds in timings.items():
         _put(out, f"timings/{stage}", seconds)
     return out
@@ -261,18 +266,17 @@ class MLflowCallback:
 
     # ---- the callback ------------------------------------------------------------------------
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: IterationEvent) -> None:
         """Log one persisted iteration (params too, on the first call)."""
         from mlflow.entities import Metric, Param, RunTag
 
-        pipeline = event.pipeline
-        config = pipeline.config
+        config = event.config
         self.start(config.experiment_name)
         client, run_id = self._client, self.run_id
         self.experiment_dir = Path(event.experiment_dir)
         if not self._params_logged:
             params = dict(flatten_params(config.to_dict()))
-            embedder = getattr(pipeline, "embedder_info", None) or {}
+            embedder = event.embedder
             params.update(flatten_params(dict(embedder), "embedder_info"))
             items = [Param(k, v) for k, v in params.items()]
             for i in range(0, len(items), _BATCH):

@@ -262,3 +262,32 @@ def test_config_defaults_are_the_optimizer_defaults(config_path: Path) -> None:
     assert opt.options["acquisition"] == defaults["acquisition"] == cfg.acquisition_function
     for key in ("num_restarts", "raw_samples", "maxiter", "ucb_beta", "min_observations"):
         assert opt.options[key] == defaults[key], key
+
+
+def test_extends_merges_sections_over_the_base(repo_root: Path, tmp_path: Path) -> None:
+    base = load_config(repo_root / "configs" / "experiment_config.yaml", check_paths=False)
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        f"extends: {repo_root / 'configs' / 'experiment_config.yaml'}\n"
+        "experiment_name: child\nmax_iterations: 2\nmetric:\n  null_draws: 7\n"
+    )
+    cfg = load_config(child, check_paths=False)
+    assert cfg.max_iterations == 2 and cfg.metric.null_draws == 7
+    # the rest of the metric section, and everything else, is the base's
+    assert cfg.metric.fresh_images == base.metric.fresh_images
+    assert cfg.param_bounds == base.param_bounds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("extends: child.yaml\n", "leads back to itself"),
+        ("extends: missing.yaml\n", "is not a file"),
+        ("extends: [1]\n", "extends must be the path"),
+    ],
+)
+def test_bad_extends_is_named(tmp_path: Path, text: str, message: str) -> None:
+    child = tmp_path / "child.yaml"
+    child.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(child, check_paths=False)

@@ -96,7 +96,7 @@ def test_running_run_falls_back_to_last_top_k(tmp_path_factory: pytest.TempPathF
     run = load_experiment(folder)
     assert run.current_best == []
     best = plots.best_sets(run)
-    assert [b["param_set_id"] for b in best] == run.scores[-1]["top_k"][: len(best)]
+    assert [b["param_set_id"] for b in best] == [b["uid"] for b in run.scores[-1].best][: len(best)]
     assert all(np.isfinite(b["mmd2"]) for b in best)
     for p in plots.write_all_plots(folder):
         assert_valid_png(p.read_bytes())
@@ -126,11 +126,11 @@ def test_convergence_figure_content(tiny_run: Path) -> None:
     assert any("noise floor" in t and "one real set" in t for t in labels)
     assert any("q05" in t for t in labels) and any("threshold" in t for t in labels)
     fresh = next(x for x in ax_b.get_lines() if x.get_label() == "recommendation on fresh images")
-    expected = [s["recommendation"]["fresh_mmd2"] for s in run.scores]
+    expected = [s.fresh_mmd2 for s in run.scores]
     np.testing.assert_allclose(np.asarray(fresh.get_ydata(), dtype=float), expected)
     rec = next(x for x in ax_a.get_lines() if x.get_label() == "recommendation (in sample)")
     y = np.asarray(rec.get_ydata(), dtype=float)
-    np.testing.assert_allclose(y, [s["best_mmd2"] for s in run.scores])
+    np.testing.assert_allclose(y, [s.best_mmd2 for s in run.scores])
 
 
 def test_parameter_figure_content(tiny_run: Path) -> None:

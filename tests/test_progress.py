@@ -19,6 +19,7 @@ from bo_voids.progress import (
     format_duration,
     read_events,
 )
+from bo_voids.scoring import RunScores
 from bo_voids.state import load_experiment
 from bo_voids.testing.runs import tiny_config
 
@@ -57,9 +58,9 @@ def test_events_jsonl_one_line_per_iteration(logged_run) -> None:
     for rec, it in zip(records, run.iterations, strict=True):
         assert rec["event"] == "iteration" and rec["max_iterations"] == 2
         assert rec["scores"]["distribution_similarity"] == pytest.approx(
-            it.scores["distribution_similarity"]
+            it.scores.distribution_similarity
         )
-        assert rec["recommendation"]["uid"] == it.scores["recommendation"]["uid"]
+        assert rec["recommendation"]["uid"] == it.scores.recommendation.uid
         assert rec["next_params"] == it.proposals["next_params"]
         assert set(rec["stage_seconds"]) >= {"render", "embed", "propose", "write"}
         assert all(v >= 0 for v in rec["stage_seconds"].values())
@@ -122,12 +123,15 @@ class _Terminal(io.StringIO):
 
 
 def _event(k: int, n: int) -> SimpleNamespace:
-    scores = {
-        "distribution_similarity": 0.5 / (k + 1),
-        "best_mmd2": 0.1,
-        "best_param_set_id": "close_ps_000",
-        "recommendation": {"uid": "close_ps_000", "fresh_mmd2": 0.2, "mmd2_in_sample": 0.1},
-    }
+    best = {"uid": "close_ps_000", "params": {}, "mmd2": 0.1, "predicted_mmd2": 0.1}
+    scores = RunScores.from_dict(
+        {
+            "iteration": k,
+            "distribution_similarity": 0.5 / (k + 1),
+            "best": [best],
+            "recommendation": {"uid": "close_ps_000", "fresh_mmd2": 0.2, "mmd2_in_sample": 0.1},
+        }
+    )
     return SimpleNamespace(
         iteration=k,
         max_iterations=n,
@@ -135,7 +139,7 @@ def _event(k: int, n: int) -> SimpleNamespace:
         proposal=Proposal(next_params=()),
         timings={"render": 1.0},
         experiment_dir=Path("."),
-        pipeline=None,
+        records=(),
     )
 
 

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from bo_voids import optimize
+from bo_voids._io import to_jsonable
 from bo_voids.config import ExperimentConfig
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.state import ExperimentStore, load_experiment
@@ -108,7 +109,7 @@ def assert_same_as_reference(
         np.testing.assert_array_equal(a.pca_2d, b.pca_2d)
         assert [m["params"] for m in a.metadata] == [m["params"] for m in b.metadata]
         assert [m["render_seed"] for m in a.metadata] == [m["render_seed"] for m in b.metadata]
-        assert a.scores == b.scores
+        assert to_jsonable(a.scores.to_dict()) == to_jsonable(b.scores.to_dict())
     if history:  # identical rows: params, mmd2 and every other column
         ref_rows = [r for r in reference.history if int(r["iteration"]) < n]
         assert [r for r in run.history if int(r["iteration"]) < n] == ref_rows

@@ -101,8 +101,8 @@ def test_scores_equal_a_fresh_run_against_the_new_targets(source, retargeted) ->
     np.testing.assert_allclose(
         again.iterations[0].embeddings, fresh.iterations[0].embeddings, rtol=1e-6, atol=1e-7
     )
-    want = {r["uid"]: r["mmd2"] for r in fresh.iterations[0].scores["per_set"]}
-    got = {r["uid"]: r["mmd2"] for r in again.iterations[0].scores["per_set"]}
+    want = {r["uid"]: r["mmd2"] for r in fresh.iterations[0].scores.per_set}
+    got = {r["uid"]: r["mmd2"] for r in again.iterations[0].scores.per_set}
     assert want.keys() == got.keys() and len(want) == 6
     for uid in want:
         assert got[uid] == pytest.approx(want[uid], rel=1e-9, abs=1e-12), uid

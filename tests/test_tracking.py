@@ -11,6 +11,7 @@ import yaml
 from bo_voids.exceptions import ConfigError
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.report import ReportCallback
+from bo_voids.scoring import RunScores
 from bo_voids.state import load_experiment
 from bo_voids.testing.runs import tiny_config
 from bo_voids.tracking import MLflowCallback, flatten_params, iteration_metrics
@@ -21,18 +22,21 @@ def test_flatten_params_and_metrics() -> None:
     assert params["a"] == "1" and params["b.c"] == "[1, 2]" and params["b.d"] == ""
     assert len(params["e"]) == 500 and params["e"].endswith("…")
     metrics = iteration_metrics(
-        {
-            "distribution_similarity": 0.1,
-            "kid": float("nan"),
-            "n_sets": 4,
-            "ranking": "raw",
-            "recommendation": {"fresh_mmd2": 0.2, "mmd2_in_sample": None},
-        },
+        RunScores.from_dict(
+            {
+                "distribution_similarity": 0.1,
+                "kid": float("nan"),
+                "n_sets": 4,
+                "ranking": "raw",
+                "recommendation": {"fresh_mmd2": 0.2, "mmd2_in_sample": None},
+            }
+        ),
         {"render": 1.5},
     )
     assert metrics == {
         "distribution_similarity": 0.1,
         "n_sets": 4.0,
+        "pool_size": 0.0,
         "recommendation_fresh_mmd2": 0.2,
         "timings/render": 1.5,
     }
@@ -62,7 +66,7 @@ def test_logs_a_run_to_a_file_store_and_reads_it_back(repo_root: Path, tmp_path:
     history = client.get_metric_history(tracker.run_id, "distribution_similarity")
     assert sorted(m.step for m in history) == [0, 1, 2]
     for m in history:
-        assert m.value == pytest.approx(scores[m.step]["distribution_similarity"])
+        assert m.value == pytest.approx(scores[m.step].distribution_similarity)
     fresh = client.get_metric_history(tracker.run_id, "recommendation_fresh_mmd2")
     assert [m.value for m in sorted(fresh, key=lambda m: m.step)] == pytest.approx(
         [s["recommendation"]["fresh_mmd2"] for s in scores]

@@ -43,9 +43,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     """
     import torch
 
-    from bo_voids.evaluation import EvaluationTask
     from bo_voids.pipeline import IterationEvent, OptimizationPipeline
-    from bo_voids.seeding import derive_seed
+    from bo_voids.scoring import fresh_mmd2
     from bo_voids.space import SearchSpace
     from bo_voids.state import atomic_write_json, read_json
 
@@ -69,7 +68,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     picks: dict[int, dict[str, Any]] = {}
 
     def record(event: IterationEvent) -> None:
-        best = event.scores.get("best") or []
+        best = event.scores.best
         if best:
             picks[event.iteration] = {
                 "params": dict(best[0]["params"]),
@@ -92,8 +91,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         pipe.run_full_experiment()
     if len(picks) < len(pipe.scores):  # a resumed run: earlier iterations from disk
         for k, s in enumerate(pipe.scores):
-            if k not in picks and s.get("best"):
-                b = s["best"][0]
+            if k not in picks and s.best:
+                b = s.best[0]
                 picks[k] = {
                     "params": dict(b["params"]),
                     "mmd2_in_sample": b["mmd2"],
@@ -106,9 +105,15 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     realised = _mean_point(real_sets)
 
     def fresh(params: Mapping[str, Any], k: int) -> float:
-        seeds = tuple(derive_seed(spec.seed, "bench-fresh", k, r) for r in range(N_FRESH))
-        task = EvaluationTask(k, "synthetic", 0, f"fresh_{k}", dict(params), seeds)
-        return float(scorer.score(evaluator.evaluate_one(task).embeddings))
+        return fresh_mmd2(
+            lambda tasks: [evaluator.evaluate_one(t) for t in tasks],
+            scorer,
+            params,
+            seed=spec.seed,
+            iteration=k,
+            n_images=N_FRESH,
+            stream="bench-fresh",
+        )
 
     rows = []
     checkpoints = sorted({c for c in CHECKPOINTS if c <= spec.iterations} | {spec.iterations})

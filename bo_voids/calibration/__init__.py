@@ -387,11 +387,11 @@ def _best_and_top(
 ) -> tuple[str, list[str]]:
     """The run's best set (its one ranking) and top-k pool, as observation uids."""
     uids = {o.uid for o in ctx.observations}
-    last = run.scores[-1] if run.scores else {}
-    best = str(last.get("best_param_set_id") or "")
+    last = run.scores[-1] if run.scores else None
+    best = str(last.best_param_set_id or "") if last else ""
     if best not in uids:
         best = fit.best_single[0]
-    top = [str(u) for u in (last.get("top_k") or []) if str(u) in uids] or [best]
+    top = [u for u in (b["uid"] for b in (last.best if last else [])) if u in uids] or [best]
     return best, top
 
 

@@ -225,7 +225,7 @@ class CalibrationContext:
                 "needs at least 2"
             )
         targets = np.asarray(it0.embeddings[is_target], dtype=np.float64)
-        stored = it0.scores.get("scorer")
+        stored = it0.scores.scorer
         bandwidth: str | MMDScorer = (
             MMDScorer.from_dict(stored, targets) if stored else cfg.metric.bandwidth
         )

@@ -57,9 +57,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from bo_voids._io import atomic_write_text
 from bo_voids.embedding.base import Embedder, as_image_list, short_hash, to_gray
 from bo_voids.exceptions import EmbeddingError
-from bo_voids.state import atomic_write_text
 
 if TYPE_CHECKING:
     from bo_voids.space import SearchSpace
