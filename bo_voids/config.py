@@ -33,6 +33,17 @@ from typing import Any
 import yaml
 
 from bo_voids.exceptions import ConfigError
+from bo_voids.schema import IMAGING_IDENTITY as IMAGING_IDENTITY
+from bo_voids.schema import IMAGING_LIMITS as IMAGING_LIMITS
+from bo_voids.schema import NUISANCE_PREFIX as NUISANCE_PREFIX
+from bo_voids.schema import CategoricalBounds as CategoricalBounds
+from bo_voids.schema import CategoricalDistribution as CategoricalDistribution
+from bo_voids.schema import ImagingSettings as ImagingSettings
+from bo_voids.schema import ImagingValue as ImagingValue
+from bo_voids.schema import NormalDistribution as NormalDistribution
+from bo_voids.schema import NumericBounds as NumericBounds
+from bo_voids.schema import ParameterBounds as ParameterBounds
+from bo_voids.schema import ParameterDistribution as ParameterDistribution
 
 # ---------------------------------------------------------------------------------------------
 # Constants: the parameter schema of the design (names, kinds and the range the generator supports)
@@ -77,17 +88,6 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 EXECUTORS: tuple[str, ...] = ("local", "processes", "dask")
 SURROGATES: tuple[str, ...] = ("composite", "mixed", "onehot")
 BANDWIDTHS: tuple[str, ...] = ("multi", "median")
-#: The ``imaging:`` keys' widest ranges and the values that leave an image unchanged (their
-#: meaning: :mod:`bo_voids.generation.imaging`).
-IMAGING_LIMITS: dict[str, tuple[float, float]] = dict(
-    psf_sigma=(0.0, 20.0), gamma=(0.2, 5.0), contrast=(0.1, 5.0), gaussian_noise=(0.0, 0.5),
-    poisson_noise=(0.0, 0.5),
-)  # fmt: skip
-IMAGING_IDENTITY: dict[str, float] = dict(
-    psf_sigma=0.0, gamma=1.0, contrast=1.0, gaussian_noise=0.0, poisson_noise=0.0
-)
-#: Prefix of a nuisance imaging parameter in the search space (``imaging_gamma``).
-NUISANCE_PREFIX = "imaging_"
 #: Where base chips are looked for when ``base_image_dir`` is not given.
 DEFAULT_BASE_IMAGE_DIR = Path("data/base_chips")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -96,59 +96,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # ---------------------------------------------------------------------------------------------
 # Typed config objects
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CategoricalBounds:
-    """Allowed values of a categorical parameter."""
-
-    choices: tuple[str, ...]
-
-    def to_yaml(self) -> list[str]:
-        """Return the YAML form (a list of choices)."""
-        return list(self.choices)
-
-
-@dataclass(frozen=True)
-class NumericBounds:
-    """Inclusive ``[low, high]`` bounds of an integer or continuous parameter."""
-
-    low: float
-    high: float
-    integer: bool = False
-
-    def to_yaml(self) -> list[float]:
-        """Return the YAML form (``[low, high]``)."""
-        if self.integer:
-            return [int(self.low), int(self.high)]
-        return [float(self.low), float(self.high)]
-
-
-@dataclass(frozen=True)
-class CategoricalDistribution:
-    """Probabilities of each category."""
-
-    probabilities: dict[str, float]
-
-    def to_yaml(self) -> dict[str, float]:
-        """Return the YAML form (``{category: probability}``)."""
-        return dict(self.probabilities)
-
-
-@dataclass(frozen=True)
-class NormalDistribution:
-    """A normal distribution, clipped to the parameter's bounds when sampled."""
-
-    mean: float
-    std: float
-
-    def to_yaml(self) -> dict[str, float]:
-        """Return the YAML form (``{mean: .., std: ..}``)."""
-        return {"mean": self.mean, "std": self.std}
-
-
-ParameterBounds = CategoricalBounds | NumericBounds
-ParameterDistribution = CategoricalDistribution | NormalDistribution
 
 
 @dataclass(frozen=True)
@@ -214,45 +161,6 @@ class DaskSettings:
     resources: dict[str, float] | None = None
     #: Parameter sets sent to a worker in one Dask task (fewer round trips for fast evaluations).
     tasks_per_job: int = 1
-
-
-ImagingValue = float | NumericBounds
-
-
-@dataclass(frozen=True)
-class ImagingSettings:
-    """The detector's imaging chain (``imaging:`` section), applied after the voids are drawn.
-
-    Each entry is either a fixed number or :class:`NumericBounds`: a *nuisance* parameter that
-    joins the search space as ``imaging_<key>`` and is calibrated with the six design parameters.
-    The defaults leave images unchanged (simulated targets keep their behaviour).
-    """
-
-    psf_sigma: ImagingValue = 0.0
-    gamma: ImagingValue = 1.0
-    contrast: ImagingValue = 1.0
-    gaussian_noise: ImagingValue = 0.0
-    poisson_noise: ImagingValue = 0.0
-
-    def nuisance_bounds(self) -> dict[str, NumericBounds]:
-        """Bounds of the nuisance parameters, by search-space name (``imaging_<key>``)."""
-        return {
-            NUISANCE_PREFIX + k: v
-            for k in IMAGING_LIMITS
-            if isinstance(v := getattr(self, k), NumericBounds)
-        }
-
-    @property
-    def is_identity(self) -> bool:
-        """Whether the chain leaves every image unchanged (all fixed at their identity)."""
-        return all(getattr(self, k) == IMAGING_IDENTITY[k] for k in IMAGING_LIMITS)
-
-    def to_yaml(self) -> dict[str, float | list[float]]:
-        """Return the YAML form (a number or ``[low, high]`` per key)."""
-        values = {k: getattr(self, k) for k in IMAGING_LIMITS}
-        return {
-            k: v.to_yaml() if isinstance(v, NumericBounds) else float(v) for k, v in values.items()
-        }
 
 
 @dataclass(frozen=True)

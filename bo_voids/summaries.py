@@ -400,6 +400,7 @@ class SummaryMap:
                 lift = FeatureLift.fit(E, random_features, int(seed))
                 L = lift.apply(E)
                 c2, i2, a2, r2_rff, oof2 = _fit_head(L, Tgt, inverse, G, int(n_folds), int(seed))
+                assert oof2 is not None  # same folds as the linear head's
                 pad = np.zeros((L.shape[1] - D, p))
                 coef = np.vstack([coef, pad])
                 for j in range(p):

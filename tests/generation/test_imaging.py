@@ -80,8 +80,7 @@ def test_bad_imaging_values_name_the_key(imaging: dict, message: str) -> None:
 
 
 def test_bad_bounds_exit_2_naming_the_key(tmp_path: Path) -> None:
-    raw = yaml.safe_load(QUICKSTART.read_text())
-    raw["imaging"] = {"psf_sigma": [3.0, 1.0]}
+    raw = _with_imaging({"psf_sigma": [3.0, 1.0]})
     raw["experiment_dir"] = str(tmp_path / "exp")
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
