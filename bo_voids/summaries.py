@@ -1,9 +1,9 @@
 """Low-dimensional summary statistics of image embeddings, fitted once and persisted without pickle.
 
 A :class:`SummaryMap` turns an embedding ``e`` (any embedder, ``D`` features) into a short vector
-``s = A e - c`` of ``k`` summaries. Every kind is affine in the embedding, so the map is stored as
-one ``(k, D)`` matrix and one offset; the per-set mean summary is then the summary of the per-set
-mean embedding, which is what the composite surrogate models.
+``s = A e - c`` of ``k`` summaries. Every kind is affine in the embedding (in the lifted
+embedding with the non-linear head), so the map is stored as one ``(k, D)`` matrix and one offset
+(plus the lift's seed); callers average the summaries of single images.
 
 Kinds (concatenated in the order given):
 
