@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "load_experiment": "bo_voids.state",
     "write_report": "bo_voids.report",
     "write_all_plots": "bo_voids.plots",
+    "export_dataset": "bo_voids.export",
+    "image_void_metrics": "bo_voids.void_metrics",
     "BoVoidsError": "bo_voids.exceptions",
     "ConfigError": "bo_voids.exceptions",
 }

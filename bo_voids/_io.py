@@ -21,11 +21,14 @@ This module depends on numpy and :mod:`bo_voids.exceptions` only, so that low-le
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,12 +38,15 @@ import numpy as np
 from bo_voids.exceptions import StateError
 
 __all__ = [
+    "JsonLines",
     "atomic_open",
     "atomic_save_npy",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "read_jsonl",
     "read_npz",
+    "read_regular_file",
     "to_jsonable",
     "utc_timestamp",
     "write_npz",
@@ -190,7 +196,8 @@ def write_npz(path: str | Path, arrays: Mapping[str, Any], *, format_version: in
         raise ValueError(f"object arrays {pickled} cannot be saved without pickle")
     dest = Path(path)
     with atomic_open(dest) as fh:
-        np.savez(fh, **{FORMAT_VERSION_KEY: np.int64(format_version)}, **plain)
+        to_save: dict[str, Any] = {FORMAT_VERSION_KEY: np.int64(format_version), **plain}
+        np.savez(fh, **to_save)
     return dest
 
 
@@ -228,3 +235,93 @@ def read_npz(
     if version.shape != () or version.dtype.kind not in "iu" or int(version) != format_version:
         raise StateError(f"{p}: unsupported {kind} format version {version.tolist()}")
     return arrays
+
+
+def read_regular_file(path: str | Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file, refusing anything that could hang or flood the process.
+
+    A FIFO, a device (``/dev/zero``, ``/dev/stdin``), a socket or a folder is refused without
+    reading from it (the open does not block), and so is a file larger than ``limit``.
+
+    Args:
+        path: The file.
+        limit: Largest size accepted, in bytes (``None``: no limit).
+
+    Returns:
+        The content.
+
+    Raises:
+        FileNotFoundError: No such file.
+        OSError: Not a regular file (``EINVAL``), larger than ``limit`` (``EFBIG``), unreadable.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if limit is not None and info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            if limit is not None and sum(map(len, chunks)) > limit:  # grew while being read
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class JsonLines:
+    """What :func:`read_jsonl` read: the good records and how many lines it skipped.
+
+    Attributes:
+        records: The JSON objects, in file order.
+        skipped: Lines that are not a UTF-8 JSON object (bad bytes, cut, another type).
+        incomplete: Whether the file ends in a line without its newline (being written, or cut
+            by a crash); that line is never read, and not counted in ``skipped``.
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    incomplete: bool = False
+
+
+def read_jsonl(path: str | Path) -> JsonLines:
+    """Read a JSON-lines file tolerantly: each line decoded and parsed on its own.
+
+    A line of bytes that are not UTF-8, a line that is not JSON or not an object is skipped and
+    counted; the piece after the last newline is incomplete and skipped. A missing file reads as
+    empty.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The :class:`JsonLines`.
+
+    Raises:
+        StateError: The file exists but cannot be read (permissions, a folder).
+    """
+    p = Path(path)
+    try:
+        raw = read_regular_file(p)
+    except FileNotFoundError:
+        return JsonLines()
+    except OSError as exc:
+        raise StateError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    *lines, tail = raw.split(b"\n")
+    out = JsonLines(incomplete=bool(tail.strip()))
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):  # bad bytes, bad JSON, a nesting bomb
+            out.skipped += 1
+            continue
+        if isinstance(record, dict):
+            out.records.append(record)
+        else:
+            out.skipped += 1
+    return out

@@ -1,8 +1,8 @@
 """``python -m bo_voids.calibrate EXPERIMENT_DIR``: runs ``python -m bo_voids.calibration``."""
 
-import sys
-
 from bo_voids.calibration.__main__ import main
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from bo_voids.cli import run_module
+
+    run_module(main)

@@ -21,6 +21,11 @@ Exit codes — the one table for every command (:class:`ExitCode`):
 143   stopped by ``SIGTERM``, e.g. a batch scheduler ending the job (resumable)
 ====  ==========================================================================================
 
+The terminal policy — one for every command and its ``python -m`` alias (:func:`call_guarded`,
+:func:`report_failure`): a failure is one line on the terminal (what, where, what to do); its
+traceback goes to the log file (``--log-file``) and, with ``--debug`` (or ``BO_VOIDS_DEBUG=1``),
+to the terminal too.
+
 The command modules are imported by name only when their command runs, so ``bo-voids --help``
 is instant and this module imports no other part of the package but its exceptions.
 """
@@ -31,25 +36,36 @@ import contextlib
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from bo_voids.exceptions import BoVoidsError, UserInputError
+from bo_voids.exceptions import BoVoidsError, ConfigError, UserInputError
 
 __all__ = [
     "COMMANDS",
+    "DEBUG_FLAG",
     "Command",
     "ExitCode",
     "Terminated",
     "call_guarded",
+    "debug_enabled",
     "main",
+    "report_failure",
+    "run_module",
+    "set_debug",
     "sigterm_as_interrupt",
 ]
+
+#: The option, accepted by every command, that also shows tracebacks on the terminal.
+DEBUG_FLAG = "--debug"
+_debug = False
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +135,10 @@ COMMANDS: dict[str, Command] = {
         "bo_voids.retarget",
         "score an experiment's evaluated sets against new real targets, without re-rendering",
     ),
+    "export": Command(
+        "bo_voids.export",
+        "render a labelled synthetic training set (images, masks, COCO) from a calibration",
+    ),
     "chips": Command("bo_voids.generation.base_chips", "write procedural base chip images"),
     "gallery": Command(
         "bo_voids.generation.gallery",
@@ -136,16 +156,54 @@ def _usage() -> str:
         *(f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items()),
         "",
         "exit codes: 0 ok, 1 runtime failure, 2 usage/config error, 130 Ctrl-C, 143 SIGTERM",
+        f"{DEBUG_FLAG} (any command): also show tracebacks on the terminal (always in --log-file)",
     ]
     return "\n".join(lines)
+
+
+def set_debug(on: bool = True) -> None:
+    """Show tracebacks on the terminal too (``--debug``)."""
+    global _debug
+    _debug = bool(on)
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks go to the terminal: ``--debug`` was given or ``BO_VOIDS_DEBUG`` is set."""
+    return _debug or os.environ.get("BO_VOIDS_DEBUG", "").strip() not in {"", "0"}
+
+
+def report_failure(exc: BaseException, *, hint: str = "") -> ExitCode:
+    """Report a failure by the terminal policy and return its exit code.
+
+    One line on stderr: ``error: <what, where>`` and, when given, ``; <hint>`` (what to do). The
+    traceback goes to the ``bo_voids`` log at debug level (the log file, when one is open) and
+    to the terminal only when :func:`debug_enabled`.
+
+    Args:
+        exc: The failure.
+        hint: What to do about it, appended to the line.
+
+    Returns:
+        :attr:`ExitCode.USAGE` for a :class:`~bo_voids.exceptions.UserInputError` (the user can fix
+        the input), :attr:`ExitCode.FAILURE` otherwise.
+    """
+    known = isinstance(exc, BoVoidsError)
+    text = str(exc) if known else f"{type(exc).__name__}: {exc}"
+    line = " ".join(f"{text}; {hint}".split() if hint else text.split())
+    logger.debug("%s", line, exc_info=exc)
+    label = "config error" if isinstance(exc, ConfigError) else "error"
+    print(f"{label}: {line}", file=sys.stderr)
+    if debug_enabled():
+        traceback.print_exception(exc, file=sys.stderr)
+    return ExitCode.USAGE if isinstance(exc, UserInputError) else ExitCode.FAILURE
 
 
 def call_guarded(func: Callable[..., Any], argv: Sequence[str], **kwargs: Any) -> int:
     """Call a command's ``main`` and map whatever it ends with onto :class:`ExitCode`.
 
-    ``SystemExit`` (argparse) keeps its code; Ctrl-C gives 130, ``SIGTERM`` 143; a
-    :class:`~bo_voids.exceptions.UserInputError` 2 and any other error 1, each with a one-line
-    message (the traceback of an unexpected error goes to the log for the bug report).
+    ``SystemExit`` (argparse) keeps its code; Ctrl-C gives 130, ``SIGTERM`` 143; any other
+    failure is reported by :func:`report_failure` (2 for the user's input, else 1). ``--debug``
+    is taken out of ``argv`` and turns on :func:`debug_enabled`.
 
     Args:
         func: The command's ``main``.
@@ -155,9 +213,13 @@ def call_guarded(func: Callable[..., Any], argv: Sequence[str], **kwargs: Any) -
     Returns:
         The exit status.
     """
+    argv = list(argv)
+    if DEBUG_FLAG in argv[: argv.index("--")] if "--" in argv else DEBUG_FLAG in argv:
+        argv.remove(DEBUG_FLAG)
+        set_debug()
     try:
         with sigterm_as_interrupt():
-            code = func(list(argv), **kwargs)
+            code = func(argv, **kwargs)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return int(exc.code or 0)
@@ -169,16 +231,8 @@ def call_guarded(func: Callable[..., Any], argv: Sequence[str], **kwargs: Any) -
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
-    except UserInputError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return ExitCode.USAGE
-    except BoVoidsError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return ExitCode.FAILURE
     except Exception as exc:
-        logger.debug("unexpected failure", exc_info=True)
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.FAILURE
+        return report_failure(exc)
     return int(code or 0)
 
 
@@ -192,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (:class:`ExitCode`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == DEBUG_FLAG:  # bo-voids --debug COMMAND ... as well
+        args = [*args[1:2], DEBUG_FLAG, *args[2:]]
     if not args:
         print(_usage(), file=sys.stderr)
         return ExitCode.USAGE
@@ -211,6 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = command.resolve()
     kwargs = {"prog": f"bo-voids {name}"} if "prog" in inspect.signature(func).parameters else {}
     return call_guarded(func, rest, **kwargs)
+
+
+def run_module(func: Callable[..., Any]) -> None:
+    """The ``if __name__ == "__main__"`` of a ``python -m`` alias: the same policy as ``bo-voids``.
+
+    Args:
+        func: The command's ``main``.
+    """
+    sys.exit(call_guarded(func, sys.argv[1:]))
 
 
 if __name__ == "__main__":  # pragma: no cover

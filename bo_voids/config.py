@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from bo_voids._io import read_regular_file
 from bo_voids.exceptions import ConfigError
 from bo_voids.schema import IMAGING_IDENTITY as IMAGING_IDENTITY
 from bo_voids.schema import IMAGING_LIMITS as IMAGING_LIMITS
@@ -283,6 +284,10 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+#: Largest config file read (a config is a few kilobytes; anything larger is not one).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping strictly (duplicate keys rejected, errors with ``file:line:col``).
 
@@ -296,11 +301,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         ConfigError: If the file is missing, unreadable, not valid YAML or not a mapping.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # a FIFO or a device (/dev/zero) is refused, never read: it could hang or flood
+        text = read_regular_file(path, limit=MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     try:
         data = yaml.load(text, Loader=_make_loader(str(path)))  # a SafeLoader subclass
@@ -375,8 +382,10 @@ def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         old = out.get(key)
-        both = isinstance(old, Mapping) and isinstance(value, Mapping)
-        out[key] = _merged(old, value) if both else value
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = _merged(old, value)
+        else:
+            out[key] = value
     return out
 
 
@@ -498,11 +507,11 @@ def config_from_dict(
                 f"got {spec.param_sets} x {spec.replications}"
             )
     if check_paths:
-        _check_folder("base_image_dir", kwargs["base_image_dir"])
+        _check_folder("base_image_dir", kwargs["base_image_dir"], source)
         if kwargs["target_image_dir"] is not None:
-            _check_folder("target_image_dir", kwargs["target_image_dir"])
+            _check_folder("target_image_dir", kwargs["target_image_dir"], source)
         if kwargs["warm_start"] is not None:
-            _check_folder("warm_start", kwargs["warm_start"])
+            _check_folder("warm_start", kwargs["warm_start"], source)
         if kwargs["dino_weights"] is not None and not Path(kwargs["dino_weights"]).exists():
             raise ConfigError(f"dino_weights: {kwargs['dino_weights']} does not exist")
     return ExperimentConfig(**kwargs)
@@ -521,14 +530,32 @@ def _tname(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _check_folder(key: str, folder: Path) -> None:
+def _check_folder(key: str, folder: Path, source: str = "config") -> None:
+    """Refuse a missing input folder with a message that says where it was looked for.
+
+    A relative path is resolved against the current directory; when it is missing there but
+    exists beside the config file (or one folder above it, the usual repository layout), the
+    message says to run from there instead of offering to create a second copy here.
+    """
     if not folder.exists():
-        hint = (
-            f" (create default chips with: python -m bo_voids.generation.base_chips --out {folder})"
-            if key == "base_image_dir"
-            else ""
-        )
-        raise ConfigError(f"{key}: folder {folder} does not exist{hint}")
+        where = ""
+        hint = ""
+        if not folder.is_absolute():
+            where = f" (relative paths are resolved against the current directory {Path.cwd()})"
+            config_dir = Path(source).resolve().parent if source != "config" else None
+            near = [
+                base
+                for base in ((config_dir, config_dir.parent) if config_dir else ())
+                if (base / folder).is_dir()
+            ]
+            if near:
+                hint = (
+                    f"; it exists under {near[0]}: run from that folder, or give the absolute "
+                    f"path {near[0] / folder}"
+                )
+        if not hint and key == "base_image_dir":
+            hint = f"; create default chips with: bo-voids chips --out {folder.absolute()}"
+        raise ConfigError(f"{key}: folder {folder} does not exist{where}{hint}")
     if not folder.is_dir():
         raise ConfigError(f"{key}: {folder} is not a folder")
 

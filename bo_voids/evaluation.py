@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from bo_voids.config import ExperimentConfig, ImagingSettings
+from bo_voids.config import DATASET_TYPES, ExperimentConfig, ImagingSettings
 from bo_voids.embedding import Embedder, make_embedder
 from bo_voids.generation.voids import VoidGenerator, image_record
-from bo_voids.seeding import derive_seed
+from bo_voids.seeding import derive_seed, rng
+from bo_voids.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -235,4 +236,110 @@ def target_records(folder: Path, ids: Sequence[str]) -> list[dict[str, Any]]:
             source_file=str(Path(folder) / name),
         )
         for name in ids
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# One iteration's images, masks, embeddings and metadata
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IterationImages:
+    """Images, masks, embeddings and per-image metadata of (part of) one iteration.
+
+    Iteration 0 also holds what it did not render: a target folder's images and the sets of a
+    warm-start experiment.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray | None]
+    embeddings: np.ndarray
+    metadata: list[dict[str, Any]]
+
+
+def assemble_iteration(
+    k: int, results: Sequence[EvaluationResult], prefix: Sequence[IterationImages] = ()
+) -> IterationImages:
+    """One iteration's images in order (``prefix`` first), with the design's sample ids.
+
+    Args:
+        k: The iteration.
+        results: The evaluated tasks.
+        prefix: What was evaluated outside the executor (iteration 0 only).
+
+    Returns:
+        The iteration's :class:`IterationImages`, ``sample_id`` and ``image_file`` set per
+        (iteration, dataset_type).
+    """
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray | None] = []
+    metadata: list[dict[str, Any]] = []
+    parts: list[np.ndarray] = []
+    for p in prefix:
+        images.extend(p.images)
+        masks.extend(p.masks)
+        metadata.extend(dict(m) for m in p.metadata)
+        parts.append(p.embeddings)
+    for res in results:
+        images.extend(res.images)
+        masks.extend(res.masks)
+        parts.append(res.embeddings)
+        metadata.extend(dict(m) for m in res.records)
+    counters: dict[str, int] = {}
+    for m in metadata:  # sample ids per (iteration, dataset_type), as in the design
+        n = counters.get(m["dataset_type"], 0)
+        counters[m["dataset_type"]] = n + 1
+        m["sample_id"] = f"iter{k}_{m['dataset_type']}_{n:03d}"
+        m["image_file"] = f"{m['sample_id']}.png"
+        m["mask_file"] = None
+    embeddings = np.concatenate(parts, axis=0).astype(np.float32)
+    return IterationImages(images, masks, embeddings, metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tasks of an iteration
+# ---------------------------------------------------------------------------------------------
+
+
+def _task(
+    config: ExperimentConfig,
+    space: SearchSpace,
+    iteration: int,
+    dtype: str,
+    index: int,
+    ps_id: str,
+    params: Mapping[str, Any],
+    reps: int,
+) -> EvaluationTask:
+    seeds = render_seeds(config.seed, iteration, dtype, index, reps, config.common_random_numbers)
+    return EvaluationTask(iteration, dtype, index, ps_id, space.validate(dict(params)), seeds)
+
+
+def initial_tasks(config: ExperimentConfig, space: SearchSpace) -> list[EvaluationTask]:
+    """Iteration 0: the config's real (unless a target folder is given), close and far sets.
+
+    The close and far sets are left out with a ``warm_start``: the observations come from it.
+    """
+    tasks: list[EvaluationTask] = []
+    for dtype in DATASET_TYPES:
+        if dtype == "real" and config.target_image_dir is not None:
+            continue  # the real images come from the target folder
+        if dtype != "real" and config.warm_start is not None:
+            continue  # the observations come from the earlier experiment
+        spec = config.dataset(dtype)
+        for i, params in enumerate(space.sample(dtype, spec.param_sets, rng(config.seed, dtype))):
+            ps_id = f"{dtype}_ps_{i:03d}"
+            tasks.append(_task(config, space, 0, dtype, i, ps_id, params, spec.replications))
+    return tasks
+
+
+def batch_tasks(
+    config: ExperimentConfig, space: SearchSpace, k: int, param_sets: Sequence[Mapping[str, Any]]
+) -> list[EvaluationTask]:
+    """Iteration ``k ≥ 1``: the batch the optimiser proposed after iteration ``k - 1``."""
+    reps = config.replications_per_iteration
+    return [
+        _task(config, space, k, "synthetic", i, f"iter{k}_ps_{i:03d}", p, reps)
+        for i, p in enumerate(param_sets)
     ]

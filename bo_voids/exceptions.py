@@ -35,6 +35,10 @@ class StateError(BoVoidsError):
     """An experiment folder is missing, incompatible, locked or would be overwritten."""
 
 
+class DamagedFileError(StateError):
+    """A file of an experiment folder cannot be trusted (cut short, bad bytes, wrong content)."""
+
+
 class ExperimentExistsError(StateError, UserInputError):
     """The experiment folder exists and neither resume nor overwrite was asked for."""
 
@@ -49,6 +53,14 @@ class ExperimentLockedError(StateError, UserInputError):
 
 class CalibrationError(UserInputError):
     """The experiment cannot be calibrated as asked (a user error; the CLI exits with code 2)."""
+
+
+class ExportError(UserInputError):
+    """An export cannot run as asked: missing or unfinished experiment, non-empty folder, ..."""
+
+
+class TrackerUnavailableError(BoVoidsError):
+    """An experiment tracker (MLflow) cannot be reached within its short timeout."""
 
 
 class WorkerLostError(BoVoidsError):

@@ -30,38 +30,41 @@ import contextlib
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from bo_voids import reference_design
-from bo_voids.config import DATASET_TYPES, PARAMETER_NAMES, ExperimentConfig
+from bo_voids.config import DATASET_TYPES, ExperimentConfig
 from bo_voids.evaluation import (
     EvaluationResult,
     EvaluationTask,
     Evaluator,
     EvaluatorSpec,
-    render_seeds,
-    target_records,
+    IterationImages,
+    assemble_iteration,
+    batch_tasks,
+    initial_tasks,
 )
 from bo_voids.exceptions import (
     BoVoidsError,
     ExperimentExistsError,
     FailureBudgetError,
-    FallbackWarning,
-    ImageLoadError,
-    ResumeMismatchError,
 )
 from bo_voids.executors import EvaluationExecutor, make_executor
-from bo_voids.generation.base_chips import load_base_images
+from bo_voids.failure_policy import (
+    FailureRecord,
+    check_failure_budget,
+    evaluate_isolating_failures,
+)
 from bo_voids.generation.voids import save_png
 from bo_voids.metrics import NullBand, null_band_from_statistics, split_null_band
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
+from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
+from bo_voids.run_events import Callback, IterationEvent, RunSummary
 from bo_voids.scoring import (
     TARGET_TYPES,
     FreshScore,
@@ -83,67 +86,19 @@ from bo_voids.state import (
     IterationRecord,
     atomic_save_npy,
     atomic_write_json,
-    load_experiment,
 )
+from bo_voids.targets import TargetImages, embed_targets, load_targets
+from bo_voids.warm_start import check_warm_start, warm_start_images
+
+__all__ = [
+    "Callback",
+    "IterationEvent",
+    "OptimizationPipeline",
+    "RunSummary",
+    "stop_reason",
+]
 
 logger = logging.getLogger(__name__)
-
-#: Config keys that must agree for a warm start (they decide what an image looks like).
-WARM_START_KEYS: tuple[str, ...] = ("image_size", "edge_blur", "base_image_dir", "param_bounds")
-#: Images, masks, embeddings and metadata evaluated outside the executor (iteration 0 only).
-_Evaluated = tuple[list[np.ndarray], list["np.ndarray | None"], np.ndarray, list[dict[str, Any]]]
-
-
-@dataclass
-class RunSummary:
-    """What a finished (or stopped) run reports."""
-
-    experiment_dir: Path
-    iterations_completed: int
-    stop_reason: str
-    current_best: list[RankedSet]
-    scores: list[RunScores]
-    noise_floor: dict[str, float]
-    embedder: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def best(self) -> RankedSet | dict[str, Any]:
-        """The recommended parameter set (the best by the package's one ranking)."""
-        return self.current_best[0] if self.current_best else {}
-
-
-@dataclass(frozen=True)
-class IterationEvent:
-    """What a callback receives after every persisted iteration.
-
-    Attributes:
-        iteration: The iteration just persisted.
-        max_iterations: The run's iteration budget.
-        scores: Its run-level scores.
-        proposal: The proposal made after it (the next batch and the model's ranking).
-        timings: Cumulative seconds per stage so far.
-        experiment_dir: The experiment folder.
-        config: The run's config.
-        embedder: Identity of the embedder (name, dim, fingerprint, settings).
-        records: Every iteration persisted so far, this one last (scores, proposals).
-        book: Every observation of the run, scored (read it; the pipeline owns it).
-    """
-
-    iteration: int
-    max_iterations: int
-    scores: RunScores
-    proposal: Proposal
-    timings: Mapping[str, float]
-    experiment_dir: Path
-    config: ExperimentConfig
-    embedder: Mapping[str, Any]
-    records: Sequence[IterationRecord]
-    book: ScoreBook
-
-
-#: A per-iteration callback (plots, trackers, progress).
-Callback = Callable[[IterationEvent], None]
 
 
 def stop_reason(
@@ -247,7 +202,7 @@ class OptimizationPipeline:
         self.plots = plots
         self.projector = PCAProjector(n_components=config.pca_components)
         self.records: list[IterationRecord] = []
-        self.scores: list[dict[str, Any]] = []
+        self.scores: list[RunScores] = []
         self.book: ScoreBook | None = None
         self.proposal: Proposal | None = None
         self.noise_floor: dict[str, float] = {}
@@ -258,13 +213,15 @@ class OptimizationPipeline:
         self._owns_executor = executor is None
         self._embedder_info: dict[str, Any] | None = None
         self._lock = ExperimentLock(self.store.root)
-        self._targets: tuple[list[np.ndarray], list[str]] | None = None
+        self._targets: TargetImages | None = None
         self._max_iterations = config.max_iterations
         self._warm_run: ExperimentRun | None = None
         self._stage_listeners: list[Callable[[str, int], None]] = []
         self._reference_attached = False
         #: Whether this pipeline created or resumed the experiment folder (and may mark it).
         self.store_opened = False
+        #: Whether ``--resume`` found the experiment already complete (nothing was run).
+        self.already_complete = False
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -279,29 +236,35 @@ class OptimizationPipeline:
         """
         n_iter = self.config.max_iterations if max_iterations is None else max_iterations
         self._max_iterations = n_iter
+        check_run_paths(self.config)  # no input inside what the run writes, clears or replaces
         if self.config.target_image_dir is not None and not (
             self.resume and self.store.iteration_dir(0).is_dir()
         ):
-            self._targets = self._load_targets()  # bad target images stop before any work
+            self._targets = load_targets(self.config)  # bad target images stop before any work
         _ = self.embedder_info  # bad base chips or weights stop before anything is written
         if self.config.warm_start is not None and not self.store.iteration_dir(0).is_dir():
-            self._warm_run = self._check_warm_start()  # refused before anything is written
+            # refused before anything is written
+            self._warm_run = check_warm_start(self.config, self.embedder_info)
         with self._lock, self._executor_ctx() as executor:
             self._executor = executor
             self._open_store()
+            if self.already_complete:
+                return self._summary()
             try:
                 if not self.records:
                     self.step(0, self._initial_tasks())
                 while (reason := stop_reason(self.scores, self.config, n_iter)) is None:
                     k = len(self.records)
                     assert self.proposal is not None
-                    self.step(k, self._batch_tasks(k, self.proposal.next_params))
+                    self.step(k, batch_tasks(self.config, self.space, k, self.proposal.next_params))
                 self.stop_reason = reason
                 summary = self._finish()
             except KeyboardInterrupt:
+                self._restore_replaced()
                 self._finish_callbacks("KILLED")
                 raise
             except BaseException:
+                self._restore_replaced()
                 self._finish_callbacks("FAILED")
                 raise
             self._finish_callbacks("FINISHED")
@@ -319,11 +282,21 @@ class OptimizationPipeline:
         """
         self._stage("render+embed", k)
         results, failures = self._evaluate(tasks)
-        self._check_failures(k, len(tasks), failures)
-        prefix = []
-        if k == 0:
-            prefix = [p for p in (self._evaluate_targets(), self._warm_start_sets()) if p]
-        images, masks, embeddings, metadata = self._collect(k, results, prefix)
+        check_failure_budget(
+            k,
+            len(tasks),
+            failures,
+            evaluated_before=sum(r.n_evaluated for r in self.records),
+            failed_before=sum(len(r.failures) for r in self.records),
+            budget=self.config.max_failure_fraction,
+        )
+        batch = assemble_iteration(k, results, self._iteration0_prefix() if k == 0 else ())
+        images, masks, embeddings, metadata = (
+            batch.images,
+            batch.masks,
+            batch.embeddings,
+            batch.metadata,
+        )
         if k == 0:
             self._stage("null band", k)
             self._start_scoring(embeddings, metadata, len(failures))
@@ -346,7 +319,8 @@ class OptimizationPipeline:
         Stages, in order: ``render+embed``, ``null band`` (iteration 0), ``propose``,
         ``fresh score``, ``write`` (the files go to ``iteration_k.partial/``), ``commit`` (every
         file written; the folder is renamed to ``iteration_k/``), ``history`` (``history.csv``
-        and the manifest are rebuilt), ``plot``, ``callbacks``. ``commit`` and ``history`` start
+        and the manifest are rebuilt), ``plot``, ``callbacks``; after the last iteration,
+        ``calibrate`` (when on) and ``final plots``. ``commit`` and ``history`` start
         where a crash leaves a different state on disk, so the crash tests stop there
         (:mod:`bo_voids.testing.faults`); progress displays show every stage
         (:mod:`bo_voids.progress`).
@@ -365,32 +339,12 @@ class OptimizationPipeline:
 
     def _initial_tasks(self) -> list[EvaluationTask]:
         """Iteration 0: the config's real (unless a target folder is given), close and far sets."""
-        cfg = self.config
-        tasks: list[EvaluationTask] = []
-        for dtype in DATASET_TYPES:
-            if dtype == "real" and cfg.target_image_dir is not None:
-                continue  # the real images come from the target folder
-            if dtype != "real" and cfg.warm_start is not None:
-                continue  # the observations come from the earlier experiment
-            spec = cfg.dataset(dtype)
-            for i, params in enumerate(
-                self.space.sample(dtype, spec.param_sets, rng(cfg.seed, dtype))
-            ):
-                tasks.append(
-                    self._task(0, dtype, i, f"{dtype}_ps_{i:03d}", params, spec.replications)
-                )
+        tasks = initial_tasks(self.config, self.space)
+        kinds = sorted({t.dataset_type for t in tasks}, key=DATASET_TYPES.index)
         self.log(
-            f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images "
-            f"({', '.join(DATASET_TYPES)})"
+            f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images ({', '.join(kinds)})"
         )
         return tasks
-
-    def _batch_tasks(self, k: int, param_sets: Sequence[Mapping[str, Any]]) -> list[EvaluationTask]:
-        reps = self.config.replications_per_iteration
-        return [
-            self._task(k, "synthetic", i, f"iter{k}_ps_{i:03d}", p, reps)
-            for i, p in enumerate(param_sets)
-        ]
 
     def _ask(self, k: int) -> Proposal:
         """Propose the batch of iteration ``k + 1`` from every observation through ``k``."""
@@ -460,14 +414,14 @@ class OptimizationPipeline:
         metadata: list[dict[str, Any]],
         scores: RunScores,
         proposal: Proposal,
-        failures: Sequence[dict[str, Any]],
+        failures: Sequence[FailureRecord],
     ) -> IterationRecord:
         t0 = time.perf_counter()
         pca_2d = self.projector.transform(embeddings)
         record = IterationRecord(
-            k, embeddings, metadata, pca_2d, scores=scores, failures=list(failures)
+            k, embeddings, metadata, pca_2d, scores=scores, failures=[dict(f) for f in failures]
         )
-        record.proposals = _proposal_record(proposal)
+        record.proposals = proposal.to_dict()
         with self.store.writing_iteration(k) as tmp:
             for img, mask, m in zip(images, masks, metadata, strict=True):
                 # the folder is renamed into place as a whole: no per-file atomicity needed
@@ -504,6 +458,7 @@ class OptimizationPipeline:
                     logger.warning("callback %r failed to finish: %s", callback, exc)
 
     def _after_iteration(self, k: int, scores: RunScores, proposal: Proposal) -> None:
+        assert self.book is not None
         event = IterationEvent(
             iteration=k,
             max_iterations=self._max_iterations,
@@ -543,6 +498,12 @@ class OptimizationPipeline:
             self.evaluator = self.spec.build()
         return self.evaluator
 
+    def _restore_replaced(self) -> None:
+        """An --overwrite that stopped before its iteration 0 gives the old experiment back."""
+        if self.store.restore_replaced():
+            self.store_opened = False  # the folder is the old experiment again: leave it be
+            logger.warning("the run stopped before iteration 0: %s is restored", self.store.root)
+
     def _executor_ctx(self) -> contextlib.AbstractContextManager[EvaluationExecutor]:
         if self._executor is not None and not self._owns_executor:
             return contextlib.nullcontext(self._executor)
@@ -552,12 +513,33 @@ class OptimizationPipeline:
         store = self.store
         if store.exists() and self.resume:
             store.check_resumable(self.config, self.embedder_info)
+            previous = store.read_manifest()
             removed = store.clean_partial()
             if removed:
                 self.log(
                     f"resume: removed {len(removed)} partial leftover(s) of an interrupted write"
                 )
-            self._restore(store.load_all())
+            records = store.load_all()
+            scores = [r.scores for r in records]
+            reason = stop_reason(scores, self.config, self._max_iterations)
+            if previous.get("status") == "completed" and records and reason is not None:
+                # a finished run resumed with the same budget: nothing to render, fit or draw
+                self.records, self.scores = records, scores
+                self.noise_floor = records[0].scores.noise_floor or self.noise_floor
+                self.already_complete = True
+                self.stop_reason = str(previous.get("stop_reason") or reason)
+                self.timings = dict(previous.get("timings") or self.timings)
+                more = (
+                    " Raise --max-iterations to continue it."
+                    if reason.startswith("reached max_iterations")
+                    else ""
+                )
+                self.log(
+                    f"{store.root} is already complete after iteration {len(self.records) - 1} "
+                    f"({self.stop_reason}); nothing to do.{more}"
+                )
+                return
+            self._restore(records)
             fields: dict[str, Any] = {"status": "running"}
             if self.records:
                 # a crash between renaming an iteration into place and updating history.csv /
@@ -565,7 +547,10 @@ class OptimizationPipeline:
                 self._write_derived(len(self.records) - 1)
             store.update_manifest(**fields)
             self.store_opened = True
-            self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
+            if self.records:
+                self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
+            else:
+                self.log(f"resuming {store.root}: no iteration was completed; starting iteration 0")
             return
         if store.exists() and not self.overwrite:
             raise ExperimentExistsError(
@@ -588,247 +573,31 @@ class OptimizationPipeline:
             self.book.add(rec.embeddings, rec.metadata, iteration=rec.iteration)
         self.records = records
         self.scores = [r.scores for r in records]
-        last = records[-1].proposals or {}
-        self.proposal = Proposal(
-            next_params=tuple(last.get("next_params", [])),
-            predicted_mmd2=last.get("predicted_mmd2"),
-            replicates=tuple(last.get("replicates", [])),
-            info=dict(last.get("info", {})),
-            state=last.get("state"),
-        )
-
-    def _load_targets(self) -> tuple[list[np.ndarray], list[str]]:
-        """Load and check every real target image (``target_image_dir``) up front."""
-        folder = self.config.target_image_dir
-        assert folder is not None
-        images, ids = load_base_images(folder, self.config.image_size, label="real target image")
-        if len(images) < 2:
-            raise ImageLoadError(
-                f"target_image_dir {folder} holds {len(images)} image(s) ({ids}); the MMD score "
-                "needs at least 2 real target images"
-            )
-        return images, ids
-
-    def _task(
-        self, iteration: int, dtype: str, index: int, ps_id: str, params: dict[str, Any], reps: int
-    ) -> EvaluationTask:
-        seeds = render_seeds(
-            self.config.seed, iteration, dtype, index, reps, self.config.common_random_numbers
-        )
-        return EvaluationTask(iteration, dtype, index, ps_id, self.space.validate(params), seeds)
+        self.proposal = Proposal.from_dict(records[-1].proposals or {})
 
     # ---- private: evaluation ------------------------------------------------------------------
 
-    def _evaluate_targets(self) -> _Evaluated | None:
-        """Embed the images of ``target_image_dir`` (``None`` when the targets are simulated)."""
-        cfg = self.config
-        if cfg.target_image_dir is None:
-            return None
-        images, ids = self._targets or self._load_targets()
-        t0 = time.perf_counter()
-        emb = self._evaluator().embedder.embed(images, progress=self.progress)
-        self.timings["embed"] += time.perf_counter() - t0
-        if not np.all(np.isfinite(emb)):
-            bad = sorted({ids[i] for i in np.flatnonzero(~np.isfinite(emb).all(axis=1))})
-            raise BoVoidsError(
-                f"the embedder returned non-finite (NaN/inf) values for real target image(s) "
-                f"{bad} in {cfg.target_image_dir}"
-            )
-        return list(images), [None] * len(images), emb, target_records(cfg.target_image_dir, ids)
-
-    def _check_warm_start(self) -> ExperimentRun:
-        """Load the ``warm_start`` experiment; refuse one embedded or rendered differently."""
-        cfg = self.config
-        assert cfg.warm_start is not None
-        old = load_experiment(cfg.warm_start)
-        theirs, ours = old.manifest.get("embedder", {}), self.embedder_info
-        if theirs.get("fingerprint") != ours.get("fingerprint"):
-            raise ResumeMismatchError(
-                f"warm_start: {cfg.warm_start} was embedded with {theirs.get('name')!r} "
-                f"({theirs.get('fingerprint')}), this run uses {ours.get('name')!r} "
-                f"({ours.get('fingerprint')}); scores from different embedders must not be mixed"
-            )
-        a, b = old.config.to_dict(), cfg.to_dict()
-        differ = [key for key in WARM_START_KEYS if a.get(key) != b.get(key)]
-        if differ:
-            detail = "; ".join(f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in differ)
-            raise ResumeMismatchError(
-                f"warm_start: {cfg.warm_start} rendered its images differently ({detail})"
-            )
-        return old
-
-    def _warm_start_sets(self) -> _Evaluated | None:
-        """Every evaluated set of the ``warm_start`` experiment, to seed iteration 0.
-
-        Its images and embeddings are reused as they are (nothing is rendered); its targets are
-        not: this run's own targets are used. Refused (exit 2) when the earlier experiment was
-        embedded or rendered differently.
-        """
-        cfg = self.config
-        if cfg.warm_start is None:
-            return None
-        from PIL import Image
-
-        def load_png(path: Path) -> np.ndarray:
-            with Image.open(path) as im:  # 8-bit grey, written by save_png: round-trips exactly
-                return np.asarray(im.convert("L"))
-
-        old = self._warm_run or self._check_warm_start()
-        images: list[np.ndarray] = []
-        masks: list[np.ndarray | None] = []
-        rows: list[np.ndarray] = []
-        meta: list[dict[str, Any]] = []
-        for it in old.iterations:
-            for i, m in enumerate(it.metadata):
-                if m["dataset_type"] in TARGET_TYPES or m.get("params") is None:
-                    continue
-                images.append(load_png(it.image_path(i)))
-                mask = m.get("mask_file")
-                assert it.folder is not None
-                masks.append(load_png(it.folder / "images" / mask) > 127 if mask else None)
-                rows.append(it.embeddings[i])
-                meta.append(
-                    {
-                        **m,
-                        "iteration": 0,
-                        "param_set_id": f"warm_{m['param_set_id']}",
-                        "warm_start_from": {"experiment": str(old.root), "iteration": it.iteration},
-                    }
-                )
-        if not meta:
-            raise ResumeMismatchError(f"warm_start: {cfg.warm_start} has no evaluated sets")
-        self.log(f"warm start: {len({m['param_set_id'] for m in meta})} sets from {old.root}")
-        return images, masks, np.stack(rows), meta
-
     def _evaluate(
         self, tasks: Sequence[EvaluationTask]
-    ) -> tuple[list[EvaluationResult], list[dict[str, Any]]]:
-        """Evaluate ``tasks``; returns the usable results and a record of each failed task.
-
-        An evaluation fails when it raises (anything but a :class:`BoVoidsError`, which stops the
-        run) or returns non-finite embeddings. When a batch raises, its tasks are evaluated one by
-        one to find the failing ones. Failed sets are excluded from the history with a
-        :class:`FallbackWarning` naming them, and counted against ``max_failure_fraction``.
-        """
+    ) -> tuple[list[EvaluationResult], list[FailureRecord]]:
         assert self._executor is not None
-        try:
-            results = list(self._executor.evaluate(tasks, progress=self.progress))
-        except BoVoidsError:
-            raise
-        except Exception as exc:
-            if len(tasks) == 1:
-                results = [_failed_result(tasks[0], exc)]
-            else:
-                logger.warning(
-                    "evaluating a batch of %d parameter sets failed (%s: %s); evaluating them one "
-                    "by one to find the failing ones",
-                    len(tasks),
-                    type(exc).__name__,
-                    exc,
-                )
-                results = []
-                for task in tasks:
-                    try:
-                        results.extend(self._executor.evaluate([task]))
-                    except BoVoidsError:
-                        raise
-                    except Exception as one_exc:
-                        results.append(_failed_result(task, one_exc))
-        ok: list[EvaluationResult] = []
-        failures: list[dict[str, Any]] = []
-        for r in results:
-            self.timings["render"] += r.render_seconds
-            self.timings["embed"] += r.embed_seconds
-            reason = r.error
-            if reason is None:
-                emb = np.asarray(r.embeddings)
-                if emb.ndim != 2 or emb.shape[0] != len(r.task.seeds):
-                    reason = (
-                        f"the embedder returned an array of shape {emb.shape} for "
-                        f"{len(r.task.seeds)} images"
-                    )
-                elif not np.all(np.isfinite(emb)):
-                    reason = "the embedder returned non-finite (NaN/inf) values"
-            if reason is None:
-                ok.append(r)
-                continue
-            failures.append(
-                {
-                    "param_set_id": r.task.param_set_id,
-                    "dataset_type": r.task.dataset_type,
-                    "params": dict(r.task.params),
-                    "error": reason,
-                }
-            )
-            warnings.warn(
-                f"evaluation of parameter set {r.task.param_set_id} {dict(r.task.params)} failed "
-                f"and is excluded from the history: {reason}",
-                FallbackWarning,
-                stacklevel=2,
-            )
-        return ok, failures
-
-    def _check_failures(self, k: int, n_tasks: int, failures: Sequence[dict[str, Any]]) -> None:
-        """Stop when failed evaluations exceed ``max_failure_fraction`` of all evaluations so far.
-
-        Also stops when every parameter set of an iteration failed: the history would not change,
-        so the optimiser would only propose the same batch again.
-        """
-        if not failures:
-            return
-        total = sum(r.n_evaluated for r in self.records) + n_tasks
-        failed = sum(len(r.failures) for r in self.records) + len(failures)
-        budget = self.config.max_failure_fraction
-        listing = "; ".join(
-            f"{f['param_set_id']} {f['params']}: {f['error']}" for f in list(failures)[:5]
+        return evaluate_isolating_failures(
+            self._executor, tasks, progress=self.progress, timings=self.timings
         )
-        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-        if failed / total > budget:
-            raise FailureBudgetError(
-                f"{failed} of {total} evaluations failed ({failed / total:.0%} > "
-                f"max_failure_fraction {budget:g}); stopping instead of looping on a broken setup. "
-                f"Iteration {k}: {listing}{more}"
-            )
-        if len(failures) == n_tasks:
-            raise FailureBudgetError(
-                f"every parameter set of iteration {k} failed ({listing}{more}); stopping: the "
-                "optimiser would only propose the same batch again"
-            )
 
-    def _collect(
-        self,
-        k: int,
-        results: Sequence[EvaluationResult],
-        prefix: Sequence[_Evaluated] = (),
-    ) -> tuple[list[np.ndarray], list[np.ndarray | None], np.ndarray, list[dict[str, Any]]]:
-        """Images, masks, embeddings and metadata of one iteration, with the design's ids.
-
-        ``prefix`` holds what iteration 0 did not render: target-folder images and the sets of
-        a warm-start experiment, as ``(images, masks, embeddings, metadata)``.
-        """
-        images: list[np.ndarray] = []
-        masks: list[np.ndarray | None] = []
-        metadata: list[dict[str, Any]] = []
-        parts: list[np.ndarray] = []
-        for p_images, p_masks, p_emb, p_meta in prefix:
-            images.extend(p_images)
-            masks.extend(p_masks)
-            metadata.extend(dict(m) for m in p_meta)
-            parts.append(p_emb)
-        for res in results:
-            images.extend(res.images)
-            masks.extend(res.masks)
-            parts.append(res.embeddings)
-            metadata.extend(dict(m) for m in res.records)
-        counters: dict[str, int] = {}
-        for m in metadata:  # sample ids per (iteration, dataset_type), as in the design
-            n = counters.get(m["dataset_type"], 0)
-            counters[m["dataset_type"]] = n + 1
-            m["sample_id"] = f"iter{k}_{m['dataset_type']}_{n:03d}"
-            m["image_file"] = f"{m['sample_id']}.png"
-            m["mask_file"] = None
-        embeddings = np.concatenate(parts, axis=0).astype(np.float32)
-        return images, masks, embeddings, metadata
+    def _iteration0_prefix(self) -> list[IterationImages]:
+        """What iteration 0 does not render: a target folder's images, a warm start's sets."""
+        cfg, prefix = self.config, []
+        if cfg.target_image_dir is not None:
+            t0 = time.perf_counter()
+            targets = self._targets or load_targets(cfg)
+            embedder = self._evaluator().embedder
+            prefix.append(embed_targets(cfg, targets, embedder, progress=self.progress))
+            self.timings["embed"] += time.perf_counter() - t0
+        if cfg.warm_start is not None:
+            old = self._warm_run or check_warm_start(cfg, self.embedder_info)
+            prefix.append(warm_start_images(old, self.log))
+        return prefix
 
     # ---- private: scoring ---------------------------------------------------------------------
 
@@ -929,7 +698,10 @@ class OptimizationPipeline:
 
     def _write_derived(self, k: int) -> None:
         """``history.csv`` and the manifest, both derived from the iterations."""
-        self.store.write_history(self._history_rows())
+        assert self.book is not None
+        self.store.write_history(
+            [o.to_record() for o in self.book.all_sets()], self.records[0].metadata
+        )
         latest = {
             key: v
             for key, v in self.scores[-1].to_dict().items()
@@ -941,47 +713,6 @@ class OptimizationPipeline:
             noise_floor=self.noise_floor,
             latest_scores=latest,
         )
-
-    def _history_rows(self) -> list[dict[str, Any]]:
-        """One row per observation (replications merged), then the simulated target sets."""
-        assert self.book is not None
-        rows: list[dict[str, Any]] = []
-        for obs in self.book.all_sets():
-            rec = obs.to_record()
-            rows.append(
-                {
-                    "iteration": rec["iteration"],
-                    "param_set_id": rec["uid"],
-                    "dataset_type": rec["dataset_type"],
-                    **{name: rec["params"].get(name) for name in PARAMETER_NAMES},
-                    "mmd2": rec["mmd2"],
-                    "n_images": rec["n_images"],
-                    "mean_nearest_real": rec["mean_nearest_real"],
-                    "void_area_pct": rec["void_area_pct"],
-                    "iterations": " ".join(str(i) for i in rec["iterations"]),
-                }
-            )
-        real_sets: dict[str, dict[str, Any]] = {}
-        counts: dict[str, int] = {}
-        for m in self.records[0].metadata:
-            if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
-                real_sets.setdefault(m["param_set_id"], m)
-                counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
-        for ps_id, m in real_sets.items():
-            rows.append(
-                {
-                    "iteration": 0,
-                    "param_set_id": ps_id,
-                    "dataset_type": m["dataset_type"],
-                    **{name: m["params"][name] for name in PARAMETER_NAMES},
-                    "mmd2": math.nan,
-                    "n_images": counts[ps_id],
-                    "mean_nearest_real": math.nan,
-                    "void_area_pct": math.nan,
-                    "iterations": "0",
-                }
-            )
-        return rows
 
     def _plot(self) -> None:
         t0 = time.perf_counter()
@@ -1013,8 +744,9 @@ class OptimizationPipeline:
             implied = result.get("validation", {}).get("implied", {})
             if implied:
                 self.log(
-                    f"calibration: implied distribution of {len(result.get('components', []))} "
-                    f"components, fresh-sample MMD² {implied.get('mmd2', math.nan):.4f} "
+                    f"calibration: a mixture of {len(result.get('components', []))} evaluated "
+                    "sets; fresh renders drawn from its implied distribution score MMD² "
+                    f"{implied.get('mmd2', math.nan):.4f} vs the targets "
                     f"(p={implied.get('p_value', math.nan):.3f}) -> calibration.json"
                 )
         except Exception as exc:  # calibration is an add-on: report, keep the run
@@ -1031,10 +763,21 @@ class OptimizationPipeline:
             next_params=list(self.proposal.next_params),
             timings=self.timings,
         )
+        k = len(self.records) - 1
         if self.config.calibrate:
+            self._stage("calibrate", k)
             self._calibrate()
+            # the timings with the calibration, written before the final plots so that they
+            # are newer than the manifest (the report reuses them instead of drawing again)
+            self.store.update_manifest(timings=self.timings)
         if self.plots:
+            self._stage("final plots", k)
             self._plot()  # final plots show the completed status (and calibration)
+        return self._summary()
+
+    def _summary(self) -> RunSummary:
+        """The :class:`RunSummary` of the run as it stands in memory."""
+        current_best = list(self.scores[-1].best) if self.scores else []
         return RunSummary(
             experiment_dir=self.store.root,
             iterations_completed=len(self.records) - 1,
@@ -1054,27 +797,3 @@ def _status_line(s: RunScores) -> str:
         f"pooled similarity {s.distribution_similarity:.4f}; one real set scores below "
         f"{s.noise_floor_q05:.4f} 5 % of the time; ε-share {s.epsilon_ball_share:.2f}"
     )
-
-
-def _failed_result(task: EvaluationTask, exc: BaseException) -> EvaluationResult:
-    """An :class:`EvaluationResult` recording that ``task`` raised ``exc``."""
-    empty = np.zeros((0, 0, 0), dtype=np.float32)
-    return EvaluationResult(
-        task,
-        empty,
-        empty.astype(bool),
-        np.zeros((0, 0), dtype=np.float32),
-        [],
-        error=f"{type(exc).__name__}: {exc}",
-    )
-
-
-def _proposal_record(proposal: Proposal) -> dict[str, Any]:
-    """``proposals.json``: the proposal made after an iteration (the next batch)."""
-    return {
-        "next_params": [dict(p) for p in proposal.next_params],
-        "replicates": list(proposal.replicates),
-        "predicted_mmd2": dict(proposal.predicted_mmd2) if proposal.predicted_mmd2 else None,
-        "info": proposal.info,
-        "state": proposal.state,
-    }

@@ -20,26 +20,34 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.colors import BoundaryNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse, Patch
 from matplotlib.ticker import MaxNLocator
 
+from bo_voids import image_grid
 from bo_voids.config import (
     PARAMETER_NAMES,
     CategoricalBounds,
     CategoricalDistribution,
     NormalDistribution,
+    NumericBounds,
 )
-from bo_voids.scoring import TARGET_TYPES, score_book_from_iterations
-from bo_voids.space import SearchSpace
+from bo_voids.run_sets import (
+    SetSummary,
+    _num,
+    best_sets,
+    ranking_score_label,
+    set_summaries,
+)
 from bo_voids.state import ExperimentRun, atomic_write_bytes, load_experiment
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "plot_image_grid",
     "plot_latent",
     "plot_parameter_trajectories",
+    "ranking_score_label",
     "set_summaries",
     "write_all_plots",
 ]
@@ -89,109 +98,12 @@ _PARAM_LABELS: dict[str, str] = {
     "position_spread": "position spread",
 }
 _MARKERS = {"real": "*", "close": "D", "far": "^", "synthetic": "o"}
-#: Frame colours of the best sets in the image grid (rank 1, 2, ...).
-_RANK_COLORS = ("#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
-_REAL_TITLE = "#333333"
-#: Side of one image tile in the grid (pixels of the PNG).
-_TILE = 150
-
-
-# ---------------------------------------------------------------------------------------------
-# Data helpers (public: the report and the notebook use them too)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SetSummary:
-    """One evaluated parameter set of a run.
-
-    Attributes:
-        param_set_id: Its id (``close_ps_003``, ``iter2_ps_001`` ...).
-        iteration: The iteration that evaluated it.
-        dataset_type: ``close``, ``far``, ``synthetic`` (or ``real`` for a simulated target set).
-        params: Its six parameters (``None`` for real images loaded from a folder).
-        mmd2: Its MMD² against the real targets (``nan`` for target sets or when unknown).
-        images: ``(iteration, row)`` of each of its images in the run.
-    """
-
-    param_set_id: str
-    iteration: int
-    dataset_type: str
-    params: dict[str, Any] | None
-    mmd2: float = math.nan
-    images: list[tuple[int, int]] = field(default_factory=list)
-
-
-def _num(value: Any) -> float:
-    """A float, or ``nan`` for ``None``/empty/unparseable values (JSON stores NaN as null)."""
-    if value is None or value == "":
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def set_summaries(run: ExperimentRun) -> list[SetSummary]:
-    """Every parameter set of a run with its MMD², in evaluation order.
-
-    The observed sets come from :func:`~bo_voids.scoring.score_book_from_iterations` (the one
-    grouping and score of the package: a set evaluated in several iterations is one entry); the
-    simulated target sets follow with ``nan`` MMD².
-
-    Args:
-        run: The loaded run.
-
-    Returns:
-        One :class:`SetSummary` per parameter set.
-    """
-    if not run.iterations:
-        return []
-    book = score_book_from_iterations(
-        SearchSpace.from_config(run.config),
-        run.iterations,
-        bandwidth=run.config.metric.bandwidth,
-        top_k=run.config.bo.top_k,
-    )
-    out = [
-        SetSummary(
-            param_set_id=o.uid,
-            iteration=o.first_iteration,
-            dataset_type=o.dataset_type,
-            params=dict(o.params),
-            mmd2=o.mmd2,
-            images=list(zip(o.image_iterations.tolist(), o.local_rows.tolist(), strict=True)),
-        )
-        for o in book.all_sets()
-    ]
-    targets: dict[str, SetSummary] = {}
-    for row, meta in enumerate(run.iterations[0].metadata):
-        if meta.get("dataset_type") not in TARGET_TYPES:
-            continue
-        ps_id = str(meta.get("param_set_id"))
-        summary = targets.setdefault(
-            ps_id,
-            SetSummary(ps_id, 0, str(meta["dataset_type"]), meta.get("params")),
-        )
-        summary.images.append((0, row))
-    return out + list(targets.values())
-
-
-def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
-    """The best parameter sets of a run, best first: the last iteration's ranking.
-
-    The ranking is the package's one definition (:func:`~bo_voids.scoring.rank_observations`),
-    persisted in every ``scores.json``, so it is the same while the run goes on and after.
-
-    Args:
-        run: The loaded run.
-        k: At most this many sets.
-
-    Returns:
-        Records with ``param_set_id``, ``iteration``, ``params``, ``mmd2``, ``predicted_mmd2``
-        and ``n_images``.
-    """
-    return [dict(rec) for rec in (run.scores[-1].best if run.iterations else [])[:k]]
+#: Legend text of the grey per-set markers of the convergence figure.
+_SET_KIND_LABELS = {
+    "close": "a close seed set (iteration 0)",
+    "far": "a far seed set (iteration 0)",
+    "synthetic": "a proposed set",
+}
 
 
 def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
@@ -242,7 +154,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
         sel = dtype == name
         if sel.any():
             ax.scatter(
-                *xy[sel].T,
+                xy[sel][:, 0],
+                xy[sel][:, 1],
                 s=size,
                 marker=_MARKERS[name],
                 c=COLORS[name],
@@ -262,7 +175,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
             norm = Normalize(vmin=1, vmax=last)
         order = np.argsort(iteration[syn], kind="stable")
         sc = ax.scatter(
-            *xy[syn][order].T,
+            xy[syn][order][:, 0],
+            xy[syn][order][:, 1],
             s=30,
             c=iteration[syn][order],
             cmap=cmap,
@@ -275,7 +189,7 @@ def plot_latent(run: ExperimentRun) -> Figure:
         cbar = fig.colorbar(sc, cax=fig.add_axes((0.9, 0.075, 0.022, 0.86)))
         cbar.set_label("optimisation iteration")
         if last <= 15:
-            cbar.set_ticks(np.arange(1, last + 1))
+            cbar.set_ticks(list(range(1, last + 1)))
         else:
             cbar.locator = MaxNLocator(integer=True)
             cbar.update_ticks()
@@ -296,7 +210,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
         if real.sum() >= 3:
             _covariance_ellipse(ax, xy[real], COLORS["real"])
         ax.scatter(
-            *xy[real].T,
+            xy[real][:, 0],
+            xy[real][:, 1],
             s=190,
             marker="*",
             c=COLORS["real"],
@@ -312,7 +227,8 @@ def plot_latent(run: ExperimentRun) -> Figure:
         if not sel.any():
             continue
         ax.scatter(
-            *xy[sel].T,
+            xy[sel][:, 0],
+            xy[sel][:, 1],
             s=230 if rank == 0 else 170,
             facecolors="none",
             edgecolors=COLORS["best"],
@@ -442,8 +358,8 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     def series(key: str) -> np.ndarray:
         return np.array([s.scalars()[key] for s in scores], dtype=float)
 
-    fig = Figure(figsize=(11.5, 7.6))
-    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.075, top=0.9, wspace=0.2, hspace=0.2)
+    fig = Figure(figsize=(11.5, 8.4))
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.07, top=0.83, wspace=0.2, hspace=0.2)
     axes = fig.subplots(2, 2, sharex=True)
     ax_a, ax_b, ax_c, ax_d = axes.ravel()
 
@@ -455,13 +371,21 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     ]
     for kind in sorted({s_.dataset_type for s_ in scored}):
         pts = np.array([(s_.iteration, s_.mmd2) for s_ in scored if s_.dataset_type == kind])
-        ax_a.scatter(*pts.T, s=14, c="#B0B0B0", marker=_MARKERS.get(kind, "o"), zorder=1, lw=0)
+        ax_a.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=14,
+            c="#B0B0B0",
+            marker=_MARKERS.get(kind, "o"),
+            zorder=1,
+            lw=0,
+            label=_SET_KIND_LABELS.get(kind, f"{kind} sets"),
+        )
     for key, style, color, lw, label, z in (
-        ("iteration_best_mmd2", "o--", COLORS["accent"], 1.2, "best of the iteration", 3),
+        ("iteration_best_mmd2", "o--", COLORS["accent"], 1.2, "lowest MMD² of the iteration", 3),
         ("best_mmd2", "o-", COLORS["real"], 2.2, "recommendation (in sample)", 4),
     ):
         ax_a.plot(x, series(key), style, color=color, ms=5, lw=lw, label=label, zorder=z)
-    ax_a.scatter([], [], s=14, c="#B0B0B0", label="every evaluated set")
     ax_a.set_ylabel("MMD² of one parameter set vs targets")
     ax_a.set_title("(a) Per-set MMD² (lower is better)", fontsize=10.5, loc="left")
 
@@ -475,11 +399,11 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
             color=COLORS["noise"],
             alpha=0.28,
             lw=0,
-            label="noise floor: one real set, same images (q05–q95)",
+            label="noise floor of one real set (q05–q95)",
         )
         ax_b.axhline(q05, color=COLORS["noise"], ls="--", lw=1.3, label="q05 (stop rule)")
         if math.isfinite(q50):
-            ax_b.axhline(q50, color=COLORS["noise"], lw=1.0)
+            ax_b.axhline(q50, color=COLORS["noise"], lw=1.0, label="noise floor median")
     fresh = np.array([sc.fresh_mmd2 for sc in scores], dtype=float)
     threshold = _num(getattr(run.config, "convergence_threshold", None))
     dist_sim = series("distribution_similarity")
@@ -505,7 +429,7 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
         color="#888888",
         ms=4,
         lw=1.2,
-        label="top-k pool vs targets (in sample, selected)",
+        label="top-k pool, in sample",
         zorder=3,
     )
     if np.isfinite(fresh).any():
@@ -516,10 +440,10 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
             color="black",
             ms=5,
             lw=2,
-            label="recommendation on fresh images",
+            label="recommendation, fresh images",
             zorder=4,
         )
-    ax_b.set_ylim(y0 - 0.08 * span, y1 + 0.55 * span)  # headroom above the curves for the legend
+    ax_b.set_ylim(y0 - 0.08 * span, y1 + 0.08 * span)
     ax_b.set_ylabel("MMD² vs targets")
     ax_b.set_title("(b) Recommendation on fresh images", fontsize=10.5, loc="left")
 
@@ -537,14 +461,26 @@ def plot_convergence(run: ExperimentRun, summaries: list[SetSummary] | None = No
     for ax in axes.ravel():
         ax.grid(True, alpha=0.25, lw=0.6)
         _iteration_ticks(ax, x)
-    ax_a.legend(fontsize=8, loc="best", framealpha=0.9)
-    ax_b.legend(fontsize=8, loc="upper right", framealpha=0.9, ncol=2)
+    # each top panel's legend sits in the band above it, inside its own column, so neither
+    # covers the other panel or its data
+    for ax, left in ((ax_a, 0.07), (ax_b, 0.535)):
+        fig.legend(
+            *ax.get_legend_handles_labels(),
+            loc="upper left",
+            bbox_to_anchor=(left, 0.945),
+            ncol=2,
+            fontsize=8,
+            frameon=False,
+            columnspacing=1.2,
+            markerscale=1.3,
+        )
     for ax in axes[1]:
         ax.set_xlabel("iteration (0 = close + far seeds)")
     status = run.manifest.get("status", "")
     fig.suptitle(
         f"Convergence — {run.manifest.get('experiment_name', '')} ({status})",
         fontsize=12,
+        y=0.99,
     )
     return fig
 
@@ -561,151 +497,17 @@ def _iteration_ticks(ax: Any, iterations: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Image grid
+# Image grid (drawn by bo_voids.image_grid)
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_image_grid(
-    run: ExperimentRun,
-    n: int = 6,
-    max_sets: int = 4,
-    summaries: list[SetSummary] | None = None,
-) -> Figure:
-    """Real target images (top row) beside the images of the best parameter sets.
+def plot_image_grid(run: ExperimentRun, **kwargs: Any) -> Figure:
+    """Real targets beside the best sets' images (:func:`bo_voids.image_grid.plot_image_grid`).
 
-    The rows below the targets hold the replications of the best sets in rank order (several sets
-    share a row when they have fewer than ``n`` images), each framed in its set's colour and
-    titled with its rank, set id and MMD². The targets shown are taken round-robin over the real
-    parameter sets, so they show the spread of the real distribution. Images are downsampled and
-    assembled into one mosaic, which keeps the figure quick to render.
-
-    Args:
-        run: The loaded run.
-        n: Images per row.
-        max_sets: At most this many best sets.
-        summaries: :func:`set_summaries` of ``run`` when the caller already has them.
-
-    Returns:
-        The figure.
+    Drawn at :data:`DPI`, the resolution :func:`figure_to_png` saves at, so the mosaic's
+    pixels are the PNG's.
     """
-    n = max(1, int(n))
-    by_iter = {it.iteration: it for it in run.iterations}
-    real = _round_robin_targets(run, n)
-    by_id = {s.param_set_id: s for s in (set_summaries(run) if summaries is None else summaries)}
-    Cell = tuple[tuple[int, int] | None, str, str | None]  # (image, title, frame colour)
-    rows: list[list[Cell]] = [[(img, f"real · {label}", None) for img, label in real]]
-    current: list[Cell] = []
-    n_cells = 0
-    for rank, rec in enumerate(best_sets(run, max_sets)):
-        ps = by_id.get(rec["param_set_id"])
-        if ps is None:
-            continue
-        color = _RANK_COLORS[rank % len(_RANK_COLORS)]
-        group: list[Cell] = [
-            (img, f"#{rank + 1} {ps.param_set_id}\nMMD² {rec['mmd2']:.4f} · rep {rep}", color)
-            for rep, img in enumerate(ps.images[:n])
-        ]
-        if current and len(current) + len(group) > n:  # keep a set's replications on one row
-            rows.append(current)
-            current = []
-        current.extend(group)
-        n_cells += len(group)
-    if current:
-        rows.append(current)
-
-    tile, gap, band, sep, frame = _TILE, 10, 34, 18, 4
-    width = n * tile + (n - 1) * gap
-    height = len(rows) * (tile + band) + (sep if len(rows) > 1 else 0)
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    texts: list[tuple[float, float, str, str]] = []
-    y = 0
-    for r, row in enumerate(rows):
-        if r == 1:
-            y += sep
-        for c, (img_ref, title, color) in enumerate(row):
-            x = c * (tile + gap)
-            top = y + band
-            texts.append((x + tile / 2, top - 4, title, color or _REAL_TITLE))
-            img = None
-            if img_ref is not None:
-                k, i = img_ref
-                img = _load_gray(by_iter[k].image_path(i), tile)
-            if img is None:
-                canvas[top : top + tile, x : x + tile] = 235
-                texts.append((x + tile / 2, top + tile / 2, "image missing", "#777777"))
-                continue
-            th, tw = img.shape
-            canvas[top : top + th, x : x + tw] = img[..., None]
-            if color is not None:
-                rgb = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
-                canvas[top : top + frame, x : x + tw] = rgb
-                canvas[top + th - frame : top + th, x : x + tw] = rgb
-                canvas[top : top + th, x : x + frame] = rgb
-                canvas[top : top + th, x + tw - frame : x + tw] = rgb
-        y += tile + band
-    head, margin = 52, 12  # px above the mosaic for the title; px around it
-    fig_w, fig_h = width + 2 * margin, height + head + margin
-    fig = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
-    # figimage draws the mosaic pixel for pixel (no resampling) when saved at DPI
-    fig.figimage(canvas, xo=margin, yo=margin, origin="upper")
-    for tx, ty, text, color in texts:
-        fig.text(
-            (margin + tx) / fig_w,
-            1 - (head + ty) / fig_h,
-            text,
-            ha="center",
-            va="bottom",
-            fontsize=7.5,
-            color=color,
-        )
-    if not n_cells:
-        subtitle = "no scored parameter set yet"
-    else:
-        subtitle = (
-            "top row: real targets · below: best parameter sets (rank, id, MMD², replication)"
-        )
-    fig.suptitle(f"Real targets vs best synthetic images\n{subtitle}", fontsize=10, y=0.995)
-    return fig
-
-
-def _round_robin_targets(run: ExperimentRun, n: int) -> list[tuple[tuple[int, int], str]]:
-    """Up to ``n`` real images, one per real parameter set in turn (``target`` for a folder)."""
-    if not run.iterations:
-        return []
-    it = run.iterations[0]
-    groups: dict[str, list[int]] = {}
-    for i, m in enumerate(it.metadata):
-        if m.get("dataset_type") == "real":
-            groups.setdefault(str(m.get("param_set_id")), []).append(i)
-    out: list[tuple[tuple[int, int], str]] = []
-    depth = 0
-    while len(out) < n and any(depth < len(g) for g in groups.values()):
-        for ps_id, rows in groups.items():
-            if depth < len(rows) and len(out) < n:
-                meta = it.metadata[rows[depth]]
-                label = "target" if meta.get("params") is None else ps_id
-                out.append(((it.iteration, rows[depth]), label))
-        depth += 1
-    return out
-
-
-def _load_gray(path: Path, size: int) -> np.ndarray | None:
-    """A grayscale image resized to fit ``size`` x ``size`` (``None`` if unreadable)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L")
-            factor = max(1, min(im.size) // (2 * size))
-            if factor > 1:
-                im = im.reduce(factor)  # fast integer downsampling first
-            scale = size / max(im.size)
-            new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-            if new != im.size:  # fit the tile, upscaling small images too
-                im = im.resize(new, Image.Resampling.LANCZOS)
-            return np.asarray(im)
-    except (OSError, ValueError):
-        return None
+    return image_grid.plot_image_grid(run, dpi=DPI, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -719,7 +521,8 @@ def plot_parameter_trajectories(
     """One panel per parameter: what was tried at each iteration, and where the best set sits.
 
     Every evaluated set is a dot at its iteration (slightly jittered) coloured by its MMD² (dark
-    = low = good); the best-so-far set's value is the black step line; when the targets are
+    = low = good); the recommendation's value (the set the run ranked best at each iteration) is
+    the black step line; when the targets are
     simulated, the real distribution's mean (line) and ±1 sd (band) from the config are shown
     (for ``void_shape``: its category probabilities as shaded rows).
 
@@ -757,7 +560,7 @@ def plot_parameter_trajectories(
     for ax, name in zip(axes.ravel(), names, strict=True):
         bounds = cfg.param_bounds.get(name)
         categorical = isinstance(bounds, CategoricalBounds)
-        choices = list(bounds.choices) if categorical else []
+        choices = list(bounds.choices) if isinstance(bounds, CategoricalBounds) else []
         tick_labels = list(choices)
 
         def to_y(v: Any, _cat: bool = categorical, _ch: list[str] = choices) -> float:
@@ -809,7 +612,7 @@ def plot_parameter_trajectories(
         if categorical:
             ax.set_yticks(range(len(choices)), tick_labels, fontsize=8.5)
             ax.set_ylim(-0.6, len(choices) - 0.4)
-        elif bounds is not None:
+        elif isinstance(bounds, NumericBounds):
             pad = 0.04 * (bounds.high - bounds.low)
             ax.set_ylim(bounds.low - pad, bounds.high + pad)
         ax.set_title(_PARAM_LABELS.get(name, name), fontsize=10.5)
@@ -820,8 +623,8 @@ def plot_parameter_trajectories(
     if sc_handle is not None:
         cbar = fig.colorbar(sc_handle, cax=fig.add_axes((0.915, 0.13, 0.014, 0.78)))
         cbar.set_label("per-set MMD² (dark = lower = better)")
-    legend = [
-        Line2D([], [], color="black", lw=2, marker="o", ms=4, label="best set so far (raw MMD²)"),
+    legend: list[Artist] = [
+        Line2D([], [], color="black", lw=2, marker="o", ms=4, label=_recommendation_label(run)),
     ]
     if simulated:
         legend += [
@@ -838,6 +641,20 @@ def plot_parameter_trajectories(
     )
     fig.suptitle("Parameter trajectories — every evaluated set, coloured by its MMD²", fontsize=12)
     return fig
+
+
+def _recommendation_label(run: ExperimentRun) -> str:
+    """What the black line of the trajectories follows: the set the run ranked best.
+
+    Each ``scores.json`` says what ranked its sets (``model``: the optimiser's surrogate;
+    ``raw``: the per-set MMD²), so the label names the ranking the run actually used.
+    """
+    rankings = {sc.ranking for sc in run.scores}
+    if rankings == {"model"}:
+        return "recommendation (set ranked best by the model)"
+    if "model" in rankings:
+        return "recommendation (ranked by raw MMD², then by the model)"
+    return "recommendation (lowest raw MMD² so far)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -862,7 +679,7 @@ def write_all_plots(experiment_dir: str | Path, run: ExperimentRun | None = None
     """
     run = load_experiment(experiment_dir) if run is None else run
     out_dir = Path(experiment_dir) / "plots"
-    makers = {
+    makers: dict[str, Callable[..., Figure]] = {
         "latent": plot_latent,
         "convergence": plot_convergence,
         "image_grid": plot_image_grid,

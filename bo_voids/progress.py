@@ -1,13 +1,18 @@
 """Progress a person and a program can read: a live line, plain log lines and ``events.jsonl``.
 
-Two per-iteration callbacks (see :class:`~bo_voids.pipeline.IterationEvent`) and a stage hook:
+Two per-iteration callbacks (see :class:`~bo_voids.run_events.IterationEvent`) and a stage hook:
 
 * :class:`ProgressLine` — one line per iteration: ``iteration k/N``, the recommendation's score on
-  fresh images and in sample, the stage being run and an ETA from the measured time of the
-  iterations after iteration 0 (which renders the initial design and is not typical). On a
-  terminal it is a live ``tqdm`` line updated in place; otherwise (a log file, ``2> log``, CI)
-  it prints one plain, grep-able line per iteration. Every line also goes to the
-  ``bo_voids.progress`` logger at debug level, with the stage timings, for ``--log-file``.
+  fresh images and in sample, the stage being run and an ETA. Iteration 0 renders the initial
+  design and times the null band, so it is not typical: while it runs the line shows the time
+  elapsed; once it is done the ETA scales its measured render + embed time to a later
+  iteration's image count (without the null band); from iteration 1 on it is the mean measured
+  time of the iterations after iteration 0. The stages after the last iteration
+  (``calibrate``, ``final plots``) are shown too, and the bar is full when the run ends
+  (``done``) or says ``interrupted``. On a terminal it is a live ``tqdm`` line updated in place;
+  otherwise (a log file, ``2> log``, CI) it prints one plain, grep-able line per iteration. Every
+  line also goes to the ``bo_voids.progress`` logger at debug level, with the stage timings,
+  for ``--log-file``.
 * :class:`EventLog` — ``events.jsonl`` in the experiment folder: one JSON object per iteration
   (scores, recommendation, next batch, per-stage seconds) that other tools can tail. Each line is
   written with one ``write`` of the whole line and its newline, then flushed and fsync'ed, so a
@@ -17,7 +22,7 @@ Two per-iteration callbacks (see :class:`~bo_voids.pipeline.IterationEvent`) and
 * :func:`attach_stage_hook` — tells listeners (``ProgressLine.on_stage``) which stage of the
   loop runs (the stages of :meth:`~bo_voids.pipeline.OptimizationPipeline.add_stage_listener`:
   ``render+embed``, ``null band``, ``propose``, ``fresh score``, ``write``, ``commit``,
-  ``history``, ``plot``, ``callbacks``).
+  ``history``, ``plot``, ``callbacks``, then ``calibrate`` and ``final plots`` after the last one).
 
 Example:
     >>> line, events = ProgressLine(), EventLog()  # doctest: +SKIP
@@ -38,13 +43,14 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from bo_voids._io import atomic_write_text, to_jsonable
+from bo_voids._io import atomic_write_text, read_jsonl, to_jsonable
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
-    from bo_voids.pipeline import IterationEvent, OptimizationPipeline
+    from bo_voids.pipeline import OptimizationPipeline
+    from bo_voids.run_events import IterationEvent
     from bo_voids.scoring import RunScores
     from bo_voids.state import IterationRecord
 
@@ -67,8 +73,11 @@ EVENTS_FILE = "events.jsonl"
 
 #: Characters of the bar in the live line.
 _BAR_WIDTH = 12
+#: Stages that run once after the last iteration (no ETA: the elapsed time is shown).
+_FINAL_STAGES = frozenset({"calibrate", "final plots"})
 
 
+@runtime_checkable
 class StageListener(Protocol):
     """Anything told when a stage of the loop starts."""
 
@@ -118,6 +127,35 @@ def _score_fields(scores: RunScores) -> dict[str, Any]:
     }
 
 
+def _later_iteration_estimate(
+    seconds0: float, timings: Mapping[str, float], event: Any
+) -> float | None:
+    """Seconds a later iteration should take, from iteration 0's measurements.
+
+    Iteration 0 also times the null band, which later iterations skip, and renders the whole
+    initial design; its render + embed time is scaled per image to a later iteration's images
+    (the batch's replications plus the recommendation's fresh images).
+
+    Args:
+        seconds0: Wall time of iteration 0.
+        timings: Cumulative seconds per stage after iteration 0.
+        event: Iteration 0's event (its config and record give the image counts).
+
+    Returns:
+        The estimate, or ``None`` when the pipeline does not say enough.
+    """
+    try:
+        cfg = event.config
+        images0 = len(event.records[0].metadata)
+        fresh = int(cfg.metric.fresh_images)
+        later = int(cfg.iteration_batch_size) * int(cfg.replications_per_iteration) + fresh
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    render_embed = float(timings.get("render", 0.0)) + float(timings.get("embed", 0.0))
+    fixed = max(seconds0 - render_embed - float(timings.get("null_band", 0.0)), 0.0)
+    return fixed + render_embed * later / max(images0 + fresh, 1)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -133,7 +171,7 @@ def event_record(
     wall_seconds: float | None = None,
     stage_seconds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The ``events.jsonl`` record of one :class:`~bo_voids.pipeline.IterationEvent`.
+    """The ``events.jsonl`` record of one :class:`~bo_voids.run_events.IterationEvent`.
 
     Args:
         event: The event.
@@ -185,7 +223,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     """The records of an ``events.jsonl`` (a running experiment's too).
 
     A last line without its newline (being written, or cut by a crash) and any line that is not a
-    JSON object are skipped.
+    UTF-8 JSON object are skipped (:func:`bo_voids._io.read_jsonl`; a resume rewrites the file).
 
     Args:
         path: The ``events.jsonl`` file, or the experiment folder holding it.
@@ -196,21 +234,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / EVENTS_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    out = []
-    for line in text.split("\n")[:-1]:  # the piece after the last newline is incomplete
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return read_jsonl(path).records
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -279,10 +303,15 @@ class EventLog:
             it = record.iteration
             if it < first and it not in kept:
                 kept[it] = _rebuilt_record(record)
-        lines = [_dumps(kept[it]) for it in sorted(kept)]
-        raw = path.read_text(encoding="utf-8") if path.exists() else ""
-        if raw != "".join(lines):
-            atomic_write_text(path, "".join(lines))
+        text = "".join(_dumps(kept[it]) for it in sorted(kept))
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if raw != text.encode("utf-8"):  # damaged lines dropped, missing ones rebuilt
+            atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +351,8 @@ class ProgressLine:
         self._timings: dict[str, float] = {}
         self._scores: RunScores | None = None
         self._bar: Any = None
+        #: Estimated seconds of an iteration after iteration 0, before one is measured.
+        self._estimate: float | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -335,11 +366,25 @@ class ProgressLine:
             self._bar = tqdm(file=self.stream, bar_format="{desc}", dynamic_ncols=True, leave=True)
             self._refresh()
 
-    def close(self) -> None:
-        """Finish the live line (leaves it on screen)."""
+    def close(self, status: str = "done") -> None:
+        """Finish the live line.
+
+        Args:
+            status: ``done`` (the run ended: the bar is drawn full, even when the stop rule ended
+                it before the budget), ``interrupted`` (Ctrl-C / ``SIGTERM``: the bar stays where
+                the run was) or ``failed``. A line that never saw an iteration (a run that was
+                already complete, or stopped before iteration 0 ended) is removed instead.
+        """
         if self._bar is not None:
-            self.stage = "done"
-            self._refresh()
+            self.stage = status
+            if status != "done" and self.stream is not None:
+                # the terminal echoed "^C" after the line: erase the whole line before the last
+                # redraw, which only pads over its own previous text
+                self.stream.write("\r\x1b[K")
+            if self._iteration < 0 and status == "done":
+                self._bar.leave = False  # nothing to show: clear the line
+            else:
+                self._refresh()
             self._bar.close()
             self._bar = None
 
@@ -372,6 +417,8 @@ class ProgressLine:
         self.max_iterations = int(event.max_iterations)
         self._scores = event.scores
         timings = {k: float(v) for k, v in event.timings.items()}
+        if self._iteration == 0:
+            self._estimate = _later_iteration_estimate(self._durations[0], timings, event)
         spent = ", ".join(f"{k} {v - self._timings.get(k, 0.0):.2f}s" for k, v in timings.items())
         self._timings = timings
         line = self.line()
@@ -388,11 +435,25 @@ class ProgressLine:
     # ---- text --------------------------------------------------------------------------------
 
     def eta_seconds(self) -> float | None:
-        """Seconds left at the mean measured time of iterations ≥ 1 (``None`` before one)."""
+        """Seconds left to the budget (``None`` while iteration 0 runs).
+
+        The mean measured time of iterations ≥ 1, or before one is measured the estimate made
+        from iteration 0 (see the module docstring).
+        """
         later = [d for k, d in self._durations.items() if k >= 1]
-        if not later or self.max_iterations is None:
+        per_iteration = sum(later) / len(later) if later else self._estimate
+        if per_iteration is None or self.max_iterations is None:
             return None
-        return max(self.max_iterations - self._iteration, 0) * sum(later) / len(later)
+        return max(self.max_iterations - self._iteration, 0) * per_iteration
+
+    def _eta_text(self) -> str:
+        eta = self.eta_seconds()
+        if eta is not None:
+            return f"ETA {format_duration(eta)}"
+        if self._t0 is None:
+            return "ETA ?"
+        elapsed = format_duration(time.perf_counter() - self._t0)
+        return f"{elapsed} elapsed, ETA after iteration 0"
 
     def _head(self) -> str:
         n = "?" if self.max_iterations is None else str(self.max_iterations)
@@ -415,13 +476,12 @@ class ProgressLine:
         s = self._scores
         later = [d for k, d in self._durations.items() if k >= 1]
         per_iter = f"{sum(later) / len(later):.1f}s/iteration" if later else None
-        eta = self.eta_seconds()
         parts = [
             self._head(),
             self._scores_text(),
             f"distribution similarity {_score(s.distribution_similarity if s else None)}",
             *([per_iter] if per_iter else []),
-            f"ETA {format_duration(eta)}" if self._iteration < (self.max_iterations or 0) else "",
+            self._eta_text() if self._iteration < (self.max_iterations or 0) else "",
         ]
         return " · ".join(p for p in parts if p)
 
@@ -431,12 +491,16 @@ class ProgressLine:
         n = self.max_iterations
         done = self._iteration + 1  # iterations 0..N: N + 1 in all
         filled = round(_BAR_WIDTH * done / (n + 1)) if n is not None else 0
+        if self.stage == "done":
+            filled = _BAR_WIDTH  # the run ended: the stop rule may end it before the budget
         bar = "█" * filled + "░" * (_BAR_WIDTH - filled)
-        tail = (
-            "done"
-            if self.stage == "done"
-            else f"{self.stage} · ETA {format_duration(self.eta_seconds())}"
-        )
+        if self.stage in {"done", "interrupted", "failed"}:
+            tail = self.stage
+        elif self.stage in _FINAL_STAGES:
+            since = time.perf_counter() - (self._t_last or time.perf_counter())
+            tail = f"{self.stage} · {format_duration(since)} elapsed"
+        else:
+            tail = f"{self.stage} · {self._eta_text()}"
         self._bar.set_description_str(
             f"{self._head()} {bar} {self._scores_text()} · {tail}", refresh=True
         )
@@ -457,10 +521,10 @@ def attach_stage_hook(
         *listeners: Objects with ``on_stage(stage, iteration)``, or such callables.
     """
     for lis in listeners:
-        pipeline.add_stage_listener(getattr(lis, "on_stage", lis))
+        pipeline.add_stage_listener(lis.on_stage if isinstance(lis, StageListener) else lis)
 
 
-class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class TqdmLoggingHandler(logging.StreamHandler):
     """A console handler that prints above a live ``tqdm`` line instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:

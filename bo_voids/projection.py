@@ -166,14 +166,14 @@ class PCAProjector:
         assert self.explained_variance_ is not None
         assert self.explained_variance_ratio_ is not None
         return write_npz(
-            path,
+            Path(path),
             {
                 "mean": self.mean_,
                 "components": self.components_,
                 "explained_variance": self.explained_variance_,
                 "explained_variance_ratio": self.explained_variance_ratio_,
                 "n_components": np.int64(self.n_components),
-                "n_features": np.int64(self.n_features_in_),
+                "n_features": np.int64(self.n_features_in_ or 0),
             },
             format_version=_FORMAT_VERSION,
         )
@@ -191,7 +191,7 @@ class PCAProjector:
         Raises:
             StateError: Missing, unreadable or inconsistent file.
         """
-        arrays = read_npz(path, _KEYS, kind="PCAProjector", format_version=_FORMAT_VERSION)
+        arrays = read_npz(Path(path), _KEYS, kind="PCAProjector", format_version=_FORMAT_VERSION)
         k, d = int(arrays["n_components"]), int(arrays["n_features"])
         comps = np.asarray(arrays["components"], dtype=np.float64)
         mean = np.asarray(arrays["mean"], dtype=np.float64)

@@ -59,6 +59,7 @@ from bo_voids.evaluation import EvaluationResult, EvaluationTask
 from bo_voids.exceptions import FallbackWarning, StateError, UserInputError
 from bo_voids.executors import EvaluationExecutor
 from bo_voids.optimizers import BaseOptimizer, Proposal, ProposalRequest
+from bo_voids.ownership import check_run_paths
 from bo_voids.scoring import ObservationSet
 from bo_voids.space import SearchSpace
 from bo_voids.state import ExperimentRun, atomic_write_json, load_experiment
@@ -394,6 +395,8 @@ def retarget_experiment(
         dino_weights=dino_weights,
     )
     cfg = fresh_cfg.replace(**REPLAY_SETTINGS)
+    # the stored images are read from the source while --out is written (and maybe replaced)
+    check_run_paths(cfg, extra={"the re-targeted experiment": src.root})
     space = SearchSpace.from_config(cfg)
     optimizer = ReplayOptimizer(space, [it.proposals for it in src.iterations], str(src.root))
     executor = StoredEvaluations(src, space)

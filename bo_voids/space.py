@@ -289,20 +289,54 @@ class SearchSpace:
         ``decode(encode(p))`` restores categories and integers exactly and continuous values to
         within floating-point rounding (about ``1e-15`` of the range); see :meth:`same`.
         """
-        u = np.clip(np.asarray(u, dtype=float).reshape(-1), 0.0, 1.0)
-        if u.shape[0] != self.dim or not np.all(np.isfinite(u)):
-            raise ValueError(f"expected {self.dim} finite unit-cube values, got {u!r}")
+        unit = np.clip(np.asarray(u, dtype=float).reshape(-1), 0.0, 1.0)
+        if unit.shape[0] != self.dim or not np.all(np.isfinite(unit)):
+            raise ValueError(f"expected {self.dim} finite unit-cube values, got {unit!r}")
         lo, hi = self.raw_bounds
-        raw = lo + u * (hi - lo)
+        raw = lo + unit * (hi - lo)
         for j, p in enumerate(self.parameters):
             if p.kind != "continuous":
                 k = self._n_levels(p)
-                raw[j] = lo[j] + min(int(np.floor(u[j] * k)), k - 1)
+                raw[j] = lo[j] + min(int(np.floor(unit[j] * k)), k - 1)
         return self.from_raw(raw)
 
     def decode_many(self, u: np.ndarray) -> list[ParamSet]:
         """Decode the rows of an ``n x d`` unit-cube array."""
         return [self.decode(row) for row in np.atleast_2d(u)]
+
+    # ---- model features: one-hot categories, numbers scaled to [0, 1] -------------------------
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the feature columns (``void_shape=circle``, ..., ``void_count``, ...)."""
+        return feature_names(self.parameters)
+
+    def raw_to_features(self, X_raw: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """Model features of raw points (see :func:`raw_to_features`): ``(n, d_f)``."""
+        return raw_to_features(self.parameters, X_raw)
+
+    def to_features(self, param_sets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Model features of parameter sets: ``(n, d_f)``, one row per set."""
+        raw = np.array([self.to_raw(p) for p in param_sets]).reshape(len(param_sets), self.dim)
+        return self.raw_to_features(raw)
+
+    def loose_raw(self, params: Mapping[str, Any]) -> np.ndarray:
+        """Raw encoding of a possibly invalid parameter set.
+
+        An unknown category reads as the first, a missing or non-numeric value as the lower
+        bound; :meth:`from_raw` clips the rest.
+        """
+        out = []
+        for p in self.parameters:
+            v = params.get(p.name)
+            if p.kind == "categorical":
+                out.append(float(p.choices.index(v)) if v in p.choices else 0.0)
+            else:
+                try:
+                    out.append(float(v))  # type: ignore[arg-type]  # anything: caught below
+                except (TypeError, ValueError):
+                    out.append(float(p.low))
+        return np.array(out)
 
     def same(self, a: Mapping[str, Any], b: Mapping[str, Any], rtol: float = 1e-9) -> bool:
         """Whether two parameter sets are equal (continuous values within ``rtol`` of the range)."""
@@ -428,3 +462,44 @@ class SearchSpace:
             else:
                 out[p.name] = float(d.mean)
         return out
+
+
+def feature_names(parameters: Sequence[Parameter]) -> list[str]:
+    """Names of the model feature columns of ``parameters`` (see :func:`raw_to_features`)."""
+    names: list[str] = []
+    for p in parameters:
+        names += [f"{p.name}={c}" for c in p.choices] if p.kind == "categorical" else [p.name]
+    return names
+
+
+def raw_to_features(
+    parameters: Sequence[Parameter], X_raw: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """The model features of raw points: one-hot categories, numeric columns scaled to [0, 1].
+
+    The one encoding every model of the package reads (the composite surrogate, the summaries'
+    parameter head); out-of-range values are clipped.
+
+    Args:
+        parameters: The space's parameters.
+        X_raw: `(n, d)` raw encodings (category index, integer, values).
+
+    Returns:
+        `(n, d_f)` features in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``X_raw`` has the wrong number of columns.
+    """
+    X = np.atleast_2d(np.asarray(X_raw, dtype=np.float64))
+    if X.shape[1] != len(parameters):
+        raise ValueError(f"X_raw must have {len(parameters)} columns, got shape {X.shape}")
+    blocks = []
+    for i, p in enumerate(parameters):
+        if p.kind == "categorical":
+            idx = np.clip(np.rint(X[:, i]), 0, len(p.choices) - 1).astype(np.int64)
+            blocks.append(np.eye(len(p.choices))[idx])
+        else:
+            span = p.high - p.low
+            col = np.clip((X[:, i] - p.low) / span, 0.0, 1.0) if span > 0 else 0.0 * X[:, i]
+            blocks.append(col[:, None])
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((X.shape[0], 0))

@@ -7,6 +7,8 @@ Layout (see the README)::
       history.csv          one row per evaluated parameter set (rebuilt from the iteration folders)
       .lock                pid + host of the process running the experiment
       .lock.flock          the operating-system lock that keeps a second process out
+      .replaced/           the experiment an ``--overwrite`` replaces, until the new one has
+                           its iteration 0 (then deleted; restored if the new run fails first)
       iteration_0/         images/ (+ masks), embeddings.npy, pca_model.npz, pca_2d.npy,
                            metadata.json, scores.json
       iteration_k/         images/, embeddings.npy, pca_2d.npy, metadata.json, proposals.json,
@@ -20,6 +22,12 @@ Guarantees:
   so an ``iteration_k/`` folder is always whole; leftovers of an interrupted write are removed on
   resume;
 * ``history.csv`` is derived data, rebuilt from the iteration folders;
+* ``--overwrite`` deletes nothing until the new run has started cleanly: the old experiment is
+  moved into ``.replaced/`` inside the folder, deleted once the new iteration 0 is in place and
+  moved back if the new run stops before that; a folder holding anything bo_voids did not write
+  is never cleared;
+* a file that cannot be trusted is refused with a :class:`StateError` naming it; derived files
+  (``history.csv``, ``events.jsonl``) are read tolerantly and rebuilt by a resume;
 * nothing is loaded with pickle: arrays are ``.npy``/``.npz`` read with ``allow_pickle=False``,
   everything else is JSON/CSV.
 """
@@ -30,10 +38,13 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import socket
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +58,20 @@ from bo_voids._io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    read_regular_file,
     to_jsonable,
     utc_timestamp,
 )
 from bo_voids.config import PARAMETER_NAMES, ExperimentConfig, config_from_dict
 from bo_voids.exceptions import (
+    BoVoidsWarning,
+    DamagedFileError,
     ExperimentExistsError,
     ExperimentLockedError,
     ResumeMismatchError,
     StateError,
 )
-from bo_voids.scoring import RunScores
+from bo_voids.scoring import TARGET_TYPES, ObservationRecord, RunScores
 
 __all__ = [
     "EXPERIMENT_ENTRIES",
@@ -65,10 +79,12 @@ __all__ = [
     "FLOCK",
     "HISTORY",
     "HISTORY_COLUMNS",
+    "LAYOUT_VERSION",
     "LOCK",
     "LOCK_FILES",
     "MANIFEST",
     "PARTIAL_SUFFIX",
+    "REPLACED",
     "RESUMABLE_CHANGES",
     "ExperimentLock",
     "ExperimentRun",
@@ -80,8 +96,10 @@ __all__ = [
     "atomic_write_text",
     "config_differences",
     "describe_embedder",
+    "effective_status",
     "load_experiment",
     "load_npy",
+    "lock_is_held",
     "package_versions",
     "read_json",
     "utc_timestamp",
@@ -95,6 +113,10 @@ FLOCK = ".lock.flock"
 #: Files of the lock, never cleared with the experiment's contents.
 LOCK_FILES = frozenset({LOCK, FLOCK})
 PARTIAL_SUFFIX = ".partial"
+#: Where ``--overwrite`` keeps the replaced experiment until the new one has started cleanly.
+REPLACED = ".replaced"
+#: Version of the folder's layout, stored in the manifest; a resume refuses any other.
+LAYOUT_VERSION = 1
 FAILURES = "failures.json"
 #: The file of an iteration folder holding its run-level scores (:class:`RunScores`).
 SCORES_FILE = "scores.json"
@@ -112,6 +134,8 @@ EXPERIMENT_ENTRIES = frozenset(
         "retarget.json",
     }
 )
+#: Names of the iteration folders (and their partial versions) a run writes.
+_ITERATION_ENTRY = re.compile(r"iteration_\d+(\.partial)?")
 #: Config keys that may change when an experiment is resumed.
 RESUMABLE_CHANGES = frozenset({"max_iterations", "experiment_dir", "executor", "dask", "device"})
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -136,15 +160,33 @@ def load_npy(path: str | Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from exc
+        raise DamagedFileError(f"cannot read {path}: {exc}") from exc
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file, with a :class:`StateError` naming the file on failure."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from exc
+def read_json(path: str | Path, expect: type | tuple[type, ...] | None = None) -> Any:
+    """Read a JSON file, with a :class:`StateError` naming the file on failure.
+
+    Args:
+        path: The file.
+        expect: The type the top-level value must have (e.g. ``dict``), if any.
+
+    Raises:
+        StateError: The file cannot be read, is not UTF-8 JSON, or holds another type.
+    """
+    try:  # a FIFO planted in the folder is refused, not read (it would hang)
+        value = json.loads(read_regular_file(path).decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise DamagedFileError(f"cannot read {path}: it does not exist") from exc
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DamagedFileError(f"cannot read {path}: {exc}; the file is damaged") from exc
+    if expect is not None and not isinstance(value, expect):
+        raise DamagedFileError(
+            f"cannot read {path}: it holds a {type(value).__name__}, not what bo_voids wrote "
+            "(the file is damaged)"
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +256,38 @@ class ExperimentLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_is_held(folder: str | Path) -> bool | None:
+    """Whether a live process holds the experiment lock of ``folder``.
+
+    Returns:
+        ``True`` or ``False``; ``None`` when it cannot be told (e.g. a read-only folder).
+    """
+    flock_path = Path(folder) / FLOCK
+    if not flock_path.exists():
+        return False
+    probe = FileLock(flock_path, timeout=0, thread_local=False)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    except OSError:
+        return None
+    probe.release()
+    return False
+
+
+def effective_status(folder: str | Path, manifest: Mapping[str, Any]) -> str:
+    """The run's status: the manifest's, with a stale ``running`` read as ``interrupted``.
+
+    A manifest that says ``running`` while no process holds the lock was left by a run that died
+    without saying so (``kill -9``, a power cut).
+    """
+    status = str(manifest.get("status", "unknown"))
+    if status == "running" and lock_is_held(folder) is False:
+        return "interrupted"
+    return status
 
 
 def _read_holder(path: Path) -> dict[str, Any]:
@@ -318,7 +392,13 @@ class ExperimentStore:
         """Read ``experiment.json``."""
         if not self.exists():
             raise StateError(f"{self.root} is not an experiment folder (no {MANIFEST})")
-        return read_json(self.manifest_path)
+        manifest = read_json(self.manifest_path, dict)
+        if not isinstance(manifest.get("config"), dict):
+            raise DamagedFileError(
+                f"cannot read {self.manifest_path}: it has no config record (the file is damaged "
+                "or not a bo_voids manifest)"
+            )
+        return manifest
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Write ``experiment.json`` (atomically), stamping ``updated``."""
@@ -349,14 +429,19 @@ class ExperimentStore:
             else []
         )
         if entries:
-            if not self.exists():
-                foreign = sorted(p.name for p in entries if not _experiment_entry(p.name))
-                if foreign:
-                    raise ExperimentExistsError(
-                        f"{self.root} is not empty and holds no experiment ({MANIFEST} missing); "
-                        f"refusing to write into it or to clear it (it holds e.g. {foreign[:3]}). "
-                        "Choose another experiment_dir"
-                    )
+            foreign = sorted(p.name for p in entries if not _experiment_entry(p.name))
+            if foreign and not self.exists():
+                raise ExperimentExistsError(
+                    f"{self.root} is not empty and holds no experiment ({MANIFEST} missing); "
+                    f"refusing to write into it or to clear it (it holds e.g. {foreign[:3]}). "
+                    "Choose another experiment_dir"
+                )
+            if foreign and overwrite:
+                raise ExperimentExistsError(
+                    f"refusing to replace {self.root}: it holds files bo_voids did not write "
+                    f"(e.g. {foreign[:3]}); move them out of the folder, or choose another "
+                    "experiment_dir"
+                )
             if not overwrite:
                 if self.exists():
                     hint = "pass --resume to continue it or --overwrite to replace it"
@@ -366,7 +451,7 @@ class ExperimentStore:
                         "start or --overwrite?); pass --overwrite to replace them"
                     )
                 raise ExperimentExistsError(f"experiment folder {self.root} already exists; {hint}")
-            self._clear()
+            self._set_aside()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -379,6 +464,7 @@ class ExperimentStore:
             "embedder": dict(embedder_info),
             "versions": package_versions(),
             "config": config.to_dict(),
+            "layout_version": LAYOUT_VERSION,
             "iterations_completed": -1,
             **(extra or {}),
         }
@@ -409,21 +495,102 @@ class ExperimentStore:
                 f"cannot resume {self.root}: it was run with embedder {was}, now {now}; results "
                 "from different embedders must not be mixed"
             )
+        layout = manifest.get("layout_version", LAYOUT_VERSION)
+        if layout != LAYOUT_VERSION:
+            raise ResumeMismatchError(
+                f"cannot resume {self.root}: its folder layout is version {layout!r}, this "
+                f"bo_voids {package_versions().get('bo_voids', '?')} reads version "
+                f"{LAYOUT_VERSION}; resume it with the bo_voids version that wrote it "
+                f"({(manifest.get('versions') or {}).get('bo_voids', '?')}) or start again"
+            )
+        written_by = (manifest.get("versions") or {}).get("bo_voids")
+        running = package_versions().get("bo_voids")
+        if written_by and running and written_by != running:
+            warnings.warn(
+                f"resuming {self.root}, written by bo_voids {written_by}, with bo_voids "
+                f"{running}: the folder layout is the same, but results may differ from an "
+                "uninterrupted run of either version",
+                BoVoidsWarning,
+                stacklevel=2,
+            )
         return manifest
 
-    def _clear(self) -> None:
-        # the manifest goes first: a clear interrupted half-way never looks like an experiment
+    # ---- replacing (--overwrite) -----------------------------------------------------------
+
+    @property
+    def replaced_dir(self) -> Path:
+        """Where the experiment an ``--overwrite`` replaces waits (see the module docstring)."""
+        return self.root / REPLACED
+
+    def _set_aside(self) -> None:
+        """Move the folder's contents into :attr:`replaced_dir` (renames only: nothing deleted).
+
+        A ``.replaced/`` left by an interrupted ``--overwrite`` is read by what stands beside it:
+
+        * no manifest beside it: a set-aside or a restore was cut short, so everything beside it
+          is the old experiment's too, and joins it;
+        * a manifest but no iteration 0: the new run never started cleanly; ``.replaced/`` still
+          holds the experiment the user had and is kept, the new run's files are cleared;
+        * a manifest and an iteration 0: the new run had started, the old one was due for
+          deletion (and is deleted now).
+        """
+        aside = self.replaced_dir
+        moved: list[Path] = []
+        try:
+            if aside.is_dir() and self.exists() and self.iteration_dir(0).is_dir():
+                shutil.rmtree(aside)
+            if aside.is_dir() and self.exists():
+                self.manifest_path.unlink()  # first: a clear cut short never looks like a run
+                for child in self._own_entries():
+                    _remove(child)
+            else:
+                aside.mkdir(exist_ok=True)
+                # the manifest goes first, so a move cut short never looks like an experiment
+                moving = sorted(self._own_entries(), key=lambda c: c.name != MANIFEST)
+                for child in moving:
+                    if (aside / child.name).exists():  # cannot happen unless tampered: keep both
+                        raise OSError(f"{aside / child.name} exists already")
+                    os.replace(child, aside / child.name)
+                    moved.append(child)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            for child in reversed(moved):  # put back what this call moved (manifest last)
+                with contextlib.suppress(OSError):
+                    os.replace(aside / child.name, child)
+            raise StateError(
+                f"cannot set aside the experiment in {self.root}: {exc.strerror or exc}"
+            ) from exc
+
+    def _own_entries(self) -> list[Path]:
+        return [c for c in self.root.iterdir() if c.name not in LOCK_FILES and c.name != REPLACED]
+
+    def discard_replaced(self) -> None:
+        """Delete the replaced experiment (the new run has its iteration 0)."""
+        if self.replaced_dir.is_dir():
+            shutil.rmtree(self.replaced_dir, ignore_errors=True)
+
+    def restore_replaced(self) -> bool:
+        """Put the replaced experiment back after a new run that stopped before its iteration 0.
+
+        Returns:
+            Whether an experiment was restored.
+        """
+        aside = self.replaced_dir
+        if not aside.is_dir() or self.iteration_dir(0).is_dir():
+            return False
         try:
             self.manifest_path.unlink(missing_ok=True)
-            for child in self.root.iterdir():
-                if child.name in LOCK_FILES:
-                    continue
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+            for child in self._own_entries():
+                _remove(child)
+            for child in sorted(aside.iterdir(), key=lambda c: c.name == MANIFEST):
+                os.replace(child, self.root / child.name)  # the manifest last: whole again
+            aside.rmdir()
         except OSError as exc:
-            raise StateError(f"cannot clear {self.root}: {exc.strerror or exc}") from exc
+            raise StateError(
+                f"cannot restore the replaced experiment from {aside}: {exc.strerror or exc}; "
+                f"it is still there: move its contents back into {self.root} by hand"
+            ) from exc
+        return True
 
     # ---- iterations ------------------------------------------------------------------------
 
@@ -440,7 +607,9 @@ class ExperimentStore:
         )
         expected = list(range(len(found)))
         if found != expected:
-            raise StateError(f"{self.root}: iteration folders {found} are not contiguous from 0")
+            raise DamagedFileError(
+                f"{self.root}: iteration folders {found} are not contiguous from 0"
+            )
         return found
 
     def clean_partial(self) -> list[Path]:
@@ -476,6 +645,8 @@ class ExperimentStore:
             _fsync_dir(partial)
             os.replace(partial, final)
             _fsync_dir(self.root)
+            if k == 0:
+                self.discard_replaced()  # the new run has started cleanly
         except OSError as exc:  # disk full, folder not writable, ...: nothing half-written
             shutil.rmtree(partial, ignore_errors=True)
             raise StateError(
@@ -494,17 +665,22 @@ class ExperimentStore:
         proposals_path = folder / PROPOSAL_FILE
         scores_path = folder / SCORES_FILE
         failures_path = folder / FAILURES
+        metadata = read_json(folder / "metadata.json", list)
+        failures = read_json(failures_path, list) if failures_path.exists() else []
+        for name, items in (("metadata.json", metadata), (FAILURES, failures)):
+            if not all(isinstance(m, dict) for m in items):
+                raise DamagedFileError(
+                    f"cannot read {folder / name}: an entry is not a record (the file is damaged)"
+                )
         return IterationRecord(
             iteration=k,
             embeddings=load_npy(folder / "embeddings.npy"),
-            metadata=read_json(folder / "metadata.json"),
+            metadata=metadata,
             pca_2d=load_npy(folder / "pca_2d.npy"),
-            scores=RunScores.from_dict(
-                read_json(scores_path) if scores_path.exists() else {"iteration": k}
-            ),
-            proposals=read_json(proposals_path) if proposals_path.exists() else None,
+            scores=_run_scores(scores_path, k),
+            proposals=read_json(proposals_path, dict) if proposals_path.exists() else None,
             folder=folder,
-            failures=read_json(failures_path) if failures_path.exists() else [],
+            failures=failures,
         )
 
     def load_all(self) -> list[IterationRecord]:
@@ -513,8 +689,18 @@ class ExperimentStore:
 
     # ---- history ---------------------------------------------------------------------------
 
-    def write_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Write ``history.csv`` (one row per evaluated parameter set)."""
+    def write_history(
+        self,
+        observations: Sequence[ObservationRecord],
+        first_metadata: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Write ``history.csv``: one row per evaluated parameter set, then the simulated targets.
+
+        Args:
+            observations: Every observation of the run (replications merged).
+            first_metadata: Iteration 0's per-image metadata (the simulated target sets).
+        """
+        rows = history_rows(observations, first_metadata)
         buf = io.StringIO()
         extra = sorted({k for r in rows for k in r} - set(HISTORY_COLUMNS))
         writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
@@ -523,13 +709,59 @@ class ExperimentStore:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
         atomic_write_text(self.root / HISTORY, buf.getvalue())
 
+    def read_calibration(self) -> dict[str, Any] | None:
+        """Read ``calibration.json`` (``bo-voids calibrate``'s result); ``None`` if absent."""
+        path = self.root / "calibration.json"
+        return read_json(path) if path.exists() else None
+
     def read_history(self) -> list[dict[str, str]]:
-        """Read ``history.csv`` as a list of string dicts."""
+        """Read ``history.csv`` as a list of string dicts, skipping damaged rows.
+
+        The file is derived (a resume rewrites it from the iterations), so damage is tolerated:
+        bytes that are not UTF-8 are replaced, and a row with a NUL byte or the wrong number of
+        fields is skipped; a warning counts the skipped rows.
+        """
         path = self.root / HISTORY
-        if not path.exists():
+        try:
+            raw = read_regular_file(path)
+        except FileNotFoundError:
             return []
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        lines = raw.decode("utf-8", errors="replace").splitlines()
+        if not lines:
+            return []
+        rows: list[dict[str, str]] = []
+        skipped = 0
+        header = next(csv.reader([lines[0].replace("\0", "")]), [])
+        for line in lines[1:]:
+            try:
+                (values,) = list(csv.reader([line], strict=True)) or [[]]
+            except (csv.Error, ValueError):
+                skipped += 1
+                continue
+            if len(values) != len(header) or "\0" in line:
+                skipped += bool(line.strip())
+                continue
+            rows.append(dict(zip(header, values, strict=True)))
+        if skipped:
+            warnings.warn(
+                f"{path}: {skipped} damaged row(s) skipped (--resume rewrites the file from the "
+                "iterations)",
+                BoVoidsWarning,
+                stacklevel=2,
+            )
+        return rows
+
+
+def _run_scores(path: Path, k: int) -> RunScores:
+    """``scores.json`` of iteration ``k`` (a missing file reads as empty scores)."""
+    if not path.exists():
+        return RunScores.from_dict({"iteration": k})
+    try:
+        return RunScores.from_dict(read_json(path, dict))
+    except (TypeError, ValueError, AttributeError) as exc:  # valid JSON, wrong content
+        raise DamagedFileError(f"cannot read {path}: {exc}; the file is damaged") from exc
 
 
 def _csv_value(v: Any) -> Any:
@@ -540,7 +772,17 @@ def _csv_value(v: Any) -> Any:
 
 def _experiment_entry(name: str) -> bool:
     """Whether a folder entry is something a bo_voids experiment writes."""
-    return name.startswith(".") or name.startswith("iteration_") or name in EXPERIMENT_ENTRIES
+    hidden_own = name in LOCK_FILES or name == REPLACED or name.endswith(".tmp")
+    if name.startswith("."):
+        return hidden_own
+    return _ITERATION_ENTRY.fullmatch(name) is not None or name in EXPERIMENT_ENTRIES
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -562,6 +804,8 @@ class ExperimentRun:
         config: The config snapshot the run used.
         iterations: Every complete iteration, in order.
         history: ``history.csv`` rows (strings, as read from the CSV).
+        status: Where the run stands (:func:`effective_status`: ``running``, ``completed``,
+            ``interrupted``, ``failed``); default: the manifest's.
     """
 
     root: Path
@@ -569,6 +813,11 @@ class ExperimentRun:
     config: ExperimentConfig
     iterations: list[IterationRecord]
     history: list[dict[str, str]]
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            self.status = str(self.manifest.get("status", "unknown"))
 
     @property
     def scores(self) -> list[RunScores]:
@@ -615,4 +864,46 @@ def load_experiment(path: str | Path) -> ExperimentRun:
         config=config_from_dict(manifest["config"], check_paths=False),
         iterations=store.load_all(),
         history=store.read_history(),
+        status=effective_status(store.root, manifest),
     )
+
+
+def history_rows(
+    observations: Sequence[ObservationRecord], first_metadata: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of ``history.csv`` (see :meth:`ExperimentStore.write_history`)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "iteration": rec["iteration"],
+            "param_set_id": rec["uid"],
+            "dataset_type": rec["dataset_type"],
+            **{name: rec["params"].get(name) for name in PARAMETER_NAMES},
+            "mmd2": rec["mmd2"],
+            "n_images": rec["n_images"],
+            "mean_nearest_real": rec["mean_nearest_real"],
+            "void_area_pct": rec["void_area_pct"],
+            "iterations": " ".join(str(i) for i in rec["iterations"]),
+        }
+        for rec in observations
+    ]
+    real_sets: dict[str, Mapping[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for m in first_metadata:
+        if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
+            real_sets.setdefault(m["param_set_id"], m)
+            counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
+    for ps_id, m in real_sets.items():
+        rows.append(
+            {
+                "iteration": 0,
+                "param_set_id": ps_id,
+                "dataset_type": m["dataset_type"],
+                **{name: m["params"][name] for name in PARAMETER_NAMES},
+                "mmd2": math.nan,
+                "n_images": counts[ps_id],
+                "mean_nearest_real": math.nan,
+                "void_area_pct": math.nan,
+                "iterations": "0",
+            }
+        )
+    return rows

@@ -731,24 +731,7 @@ def head_targets(
     Returns:
         `(N, p)` targets and their ``p`` names (``void_shape=circle``, ..., ``void_count``, ...).
     """
-    names: list[str] = []
-    for prm in space.parameters:
-        if prm.kind == "categorical":
-            names += [f"{prm.name}={c}" for c in prm.choices]
-        else:
-            names.append(prm.name)
-    rows = []
-    for params in param_sets:
-        raw = space.to_raw(params)
-        row: list[float] = []
-        for v, prm in zip(raw, space.parameters, strict=True):
-            if prm.kind == "categorical":
-                row += [float(int(v) == i) for i in range(len(prm.choices))]
-            else:
-                span = prm.high - prm.low
-                row.append((float(v) - prm.low) / span if span > 0 else 0.0)
-        rows.append(row)
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names)), names
+    return space.to_features(param_sets), space.feature_names
 
 
 @dataclass(frozen=True)

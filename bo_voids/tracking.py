@@ -1,7 +1,7 @@
 """Experiment trackers as per-iteration callbacks: :class:`MLflowCallback`.
 
 The pipeline calls every callback after each persisted iteration with an
-:class:`~bo_voids.pipeline.IterationEvent`; a tracker logs what it needs from it. MLflow is an
+:class:`~bo_voids.run_events.IterationEvent`; a tracker logs what it needs from it. MLflow is an
 optional extra (``pip install -e '.[mlflow]'``, the ``mlflow-skinny`` client)::
 
     from bo_voids import OptimizationPipeline, load_config
@@ -30,6 +30,14 @@ shows it), unless ``MLFLOW_TRACKING_URI`` names another. MLflow 3 keeps its file
 maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``; the callback sets that variable for a file
 store unless it is already set. Any other URI (``sqlite:///mlflow.db``, ``http://…``) is used
 as given.
+
+Time outside the process is bounded: the URI is checked when the callback is built (a malformed
+one is a :class:`~bo_voids.exceptions.ConfigError`, exit 2), an HTTP server is probed with a
+:data:`PROBE_TIMEOUT` connection attempt at :meth:`MLflowCallback.start` (unreachable:
+:class:`~bo_voids.exceptions.TrackerUnavailableError`, which the command line turns into one
+warning line), MLflow's own HTTP requests get a short timeout and few retries
+(:data:`HTTP_LIMITS`, set unless the environment sets them), and a tracker that fails during the
+run is switched off with one warning instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -37,19 +45,30 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from bo_voids.exceptions import ConfigError
+from bo_voids.exceptions import ConfigError, TrackerUnavailableError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
-    from bo_voids.pipeline import IterationEvent
+    from bo_voids.run_events import IterationEvent
     from bo_voids.scoring import RunScores
 
-__all__ = ["DEFAULT_STORE", "MLflowCallback", "flatten_params", "iteration_metrics"]
+__all__ = [
+    "DEFAULT_STORE",
+    "HTTP_LIMITS",
+    "PROBE_TIMEOUT",
+    "MLflowCallback",
+    "check_tracking_uri",
+    "flatten_params",
+    "iteration_metrics",
+    "local_store",
+    "probe_tracking_server",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +76,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORE = "mlruns"
 #: Longest param value kept (MLflow 2's limit; longer values are cut, with an ellipsis).
 _MAX_PARAM_LENGTH = 500
+#: Seconds a tracking server has to accept a connection before it counts as unreachable.
+PROBE_TIMEOUT = 3.0
+#: MLflow's HTTP settings (environment variables), set unless already set: a server that stops
+#: answering during a run costs seconds, not the many minutes of MLflow's defaults.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+}
+#: URI schemes of MLflow tracking stores (others are refused up front).
+_SCHEMES = frozenset(
+    {"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks"}
+)
 #: Entities per ``log_batch`` call (MLflow's limit for params and tags).
 _BATCH = 100
 #: Run-level scores logged as metrics (``scores.json`` keys).
@@ -136,11 +169,85 @@ def _put(out: dict[str, float], key: str, value: Any) -> None:
         out[key] = v
 
 
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking URI that cannot work, before any work.
+
+    Args:
+        uri: The URI (or a folder path for a local file store).
+
+    Raises:
+        ConfigError: Malformed (``http://[::1``), an unknown scheme, an HTTP URI without a host
+            or with a bad port; the message names the URI (exit 2).
+    """
+    try:
+        parsed = urlparse(uri)
+        port = parsed.port  # a bad port raises here
+        host = parsed.hostname
+    except ValueError as exc:
+        raise ConfigError(f"--mlflow: {uri!r} is not a valid tracking URI ({exc})") from exc
+    scheme = parsed.scheme.lower()
+    if len(scheme) == 1:  # a Windows drive letter: a path
+        return
+    base = scheme.split("+", 1)[0]
+    if base not in _SCHEMES:
+        raise ConfigError(
+            f"--mlflow: {uri!r} has an unknown scheme {scheme!r}; use a folder, file:, sqlite:, "
+            "http: or https:"
+        )
+    if base in {"http", "https"} and (not host or port == 0):
+        raise ConfigError(f"--mlflow: {uri!r} names no server (expected http://HOST[:PORT])")
+
+
+def local_store(tracking_uri: str | None) -> Path | None:
+    """The folder of a local file store (the default ``./mlruns`` too), ``None`` for a server.
+
+    Args:
+        tracking_uri: As given to ``--mlflow`` (empty or ``None``: the default store).
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_STORE
+    check_tracking_uri(uri)
+    scheme = urlparse(uri).scheme
+    if len(scheme) == 1 or scheme in {"", "file"}:
+        return Path(urlparse(uri).path if scheme == "file" else uri).expanduser()
+    return None
+
+
+def probe_tracking_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Check that an HTTP tracking server accepts a connection within ``timeout`` seconds.
+
+    Local stores (folders, ``sqlite:``) are not probed.
+
+    Raises:
+        TrackerUnavailableError: The server does not accept the connection in time.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = (
+            f"no answer within {timeout:g} s"
+            if isinstance(exc, TimeoutError)
+            else (exc.strerror or str(exc)).lower()
+        )
+        raise TrackerUnavailableError(
+            f"MLflow tracking server {uri} cannot be reached ({reason})"
+        ) from exc
+
+
 def _resolve_uri(tracking_uri: str | os.PathLike[str] | None) -> str:
-    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the local ``./mlruns`` file store."""
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the local ``./mlruns`` file store.
+
+    Raises:
+        ConfigError: The URI is malformed (:func:`check_tracking_uri`).
+    """
     uri = str(tracking_uri) if tracking_uri else os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
         uri = DEFAULT_STORE
+    check_tracking_uri(uri)
     scheme = urlparse(uri).scheme
     if scheme in {"", "file"}:
         path = Path(urlparse(uri).path if scheme == "file" else uri).expanduser().resolve()
@@ -166,8 +273,9 @@ class MLflowCallback:
         plots_every_iteration: Log ``plots/*.png`` after every iteration (else at the end only).
 
     Raises:
-        ConfigError: At :meth:`start`, when ``mlflow`` is not installed or the store cannot be
-            opened.
+        ConfigError: When the URI is malformed; at :meth:`start`, when ``mlflow`` is not
+            installed or the store cannot be opened.
+        TrackerUnavailableError: At :meth:`start`, when an HTTP server cannot be reached.
     """
 
     def __init__(
@@ -190,6 +298,7 @@ class MLflowCallback:
         self._client: Any = None
         self._params_logged = False
         self._finished = False
+        self._failed = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -204,9 +313,13 @@ class MLflowCallback:
 
         Raises:
             ConfigError: ``mlflow`` is not installed, or the store cannot be opened.
+            TrackerUnavailableError: An HTTP tracking server cannot be reached.
         """
         if self._client is not None and self.run_id is not None:
             return self.run_id
+        for key, value in HTTP_LIMITS.items():
+            os.environ.setdefault(key, value)
+        probe_tracking_server(self.tracking_uri)
         try:
             from mlflow.tracking import MlflowClient
         except ImportError as exc:
@@ -227,6 +340,11 @@ class MLflowCallback:
             else:
                 client.update_run(self.run_id, status="RUNNING")
         except Exception as exc:  # MLflow raises its own and OS errors for an unusable store
+            if urlparse(self.tracking_uri).scheme in {"http", "https"}:
+                raise TrackerUnavailableError(
+                    f"MLflow tracking server {self.tracking_uri} does not answer: "
+                    f"{type(exc).__name__}: {_first_line(exc)}"
+                ) from exc
             raise ConfigError(
                 f"cannot open the MLflow tracking store {self.tracking_uri}: "
                 f"{type(exc).__name__}: {exc}"
@@ -243,7 +361,7 @@ class MLflowCallback:
         Args:
             status: ``FINISHED``, ``FAILED`` or ``KILLED``.
         """
-        if self._finished or self._client is None or self.run_id is None:
+        if self._finished or self._failed or self._client is None or self.run_id is None:
             return
         self._finished = True
         if self.experiment_dir is not None:
@@ -267,7 +385,27 @@ class MLflowCallback:
     # ---- the callback ------------------------------------------------------------------------
 
     def __call__(self, event: IterationEvent) -> None:
-        """Log one persisted iteration (params too, on the first call)."""
+        """Log one persisted iteration (params too, on the first call).
+
+        A failure (the server went away, a store error) switches the tracker off with one
+        warning: tracking never stops or slows down the run it observes.
+        """
+        if self._failed:
+            return
+        try:
+            self._log_iteration(event)
+        except Exception as exc:
+            self._failed = True
+            logger.warning(
+                "warning: MLflow logging stopped at iteration %s (%s: %s); the run goes on "
+                "without tracking",
+                event.iteration,
+                type(exc).__name__,
+                _first_line(exc),
+            )
+            logger.debug("MLflow failure", exc_info=True)
+
+    def _log_iteration(self, event: IterationEvent) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         config = event.config
@@ -302,3 +440,8 @@ class MLflowCallback:
         plots = self.experiment_dir / "plots"
         for png in sorted(plots.glob("*.png")) if plots.is_dir() else []:
             self._client.log_artifact(self.run_id, str(png), artifact_path="plots")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""

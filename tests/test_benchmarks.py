@@ -103,6 +103,31 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert again["targets"]["real"]["table"] == real["table"]
 
 
+def test_smoke_skips_a_method_whose_optional_package_is_missing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """On the `dev` install (no sbi) the smoke run skips sbi_npe with one line naming the extra."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def no_sbi(name: str, *args, **kwargs):
+        return None if name == "sbi" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_sbi)
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = ["--smoke", "--targets", "real", "--methods", "random,sbi_npe", "--workers", "1"]
+    summary = bench.main([*argv, "--out", str(out), "--work-dir", str(work)])
+    err = capsys.readouterr().err
+    skipped = [line for line in err.splitlines() if line.startswith("skipping")]
+    assert skipped == [
+        "skipping sbi_npe: it needs the optional package 'sbi' (pip install -e '.[bench]')"
+    ]
+    assert "Traceback" not in err
+    methods = {row["method"] for row in summary["targets"]["real"]["table"]}
+    assert methods == {"random"}
+
+
 def test_write_results_csv_json_markdown(tmp_path: Path) -> None:
     from benchmarks._results import print_table, write_results
 

@@ -32,7 +32,7 @@ def test_exit_code_table() -> None:
 def test_every_command_resolves_to_a_main() -> None:
     for name, command in COMMANDS.items():
         assert callable(command.resolve()), name
-    assert set(COMMANDS) == {"run", "calibrate", "report", "retarget", "chips", "gallery"}
+    assert set(COMMANDS) == {"run", "calibrate", "report", "retarget", "export", "chips", "gallery"}
 
 
 def test_help_unknown_and_missing_command(capsys) -> None:
@@ -44,6 +44,15 @@ def test_help_unknown_and_missing_command(capsys) -> None:
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
     assert cli.main(["report", "--help"]) == ExitCode.OK
     assert "usage: bo-voids report" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["chips", "gallery"])
+def test_generation_commands_help_names_bo_voids_and_every_option(name: str, capsys) -> None:
+    assert cli.main([name, "--help"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert f"usage: bo-voids {name}" in out and "python -m" not in out
+    options = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
+    assert options and " ".join(out.split()).count("(default:") == len(options)  # each has help
 
 
 def _raises(exc: BaseException):
@@ -94,7 +103,7 @@ def test_run_writes_events_report_and_plain_lines(
     progress = [x for x in captured.err.splitlines() if x.startswith("iteration ")]
     assert [x.split(" · ")[0] for x in progress] == ["iteration 0/1", "iteration 1/1"]
     assert "\r" not in captured.err
-    assert "Best parameter sets:" in captured.out
+    assert "Best parameter sets (ranked by raw MMD²):" in captured.out
     assert [r["iteration"] for r in read_events(root)] == [0, 1]
     html = (root / "report.html").read_text(encoding="utf-8")
     assert 'id="status">Completed — iteration 1 of 1' in html

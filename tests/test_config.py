@@ -291,3 +291,27 @@ def test_bad_extends_is_named(tmp_path: Path, text: str, message: str) -> None:
     child.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(child, check_paths=False)
+
+
+def test_relative_folder_message_says_where_it_looked(
+    repo_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from bo_voids.config import load_config
+
+    # run from another folder: the repository's relative paths do not resolve here
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        load_config(repo_root / "configs" / "quickstart.yaml")
+    message = str(exc.value)
+    assert f"relative paths are resolved against the current directory {tmp_path}" in message
+    assert f"it exists under {repo_root}" in message and "bo-voids chips" not in message
+
+    # nowhere to be found: the hint creates the chips where the config will look for them
+    raw = yaml.safe_load((repo_root / "configs" / "experiment_config.yaml").read_text())
+    raw["base_image_dir"] = "chips_here"
+    lonely = tmp_path / "cfg" / "mine.yaml"
+    lonely.parent.mkdir()
+    lonely.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as exc:
+        load_config(lonely)
+    assert f"bo-voids chips --out {tmp_path / 'chips_here'}" in str(exc.value)

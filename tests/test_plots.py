@@ -84,8 +84,12 @@ def test_target_folder_run(target_run: Path) -> None:
     assert real and all(m["params"] is None for m in real)
     for p in plots.write_all_plots(target_run):
         assert_valid_png(p.read_bytes())
-    texts = [t.get_text() for t in plots.plot_image_grid(run).texts]
-    assert any("target" in t for t in texts)
+    fig = plots.plot_image_grid(run, n=4)
+    texts = [t.get_text() for t in fig.texts]
+    # every target shown (up to two rows), titled with its file name, in file-name order
+    names = sorted(Path(m["source_file"]).name for m in real)
+    assert [t for t in texts if t.endswith(".png")] == names[:8]
+    assert f"real targets ({min(len(real), 8)} of {len(real)})" in fig.get_suptitle()
     fig = plots.plot_parameter_trajectories(run)
     # no real-distribution band when the targets are real images
     assert all("real distribution" not in t.get_text() for t in fig.legends[0].get_texts())
@@ -122,10 +126,25 @@ def test_convergence_figure_content(tiny_run: Path) -> None:
     fig = plots.plot_convergence(run)
     assert len(fig.axes) == 4
     ax_a, ax_b = fig.axes[:2]
-    labels = [t.get_text() for t in ax_b.get_legend().get_texts()]
+    legend_a, legend_b = fig.legends
+    labels = [t.get_text() for t in legend_b.get_texts()]
     assert any("noise floor" in t and "one real set" in t for t in labels)
     assert any("q05" in t for t in labels) and any("threshold" in t for t in labels)
-    fresh = next(x for x in ax_b.get_lines() if x.get_label() == "recommendation on fresh images")
+    assert "noise floor median" in labels  # the band's middle line is explained
+    labels_a = [t.get_text() for t in legend_a.get_texts()]
+    assert any("close seed" in t for t in labels_a) and any("far seed" in t for t in labels_a)
+    assert "a proposed set" in labels_a  # the grey markers of panel (a) are explained
+    # no legend covers a panel, the other legend, or leaves the figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = [lg.get_window_extent(renderer) for lg in (legend_a, legend_b)]
+    assert not boxes[0].overlaps(boxes[1])
+    for box in boxes:
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+    fresh = next(x for x in ax_b.get_lines() if x.get_label() == "recommendation, fresh images")
     expected = [s.fresh_mmd2 for s in run.scores]
     np.testing.assert_allclose(np.asarray(fresh.get_ydata(), dtype=float), expected)
     rec = next(x for x in ax_a.get_lines() if x.get_label() == "recommendation (in sample)")
@@ -141,7 +160,14 @@ def test_parameter_figure_content(tiny_run: Path) -> None:
     shape = next(ax for ax in panels if ax.get_title() == "void shape")
     ticks = [t.get_text().split("\n")[0] for t in shape.get_yticklabels()]
     assert ticks == ["circle", "ellipse", "irregular"]
-    assert any("best set so far" in t.get_text() for t in fig.legends[0].get_texts())
+    # the black line follows each iteration's recommendation; the legend names its ranking
+    count = next(ax for ax in panels if ax.get_title() == "void count")
+    line = next(ln for ln in count.get_lines() if ln.get_color() == "black")
+    assert list(line.get_ydata()) == [s.best_params["void_count"] for s in run.scores]
+    rankings = {s.ranking for s in run.scores}
+    label = fig.legends[0].get_texts()[0].get_text()
+    assert label.startswith("recommendation")
+    assert ("model" in label) == ("model" in rankings) and ("raw" in label) == ("raw" in rankings)
     assert fig.get_suptitle().startswith("Parameter trajectories")
 
 
@@ -149,10 +175,17 @@ def test_image_grid_shows_targets_and_best_sets(tiny_run: Path) -> None:
     run = load_experiment(tiny_run)
     fig = plots.plot_image_grid(run, n=4)
     texts = [t.get_text() for t in fig.texts]
-    assert sum(t.startswith("real") for t in texts) == 4
+    n_real = sum(m["dataset_type"] == "real" for m in run.iterations[0].metadata)
+    assert sum(t.startswith("real") for t in texts) == min(n_real, 8)
+    assert f"({min(n_real, 8)} of {n_real})" in fig.get_suptitle()
     best_id = run.current_best[0]["param_set_id"]
     assert any(t.startswith(f"#1 {best_id}") and "MMD²" in t for t in texts)
     assert len(fig.images) == 1  # one mosaic, drawn pixel for pixel
+    # regular rows: every best set gets the same number of cells, whole sets per row
+    per_set = [sum(t.startswith(f"#{r} ") for t in texts) for r in range(1, 5)]
+    assert len(set(per_set)) == 1 and per_set[0] >= 1
+    fig = plots.plot_image_grid(run, n=4, max_target_rows=1)
+    assert sum(t.get_text().startswith("real") for t in fig.texts) == 4
 
 
 def test_set_summaries_cover_every_set(tiny_run: Path) -> None:

@@ -173,3 +173,78 @@ def test_eta_uses_iterations_after_the_first() -> None:
 )
 def test_format_duration(seconds, text) -> None:
     assert format_duration(seconds) == text
+
+
+def _last_frame(term: _Terminal) -> str:
+    """What a terminal shows last: the text after the last carriage return."""
+    return term.getvalue().replace("\n", "\r").rstrip("\r").split("\r")[-1]
+
+
+def test_live_line_ends_full_or_interrupted() -> None:
+    term = _Terminal()
+    line = ProgressLine(3, stream=term)
+    with line:
+        line(_event(0, 3))
+        line(_event(1, 3))  # the stop rule ends the run after iteration 1 of 3
+        line.on_stage("calibrate", 1)
+        assert "calibrate · " in _last_frame(term) and "elapsed" in _last_frame(term)
+    assert "████████████ " in _last_frame(term) and _last_frame(term).endswith("done")
+
+    term = _Terminal()
+    line = ProgressLine(3, stream=term)
+    line.start()
+    line(_event(0, 3))
+    line.close("interrupted")
+    last = _last_frame(term)
+    assert last.endswith("interrupted") and "done" not in last and "░" in last
+    assert "\x1b[K" in term.getvalue()  # the terminal's "^C" echo is erased, not left behind
+
+    term = _Terminal()  # a line that never saw an iteration (e.g. a run already complete)
+    line = ProgressLine(3, stream=term)
+    line.start()
+    line.close()
+    assert "iteration" not in _last_frame(term)
+
+
+def test_eta_during_and_right_after_iteration_0() -> None:
+    line = ProgressLine(4, live=False, stream=None)
+    line.start()
+    line.on_stage("render+embed", 0)
+    assert line.eta_seconds() is None
+    assert "elapsed, ETA after iteration 0" in line._eta_text()
+    cfg = SimpleNamespace(
+        metric=SimpleNamespace(fresh_images=10),
+        iteration_batch_size=5,
+        replications_per_iteration=2,
+    )
+    event = _event(0, 4)
+    event.config, event.records = cfg, [SimpleNamespace(metadata=[{}] * 30)]
+    event.timings = {"render": 4.0, "embed": 16.0, "null_band": 12.0}
+    line._t_last -= 40.0  # iteration 0 took 40 s: 20 render+embed, 12 null band, 8 the rest
+    line(event)
+    # later iterations: 8 s + 20 s x (5 x 2 + 10) / (30 + 10) images = 18 s; 4 left
+    assert line.eta_seconds() == pytest.approx(4 * 18.0, rel=0.02)
+    assert line._eta_text().startswith("ETA 1m1")
+
+
+def test_final_stages_and_timings_include_the_calibration(
+    repo_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    cfg = tiny_config(repo_root, tmp_path, max_iterations=0, calibrate=True)
+
+    def fake_calibrate(self) -> None:
+        self.timings["calibrate"] = 1.5
+
+    monkeypatch.setattr(OptimizationPipeline, "_calibrate", fake_calibrate)
+    stages = _Stages()
+    pipeline = OptimizationPipeline(cfg)
+    attach_stage_hook(pipeline, stages)
+    pipeline.run_full_experiment()
+    assert stages.seen[-2:] == [("calibrate", 0), ("final plots", 0)]
+    run = load_experiment(cfg.experiment_dir)
+    assert run.manifest["timings"]["calibrate"] == 1.5 and run.manifest["timings"]["plot"] > 0
+
+    from bo_voids.report import build_report_html
+
+    timings = build_report_html(run, figures="reuse").split("<h2>Timings</h2>", 1)[1]
+    assert '<td>calibrate</td><td class="num">1.50</td>' in timings.split("</table>")[0]

@@ -417,16 +417,16 @@ def test_lock_held_by_live_process_is_refused(
     assert not (root / "experiment.json").exists()
 
 
-def test_unwritable_experiment_folder_exit_1(
+def test_experiment_folder_below_a_file_exit_2(
     cfg: ExperimentConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     blocker = tmp_path / "a_file"
-    blocker.write_text("x")  # a file where a folder should be: fails even as root
+    blocker.write_text("x")  # a file where a folder should be: refused up front, even as root
     f = write_config(cfg.replace(experiment_dir=blocker / "exp"), tmp_path / "c.yaml")
     code, err = run_cli(capsys, "--config", str(f))
-    assert code == 1
-    assert "cannot take the lock" in err and "Not a directory" in err
-    assert "Traceback" not in err
+    assert_user_error(code, err, "experiment_dir", str(blocker), "is a file")
+    assert "--resume" not in err  # resuming cannot help
+    assert blocker.read_text() == "x"
 
 
 def test_overwrite_refuses_a_folder_that_is_not_an_experiment(

@@ -278,3 +278,75 @@ def test_stopped_run_banner(tmp_path_factory: pytest.TempPathFactory) -> None:
     html = write_report(folder, figures="reuse").read_text(encoding="utf-8")
     assert _banner(html).startswith("Interrupted after iteration 2 of 2")
     assert "--resume" in _banner(html)
+
+
+def _best_table_rows(html: str) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells of the best-sets table (``<table id="best-sets">``)."""
+    table = html.split('<table id="best-sets">', 1)[1].split("</table>", 1)[0]
+    head = re.findall(r"<th>(.*?)</th>", table)
+    rows = [
+        re.findall(r"<td[^>]*>(.*?)</td>", tr) for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table)
+    ]
+    return head, [r for r in rows if r]
+
+
+def test_best_table_is_the_runs_current_best(tiny_run: Path, tiny_report: str) -> None:
+    from bo_voids.report import _fmt
+
+    run = load_experiment(tiny_run)
+    head, rows = _best_table_rows(tiny_report)
+    ranked = [r for r in rows if r[0] != "—"]  # the italic reference row has no rank
+    expected = run.current_best[: run.config.bo.top_k]
+    assert [r[1] for r in ranked] == [b["param_set_id"] for b in expected]
+    mmd = head.index("raw MMD²")
+    assert [r[mmd] for r in ranked] == [_fmt(b["mmd2"]) for b in expected]
+    # the random optimiser ranks by the raw MMD²: no model column pretending to be MMD²
+    assert not any("predicted" in h for h in head)
+    assert "Ranked by the raw MMD²" in tiny_report
+
+
+def test_model_ranking_score_is_named_for_what_it_is(tiny_run: Path) -> None:
+    import dataclasses
+
+    run = load_experiment(tiny_run)
+    iterations = [
+        dataclasses.replace(it, scores=dataclasses.replace(it.scores, ranking="model"))
+        for it in run.iterations
+    ]
+    composite = dataclasses.replace(
+        run, config=run.config.replace(optimizer="botorch"), iterations=iterations
+    )
+    assert composite.config.bo.surrogate == "composite"
+    head, _ = _best_table_rows(build_report_html(composite, figures="reuse"))
+    assert "predicted MMD²" not in " ".join(head)
+    assert any("summary distance" in h and "not MMD²" in h for h in head)
+    scalar = dataclasses.replace(
+        composite,
+        config=composite.config.replace(bo={**composite.config.bo.__dict__, "surrogate": "mixed"}),
+    )
+    head, _ = _best_table_rows(build_report_html(scalar, figures="reuse"))
+    assert "model&#x27;s predicted MMD²" in head
+
+
+def test_report_reads_the_runs_scores_and_never_rescores(tiny_run: Path, monkeypatch) -> None:
+    import bo_voids.scoring as scoring
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report re-scored the run")
+
+    import bo_voids.metrics as metrics
+
+    monkeypatch.setattr(scoring, "score_book_from_iterations", refuse)
+    monkeypatch.setattr(scoring.ScoreBook, "__init__", refuse)
+    monkeypatch.setattr(metrics, "mmd2", refuse)
+    monkeypatch.setattr(metrics.MMDScorer, "__init__", refuse)
+    html = build_report_html(load_experiment(tiny_run), figures="draw")
+    assert "Figure unavailable" not in html
+    run = load_experiment(tiny_run)
+    per_set = {r["uid"]: r for s in run.scores for r in s.per_set}
+    sets_table = html.split("All evaluated parameter sets", 1)[1].split("</table>", 1)[0]
+    for uid, rec in per_set.items():
+        from bo_voids.report import _fmt
+
+        row = sets_table.split(f"<td>{uid}</td>", 1)[1].split("</tr>", 1)[0]
+        assert f">{_fmt(rec['mmd2'])}<" in row

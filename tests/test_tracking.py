@@ -69,7 +69,7 @@ def test_logs_a_run_to_a_file_store_and_reads_it_back(repo_root: Path, tmp_path:
         assert m.value == pytest.approx(scores[m.step].distribution_similarity)
     fresh = client.get_metric_history(tracker.run_id, "recommendation_fresh_mmd2")
     assert [m.value for m in sorted(fresh, key=lambda m: m.step)] == pytest.approx(
-        [s["recommendation"]["fresh_mmd2"] for s in scores]
+        [s.recommendation.fresh_mmd2 for s in scores if s.recommendation is not None]
     )
     assert run.data.params["seed"] == str(cfg.seed)
     assert run.data.params["bo.top_k"] == str(cfg.bo.top_k)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -12,7 +13,14 @@ from typing import Any
 
 from benchmarks._results import cli_args, print_table, write_results
 from benchmarks.compare_acquisitions.run import run_one
-from benchmarks.compare_acquisitions.specs import DEFAULT_OUT, METHODS, ROOT, TARGETS, RunSpec
+from benchmarks.compare_acquisitions.specs import (
+    DEFAULT_OUT,
+    METHODS,
+    OPTIONAL_DEPENDENCIES,
+    ROOT,
+    TARGETS,
+    RunSpec,
+)
 from benchmarks.compare_acquisitions.summary import plot, summarise
 
 
@@ -33,6 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def available_methods(methods: Sequence[str]) -> list[str]:
+    """The methods whose optional dependency is installed; one line per method skipped.
+
+    Args:
+        methods: Keys of :data:`METHODS`.
+
+    Returns:
+        ``methods`` without those whose package (:data:`OPTIONAL_DEPENDENCIES`) is missing.
+    """
+    kept = []
+    for method in methods:
+        module, extra = OPTIONAL_DEPENDENCIES.get(method, ("", ""))
+        if module and importlib.util.find_spec(module) is None:
+            print(
+                f"skipping {method}: it needs the optional package {module!r} "
+                f"(pip install -e '.[{extra}]')",
+                file=sys.stderr,
+            )
+            continue
+        kept.append(method)
+    return kept
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or resume) every run, then write the tables, tests and plots.
 
@@ -40,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         The summary per target.
     """
     args = build_parser().parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
+    methods = available_methods([m for m in args.methods.split(",") if m])
     targets = [t for t in args.targets.split(",") if t]
     if args.smoke:
         args.iterations, args.image_size, args.seeds, args.extra_seeds = 2, 48, 2, 1

@@ -40,6 +40,13 @@ METHODS: dict[str, dict[str, Any]] = {
     # trained on the random-search run of the same seed (see sbi_peer.py): no run of its own
     "sbi_npe": {"config": {"optimizer": "random"}, "from_run": "random"},
 }
+#: Methods that need an optional package: ``(module, pyproject extra that installs it)``. A
+#: method whose module is missing is skipped with one line naming the extra.
+OPTIONAL_DEPENDENCIES: dict[str, tuple[str, str]] = {
+    "optuna_tpe": ("optuna", "bench"),
+    "optuna_gp": ("optuna", "bench"),
+    "sbi_npe": ("sbi", "bench"),
+}
 NUMERIC: tuple[str, ...] = (
     "void_count",
     "base_size",

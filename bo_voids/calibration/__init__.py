@@ -49,6 +49,11 @@ from bo_voids.state import (
     utc_timestamp,
 )
 
+from .diagnostics import (
+    surrogate_cross_validation,
+    write_cross_validation_plot,
+    write_psi_pairplot,
+)
 from .distribution import (
     STD_CORRECTIONS,
     distribution_errors,
@@ -158,6 +163,7 @@ def calibrate_experiment(
     plot: bool = True,
     evaluator: Any = None,
     population: bool = True,
+    void_metric_images: int = 16,
 ) -> dict[str, Any]:
     """Fit the mixture, derive the implied distribution, validate it, write ``calibration.json``.
 
@@ -180,6 +186,9 @@ def calibrate_experiment(
             run's config; its embedder must match the run's).
         population: Also fit the population parameters ψ through the composite surrogate
             (:mod:`~bo_voids.calibration.population`), validated like the mixture.
+        void_metric_images: Images rendered from the recommendation and from ψ for the
+            real-vs-synthetic void metrics (:func:`~bo_voids.void_metrics.compare_void_metrics`,
+            stored as ``void_metrics``); 0 leaves them out.
 
     Returns:
         The dict written to ``calibration.json``.
@@ -304,6 +313,9 @@ def calibrate_experiment(
         "errors": None,
         "plot": None,
         "marginals_plot": None,
+        "pairplot": None,
+        "surrogate_cv": None,
+        "surrogate_cv_plot": None,
     }
     result["validation"]["best_point"]["param_set_id"] = best_id
     result["validation"]["top_k_pool"]["param_set_ids"] = top_ids
@@ -338,9 +350,32 @@ def calibrate_experiment(
         )
         if result["errors"] is not None and result["population"]["errors"] is not None:
             result["errors"]["population"] = result["population"]["errors"]["nominal"]
-    if plot:
         try:
-            result["plot"] = str(_write_plot(run, ctx, val, held))
+            result["surrogate_cv"] = surrogate_cross_validation(pop_plan.emulator, seed=seed)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+            logger.warning("calibration: no surrogate cross-validation: %s", exc)
+    result["void_metrics"] = None
+    t_voids = time.perf_counter()
+    if void_metric_images > 0:
+        from bo_voids.void_metrics import compare_void_metrics
+
+        try:
+            result["void_metrics"] = compare_void_metrics(
+                run.root, calibration=result, n_images=int(void_metric_images), seed=seed
+            )
+        except Exception as exc:  # the inspection figures must never lose the calibration
+            logger.warning("calibration: no void metrics: %s", exc)
+    t_voids = time.perf_counter() - t_voids
+    if plot:
+        if result["void_metrics"] is not None:
+            from bo_voids.void_metrics_report import write_void_metrics_plot
+
+            try:
+                write_void_metrics_plot(run.root, result["void_metrics"])
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("void metrics plot failed: %s", exc)
+        try:
+            result["plot"] = str(_write_plot(run, ctx, val, held, best_id))
         except Exception as exc:  # a plot must never lose the calibration
             logger.warning("calibration plot failed: %s", exc)
         if result["population"] is not None:
@@ -356,10 +391,31 @@ def calibrate_experiment(
                 )
             except Exception as exc:  # a plot must never lose the calibration
                 logger.warning("calibration marginals plot failed: %s", exc)
+            try:
+                result["pairplot"] = str(
+                    write_psi_pairplot(
+                        run.root,
+                        ctx,
+                        result["population"]["psi"],
+                        realised=ctx.real_param_sets(),
+                        best_point=ctx.observation(best_id).params,
+                        seed=seed,
+                    )
+                )
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("calibration pairplot failed: %s", exc)
+        if result.get("surrogate_cv") is not None:
+            try:
+                result["surrogate_cv_plot"] = str(
+                    write_cross_validation_plot(run.root, result["surrogate_cv"])
+                )
+            except Exception as exc:  # a plot must never lose the calibration
+                logger.warning("surrogate cross-validation plot failed: %s", exc)
     result["timings"] = {
         "fit_s": t_fit - t0,
         "render_s": t_render - t_fit,
         "score_s": t_val - t_render,
+        "void_metrics_s": t_voids,
         "total_s": time.perf_counter() - t0,
     }
     path = Path(out) if out is not None else run.root / CALIBRATION_FILE
@@ -536,8 +592,14 @@ def _write_plot(
     ctx: CalibrationContext,
     val: Mapping[str, ValidationResult],
     held: HeldOutResult,
+    best_id: str,
 ) -> Path:
-    """PCA map (the run's fixed PCA) of the fresh samples over the targets."""
+    """PCA map (the run's fixed PCA) of the fresh samples over the targets.
+
+    Every MMD² in the legend says which fresh images it is on; the best single point's is on
+    this calibration's renders of it, so beside it stands the run's own fresh score of the same
+    set (other seeds, another count), which the run summary quotes.
+    """
     from matplotlib.figure import Figure
 
     from bo_voids.plots import figure_to_png
@@ -554,23 +616,50 @@ def _write_plot(
     ax.scatter(*bg[:, :2].T, s=10, c="#cccccc", label="all evaluated images", zorder=1)
     tg = pca.transform(ctx.targets)
     ax.scatter(*tg[:, :2].T, s=120, marker="*", c="#d62728", label="targets", zorder=4)
-    layers = [
-        ("o", "#1f77b4", "implied distribution, in-sample", val["implied"]),
-        ("x", "#2ca02c", "best single point", val["best_point"]),
+    best = val["best_point"]
+    run_fresh = next(
+        (
+            sc.recommendation
+            for sc in reversed(run.scores)
+            if sc.recommendation is not None and sc.recommendation.uid == best_id
+        ),
+        None,
+    )
+    also = (
+        f"; the run's {run_fresh.fresh_images} fresh: {run_fresh.fresh_mmd2:.4f}"
+        if run_fresh is not None and run_fresh.fresh_images
+        else ""
+    )
+    implied = val["implied"]
+    points = [
+        (
+            "o",
+            "#1f77b4",
+            f"implied distribution: {len(implied.embeddings)} fresh renders, "
+            f"MMD² {implied.mmd2:.4f}",
+            implied.embeddings,
+        ),
+        (
+            "x",
+            "#2ca02c",
+            f"best single point {best_id}: {len(best.embeddings)} fresh renders, "
+            f"MMD² {best.mmd2:.4f}{also}",
+            best.embeddings,
+        ),
     ]
-    points = [(m, c, label, v.embeddings, v.mmd2) for m, c, label, v in layers]
     if held.available:
-        points.append(("^", "#9467bd", "implied, held-out (mean fold)", held.embeddings, held.mmd2))
-    for marker, color, label, X, mmd2 in points:
-        xy = pca.transform(X)
-        ax.scatter(
-            *xy[:, :2].T,
-            s=36,
-            marker=marker,
-            c=color,
-            label=f"{label} (fresh), MMD² {mmd2:.4f}",
-            zorder=3,
+        points.append(
+            (
+                "^",
+                "#9467bd",
+                f"implied, held-out folds: {len(held.embeddings)} fresh renders, mean MMD² "
+                f"{held.mmd2:.4f}",
+                held.embeddings,
+            )
         )
+    for marker, color, label, X in points:
+        xy = pca.transform(X)
+        ax.scatter(*xy[:, :2].T, s=36, marker=marker, c=color, label=label, zorder=3)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(f"Calibration: fresh samples vs targets ({run.config.experiment_name})")

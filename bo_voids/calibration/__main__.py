@@ -98,15 +98,29 @@ def _test_line(row: dict[str, Any]) -> str:
     )
 
 
+#: What sample each comparator's MMD² is computed on (fresh renders of it vs the targets).
+_COMPARATOR_SAMPLES = {
+    "mixture": "the mixture's own component sets, drawn by weight",
+    "best_point": "the run's best set {best}, re-rendered",
+    "top_k_pool": "the run's top-k sets, re-rendered",
+}
+#: Names of the rows of the population comparison (each: fresh renders vs the targets).
+POPULATION_ROW_LABELS = {
+    "population": "p_psi (population fit)",
+    "mixture": "implied by the mixture",
+    "best_point": "best single point",
+}
+
+
 def format_result(result: dict[str, Any], path: Path) -> str:
     """Human-readable summary of a calibration result."""
     mix = result["mixture"]
     val = result["validation"]
     std = result["implied_std"]
     lines = [
-        f"mixture: {mix['n_components']} component(s) of {mix['n_candidates']} evaluated sets "
-        f"(in-sample MMD² {mix['objective_mmd2']:.4f}; "
-        f"{mix['solver']['same_seed_pairs_dropped']} same-seed cross pairs dropped)",
+        f"mixture fit: {mix['n_components']} component(s) of {mix['n_candidates']} evaluated sets "
+        f"(its objective, MMD² {mix['objective_mmd2']:.4f}, is on the evaluated images it was "
+        f"fitted to; {mix['solver']['same_seed_pairs_dropped']} same-seed cross pairs dropped)",
     ]
     for c in result["components"]:
         lines.append(f"  {c['weight']:.3f}  {c['param_set_id']}  {c['params']}")
@@ -115,7 +129,9 @@ def format_result(result: dict[str, Any], path: Path) -> str:
         f"for n_eff = {std['n_eff']:.2f} components ({std['correction']} correction):"
     )
     lines.append(result["yaml_snippet"].rstrip())
-    lines.append(f"validation on fresh renders: {val['design']}")
+    lines.append(
+        f"validation on fresh renders drawn from the implied distribution: {val['design']}"
+    )
     rows = val["side_by_side"]
     head = f"  {'':<10} {'MMD²':>8} {'p':>7} {'null q95':>9}  inside  test"
     lines.append(head)
@@ -135,12 +151,16 @@ def format_result(result: dict[str, Any], path: Path) -> str:
     band = val["null_band"]
     if band.get("reason"):
         lines.append(f"  in-sample null band: not available ({band['reason']})")
-    lines.append("comparators (in-sample, same shape and null band):")
+    lines.append(
+        "comparators: fresh renders of each, scored against the same targets (in-sample; same "
+        "shape and null band):"
+    )
     for key in ("mixture", "best_point", "top_k_pool"):
         v = val[key]
+        what = _COMPARATOR_SAMPLES[key].format(best=v.get("param_set_id", "?"))
         lines.append(
             f"  {key:<11} MMD² {_num(v['mmd2'])}  p {_num(v['p_value'], '.3f')}  "
-            f"inside noise floor: {v['inside_noise_floor']}"
+            f"inside noise floor: {v['inside_noise_floor']}  ({what})"
         )
     if result.get("errors"):
         e = result["errors"]["implied"]
@@ -174,7 +194,8 @@ def _population_lines(result: dict[str, Any]) -> list[str]:
     lines.append("  fresh renders of p_psi vs the targets (same tests and null bands as above):")
     for name, row in pop["comparison"].items():
         lines.append(
-            f"    {name:<11} in-sample MMD² {_num(row['in_sample_mmd2'])} "
+            f"    {POPULATION_ROW_LABELS.get(name, name):<22} "
+            f"in-sample MMD² {_num(row['in_sample_mmd2'])} "
             f"p {_num(row['in_sample_p'], '.3f')}   held-out MMD² {_num(row['held_out_mmd2'])} "
             f"p {_num(row['held_out_p'], '.3f')}"
         )
@@ -205,11 +226,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.c
     root: Path = args.experiment_dir
     if not (root / "experiment.json").is_file():
         problems.append(f"{root} is not an experiment folder (no experiment.json)")
+    from bo_voids.calibration import CALIBRATION_FILE, calibrate_experiment
+
+    if args.out is not None:
+        from bo_voids.ownership import check_output_file
+
+        try:
+            check_output_file(args.out, experiment_dir=root, own_name=CALIBRATION_FILE)
+        except UserInputError as exc:
+            problems.append(str(exc))
     if problems:
         for line in problems:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
-    from bo_voids.calibration import CALIBRATION_FILE, calibrate_experiment
 
     try:
         result = calibrate_experiment(
@@ -236,4 +265,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.c
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from bo_voids.cli import run_module
+
+    run_module(main)

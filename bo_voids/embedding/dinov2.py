@@ -314,9 +314,8 @@ class DinoV2Embedder(Embedder):
             self._hub = False
         model_obj.eval()
         self.weights_hash = _state_dict_hash(model_obj)
-        self.dim = int(
-            model_obj.config.hidden_size if not self._hub else model_obj.embed_dim  # type: ignore[union-attr]
-        )
+        loaded: Any = model_obj  # a transformers Dinov2Model (config) or a hub model (embed_dim)
+        self.dim = int(loaded.config.hidden_size if not self._hub else loaded.embed_dim)
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
         self._mean, self._std = mean.to(self.device), std.to(self.device)
@@ -685,9 +684,10 @@ def _load_state_dict_file(path: Path, v: DinoV2Variant) -> Any:
             "config.json next to the file."
         )
     try:
-        model, info = Dinov2Model.from_pretrained(
+        loaded: Any = Dinov2Model.from_pretrained(
             None, config=config, state_dict=sd, output_loading_info=True
         )
+        model, info = loaded
     except Exception as exc:
         raise EmbeddingError(f"cannot load DINOv2 state dict {path}: {exc}") from exc
     missing = [k for k in info.get("missing_keys", []) if "mask_token" not in k]

@@ -132,7 +132,8 @@ def _worker_lost_types(distributed: Any) -> tuple[type[BaseException], ...]:
     killed = getattr(distributed, "KilledWorker", None)
     if killed is None:  # pragma: no cover - older distributed
         from distributed.scheduler import KilledWorker as killed
-    types.append(killed)
+    if killed is not None:
+        types.append(killed)
     return tuple(types)
 
 

@@ -405,27 +405,41 @@ def load_base_images(
     return images, [p.name for p in files]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.generation.base_chips"
+) -> int:
     """Command-line entry point: write the default procedural base chips.
 
     Args:
         argv: Arguments (defaults to ``sys.argv[1:]``).
+        prog: The program name shown in the help (``bo-voids chips`` from :mod:`bo_voids.cli`).
 
     Returns:
         The process exit code.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m bo_voids.generation.base_chips",
+        prog=prog,
         description="Write procedural void-free X-ray base chip images (8-bit PNG).",
     )
-    parser.add_argument("--out", type=Path, default=Path("data/base_chips"), help="output folder")
-    parser.add_argument("--size", type=int, default=512, help="image side length in px")
-    parser.add_argument("--count", type=int, default=5, help="number of chips")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/base_chips"),
+        help="output folder, relative to the current directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--size", type=int, default=512, help="image side length in px (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--count", type=int, default=5, help="number of chips (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     for path in write_default_base_chips(args.out, size=args.size, count=args.count):
         print(path)
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from bo_voids.cli import run_module
+
+    run_module(main)

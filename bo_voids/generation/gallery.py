@@ -100,28 +100,43 @@ def render_gallery(
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Write the gallery named by the command line (``bo-voids gallery``); exit code 0."""
-    args = _parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = "python -m bo_voids.generation.gallery"
+) -> int:
+    """Write the gallery named by the command line (``bo-voids gallery``); exit code 0.
+
+    Args:
+        argv: Arguments (defaults to ``sys.argv[1:]``).
+        prog: The program name shown in the help (``bo-voids gallery`` from :mod:`bo_voids.cli`).
+    """
+    args = _parser(prog).parse_args(argv)
     print(render_gallery(args.out, args.base_chips, args.image_size, args.seed, config=args.config))
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m bo_voids.generation.gallery") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bo_voids.generation.gallery",
-        description="Render a PNG grid of real / close / far synthetic void images.",
+        prog=prog,
+        description="Render a PNG grid of real / close / far synthetic void images. Paths are "
+        "relative to the current directory.",
     )
-    for flag, kind, default in (
-        ("--out", Path, Path("docs/gallery.png")),
-        ("--config", Path, Path("configs/experiment_config.yaml")),
-        ("--base-chips", Path, Path("data/base_chips")),
-        ("--image-size", int, 256),
-        ("--seed", int, 0),
+    for flag, kind, default, text in (
+        ("--out", Path, Path("docs/gallery.png"), "PNG file to write"),
+        (
+            "--config",
+            Path,
+            Path("configs/experiment_config.yaml"),
+            "experiment YAML whose real / close / far distributions are drawn",
+        ),
+        ("--base-chips", Path, Path("data/base_chips"), "folder of void-free base chip images"),
+        ("--image-size", int, 256, "side of each rendered image in px"),
+        ("--seed", int, 0, "seed of the parameter draws and renders"),
     ):
-        parser.add_argument(flag, type=kind, default=default)
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
     return parser
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from bo_voids.cli import run_module
+
+    run_module(main)

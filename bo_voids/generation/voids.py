@@ -98,6 +98,12 @@ class RenderedImage:
             ``angle`` (degrees, counter-clockwise from the x axis in image coordinates),
             ``area_px`` (anti-aliased area inside the image, before blurring).
         void_area_pct: Percentage of the whole image covered by ``mask``.
+        instance_labels: ``uint16`` ``(H, W)`` instance map, only when rendered with
+            ``instances=True`` (else ``None``): pixel ``(y, x)`` holds ``i + 1`` where ``mask``
+            belongs to void ``i`` of ``voids`` and 0 off the mask, so ``instance_labels > 0``
+            equals ``mask``. Where voids overlap a pixel goes to the void covering it most
+            (before blurring); a mask pixel no void covered (the blur can fill a narrow gap
+            between voids) goes to the nearest labelled pixel.
     """
 
     image: np.ndarray
@@ -106,6 +112,31 @@ class RenderedImage:
     uncontrolled_params: dict[str, float]
     voids: list[dict[str, Any]] = field(default_factory=list)
     void_area_pct: float = 0.0
+    instance_labels: np.ndarray | None = None
+
+    def save(self, path: str | Path, *, mask: bool = True) -> Path:
+        """Write the image as an 8-bit grayscale PNG (and its void mask beside it).
+
+        The ``float32`` image in ``[0, 1]`` is scaled to 0–255; the mask goes to
+        ``<stem>_mask.png`` (0 / 255), the pipeline's layout. Both are written atomically.
+
+        Args:
+            path: The image's PNG file; parent folders are created.
+            mask: Also write the mask.
+
+        Returns:
+            The image's path.
+
+        Example:
+            >>> VoidGenerator("data/base_chips").render(params, seed=0).save("out/a.png")
+            ... # doctest: +SKIP
+            PosixPath('out/a.png')
+        """
+        path = Path(path)
+        save_png(path, self.image)
+        if mask:
+            save_png(path.with_name(f"{path.stem}_mask.png"), self.mask)
+        return path
 
 
 def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,12 +368,16 @@ class VoidGenerator:
 
     # ------------------------------------------------------------------ public API
 
-    def render(self, params: Mapping[str, Any], seed: int) -> RenderedImage:
+    def render(
+        self, params: Mapping[str, Any], seed: int, *, instances: bool = False
+    ) -> RenderedImage:
         """Render one image: pick a base chip with the seed's generator and draw the voids.
 
         Args:
             params: A parameter dict (see :func:`validate_params`).
             seed: Render seed; the same ``(params, seed)`` gives a bit-identical result.
+            instances: Also build :attr:`RenderedImage.instance_labels` (per-void masks, for
+                labelled exports); the image and mask are the same either way.
 
         Returns:
             The rendered image with mask and geometry.
@@ -354,7 +389,9 @@ class VoidGenerator:
         p = validate_params(design)
         gen = np.random.default_rng(seed)
         k = int(gen.integers(len(self.base_images)))
-        rendered = self._render(self.base_images[k], self.base_image_ids[k], p, gen)
+        rendered = self._render(
+            self.base_images[k], self.base_image_ids[k], p, gen, instances=instances
+        )
         return self._imaged(rendered, values, seed)
 
     def generate_single(
@@ -509,6 +546,8 @@ class VoidGenerator:
         chip_id: str,
         p: Mapping[str, Any],
         gen: np.random.Generator,
+        *,
+        instances: bool = False,
     ) -> RenderedImage:
         h, w = chip.shape
         scale = min(h, w) / self.reference_size
@@ -532,6 +571,9 @@ class VoidGenerator:
         cys = np.clip(cy0 + sin_t * offsets[:, 0] + cos_t * offsets[:, 1], 0.0, h - 1.0)
 
         coverage = np.zeros((h, w), dtype=np.float32)
+        if instances and n > np.iinfo(np.uint16).max:
+            raise ConfigError(f"instance labels hold at most 65535 voids, got void_count {n}")
+        labels = np.zeros((h, w), dtype=np.uint16) if instances else None
         voids: list[dict[str, Any]] = []
         y_lo, y_hi, x_lo, x_hi = h, 0, w, 0
         shape = p["void_shape"]
@@ -574,6 +616,8 @@ class VoidGenerator:
                 cov = np.clip(0.5 - (rho - boundary), 0.0, 1.0).astype(np.float32)
                 area = float(cov.sum())
                 region = coverage[y0:y1, x0:x1]
+                if labels is not None:
+                    labels[y0:y1, x0:x1][cov > region] = i + 1
                 np.maximum(region, cov, out=region)
                 y_lo, y_hi = min(y_lo, y0), max(y_hi, y1)
                 x_lo, x_hi = min(x_lo, x0), max(x_hi, x1)
@@ -604,6 +648,8 @@ class VoidGenerator:
         image *= 1.0 - coverage * darkening
         np.clip(image, 0.0, 1.0, out=image)
         mask = coverage >= 0.5
+        if labels is not None:
+            _assign_instances(labels, mask)
         return RenderedImage(
             image=image,
             mask=mask,
@@ -611,4 +657,27 @@ class VoidGenerator:
             uncontrolled_params={"rotation": rotation, "edge_blur": self.edge_blur},
             voids=voids,
             void_area_pct=float(100.0 * mask.mean()),
+            instance_labels=labels,
         )
+
+
+def _assign_instances(labels: np.ndarray, mask: np.ndarray, reach: int = 16) -> None:
+    """Restrict ``labels`` to ``mask`` in place; unlabelled mask pixels take the nearest label.
+
+    The nearest labelled pixel is looked for within ``reach`` px of the unlabelled ones (they
+    lie at most a few blur widths from a void), image-wide only when none is that close.
+    """
+    labels[~mask] = 0
+    missing = mask & (labels == 0)
+    if not missing.any() or not labels.any():
+        return
+    rows, cols = np.flatnonzero(missing.any(axis=1)), np.flatnonzero(missing.any(axis=0))
+    window = (
+        slice(max(rows[0] - reach, 0), rows[-1] + reach + 1),
+        slice(max(cols[0] - reach, 0), cols[-1] + reach + 1),
+    )
+    if not labels[window].any():
+        window = (slice(None), slice(None))
+    sub, gap = labels[window], missing[window]
+    _, (iy, ix) = ndimage.distance_transform_edt(sub == 0, return_indices=True)
+    sub[gap] = sub[iy[gap], ix[gap]]

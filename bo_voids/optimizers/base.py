@@ -102,6 +102,27 @@ class Proposal:
         """The ``k`` best observed sets under this proposal's model (see ``rank_observations``)."""
         return ranked_records(observations.sets, self.predicted_mmd2, k)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``proposals.json`` of the iteration it was made after)."""
+        return {
+            "next_params": [dict(p) for p in self.next_params],
+            "replicates": list(self.replicates),
+            "predicted_mmd2": dict(self.predicted_mmd2) if self.predicted_mmd2 else None,
+            "info": self.info,
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Proposal:
+        """Inverse of :meth:`to_dict` (a resumed run continues from it)."""
+        return cls(
+            next_params=tuple(d.get("next_params", [])),
+            predicted_mmd2=d.get("predicted_mmd2"),
+            replicates=tuple(d.get("replicates", [])),
+            info=dict(d.get("info", {})),
+            state=d.get("state"),
+        )
+
 
 class DistributionScores(TypedDict):
     """``scores`` of :class:`BatchRecommendation`."""
@@ -382,7 +403,7 @@ class BaseOptimizer(ABC):
                 try:
                     params = self.space.validate(cand)
                 except (ConfigError, TypeError, ValueError):
-                    params = self.space.from_raw(np.nan_to_num(_loose_raw(self.space, cand)))
+                    params = self.space.from_raw(np.nan_to_num(self.space.loose_raw(cand)))
                 if self.space.key(params) in seen:
                     if len(proposed) > batch_size and len(pending) >= batch_size - len(out):
                         continue  # a spare candidate will take its place
@@ -420,18 +441,3 @@ class BaseOptimizer(ABC):
 # ---------------------------------------------------------------------------------------------
 # Private helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _loose_raw(space: SearchSpace, params: Mapping[str, Any]) -> np.ndarray:
-    """Raw encoding of a possibly out-of-bounds parameter set (clipped later by ``from_raw``)."""
-    out = []
-    for p in space.parameters:
-        v = params.get(p.name)
-        if p.kind == "categorical":
-            out.append(float(p.choices.index(v)) if v in p.choices else 0.0)
-        else:
-            try:
-                out.append(float(v))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                out.append(float(p.low))
-    return np.array(out)

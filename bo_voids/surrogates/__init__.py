@@ -6,7 +6,7 @@ from bo_voids.surrogates.composite import (
     ACQUISITIONS,
     HYPERPARAMETER_SHARING,
     CompositeSurrogate,
-    FeatureEncoder,
 )
+from bo_voids.surrogates.features import FeatureEncoder
 
 __all__ = ["ACQUISITIONS", "HYPERPARAMETER_SHARING", "CompositeSurrogate", "FeatureEncoder"]

@@ -25,7 +25,7 @@ Model (``float64``, CPU, one torch thread: the matrices are small and the cores 
   ``fit_subsample`` sets they are fitted on a seeded subset and the model is then conditioned on
   every set.
 
-Posterior: computed by :class:`_ExactPosterior` straight from the fitted hyper-parameters (one
+Posterior: computed by :class:`ExactPosterior` straight from the fitted hyper-parameters (one
 Cholesky factor per output, all test points solved at once), the same Gaussian as
 ``SingleTaskGP.posterior`` without GPyTorch's per-batch copies of its cache; above ``max_exact``
 sets the covariance conditions on the ``max_exact`` sets with the best posterior-mean objective.
@@ -63,12 +63,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import gpytorch
 import numpy as np
 import torch
 from botorch.acquisition import (
@@ -79,420 +76,43 @@ from botorch.acquisition import (
     qProbabilityOfImprovement,
     qUpperConfidenceBound,
 )
-from botorch.acquisition.objective import GenericMCObjective, PosteriorTransform
-from botorch.exceptions import UnsupportedError
+from botorch.acquisition.objective import GenericMCObjective
 from botorch.fit import fit_gpytorch_mll
 from botorch.generation.gen import gen_candidates_scipy
 from botorch.models import SingleTaskGP
-from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
 from botorch.optim import optimize_acqf
 from botorch.optim.closures import get_loss_closure_with_grads
 from botorch.optim.utils import get_parameters
-from botorch.posteriors import GPyTorchPosterior
 from botorch.sampling import SobolQMCNormalSampler
-from botorch.utils.transforms import t_batch_mode_transform
 from gpytorch.constraints import GreaterThan
-from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from gpytorch.kernels import RBFKernel, ScaleKernel
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
-from linear_operator.operators import DenseLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from bo_voids.exceptions import OptimizerError
+from bo_voids.surrogates.exact_posterior import (
+    ExactPosterior,
+    ExpectedObjective,
+    distance_moments,
+)
+from bo_voids.surrogates.features import FeatureEncoder
+from bo_voids.surrogates.torch_context import seeded_exact
 
-__all__ = ["ACQUISITIONS", "HYPERPARAMETER_SHARING", "CompositeSurrogate", "FeatureEncoder"]
+__all__ = ["ACQUISITIONS", "HYPERPARAMETER_SHARING", "CompositeSurrogate"]
 
 ACQUISITIONS: tuple[str, ...] = ("ucb", "ei", "nei", "pi")
 HYPERPARAMETER_SHARING: tuple[str, ...] = ("shared", "independent")
 _STATE_FORMAT = 1
 _DTYPE = torch.float64
-_MAX_CHOLESKY = 100_000
-
-
-# ---------------------------------------------------------------------------------------------
-# Input encoding
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Column:
-    kind: str  # "categorical" | "integer" | "continuous"
-    start: int  # first feature column
-    width: int  # feature columns (levels of a categorical, else 1)
-    low: float
-    high: float
-
-
-class FeatureEncoder:
-    """Raw encoding ↔ model features: one-hot categories, numeric columns scaled to ``[0, 1]``.
-
-    Args:
-        space: A :class:`~bo_voids.space.SearchSpace` (only ``parameters`` with ``kind``,
-            ``low`` and ``high`` are used).
-    """
-
-    def __init__(self, space: Any) -> None:
-        cols: list[_Column] = []
-        start = 0
-        for p in space.parameters:
-            width = round(p.high) + 1 if p.kind == "categorical" else 1
-            cols.append(_Column(p.kind, start, width, float(p.low), float(p.high)))
-            start += width
-        self._cols = tuple(cols)
-        self.d_raw = len(cols)
-        self.d_features = start
-
-    @property
-    def discrete_features(self) -> list[int]:
-        """Feature columns of categorical (one-hot) and integer parameters."""
-        return [c.start + j for c in self._cols if c.kind != "continuous" for j in range(c.width)]
-
-    @property
-    def categorical_features(self) -> list[int]:
-        """Feature columns of the one-hot categories."""
-        return [c.start + j for c in self._cols if c.kind == "categorical" for j in range(c.width)]
-
-    @property
-    def continuous_features(self) -> list[int]:
-        """Feature columns of continuous parameters."""
-        return [c.start for c in self._cols if c.kind == "continuous"]
-
-    def to_features(self, X_raw: Any) -> np.ndarray:
-        """Encode raw points.
-
-        Args:
-            X_raw: `(n, d)` raw encodings (category index, integer, values).
-
-        Returns:
-            `(n, d_f)` features in ``[0, 1]``.
-        """
-        X = np.atleast_2d(np.asarray(X_raw, dtype=np.float64))
-        if X.shape[1] != self.d_raw:
-            raise ValueError(f"X_raw must have {self.d_raw} columns, got shape {X.shape}")
-        Z = np.zeros((X.shape[0], self.d_features))
-        for i, c in enumerate(self._cols):
-            if c.kind == "categorical":
-                idx = np.clip(np.rint(X[:, i]), 0, c.width - 1).astype(np.int64)
-                Z[np.arange(X.shape[0]), c.start + idx] = 1.0
-            else:
-                span = c.high - c.low
-                Z[:, c.start] = np.clip((X[:, i] - c.low) / span, 0.0, 1.0) if span > 0 else 0.0
-        return Z
-
-    def round_features(self, Z: Tensor) -> Tensor:
-        """Snap relaxed features to valid points: argmax one-hot, nearest integer, clip.
-
-        Args:
-            Z: `(..., d_f)` relaxed features.
-
-        Returns:
-            Tensor of the same shape holding valid feature vectors.
-        """
-        out = Z.detach().clone().clamp(0.0, 1.0)
-        for c in self._cols:
-            if c.kind == "categorical":
-                block = out[..., c.start : c.start + c.width]
-                hot = torch.nn.functional.one_hot(block.argmax(-1), c.width).to(out)
-                out[..., c.start : c.start + c.width] = hot
-            elif c.kind == "integer" and c.high > c.low:
-                span = c.high - c.low
-                v = (c.low + out[..., c.start] * span).round()
-                out[..., c.start] = (v - c.low) / span
-        return out
-
-    def to_raw(self, Z: Any) -> np.ndarray:
-        """Decode features to raw points (rounding and clipping like ``round_features``).
-
-        Args:
-            Z: `(n, d_f)` features.
-
-        Returns:
-            `(n, d)` raw encodings with exact category indices and integers.
-        """
-        Zt = torch.as_tensor(np.atleast_2d(np.asarray(Z, dtype=np.float64)))
-        Zr = self.round_features(Zt).numpy()
-        X = np.zeros((Zr.shape[0], self.d_raw))
-        for i, c in enumerate(self._cols):
-            if c.kind == "categorical":
-                X[:, i] = np.argmax(Zr[:, c.start : c.start + c.width], axis=1)
-            else:
-                X[:, i] = c.low + Zr[:, c.start] * (c.high - c.low)
-                if c.kind == "integer":
-                    X[:, i] = np.rint(X[:, i])
-        return X
-
-    def neighbours(self, z: Tensor, integer_steps: int = 2) -> Tensor:
-        """Valid points differing from ``z`` in one discrete column.
-
-        Args:
-            z: `(d_f,)` valid features.
-            integer_steps: Integer moves tried each way (``±1 .. ±integer_steps``).
-
-        Returns:
-            `(m, d_f)` neighbours: every other category of each categorical column and the
-            integers within ``integer_steps`` of each integer column (inside the bounds).
-        """
-        out: list[Tensor] = []
-        for c in self._cols:
-            if c.kind == "categorical":
-                current = int(z[c.start : c.start + c.width].argmax())
-                for level in range(c.width):
-                    if level != current:
-                        w = z.clone()
-                        w[c.start : c.start + c.width] = 0.0
-                        w[c.start + level] = 1.0
-                        out.append(w)
-            elif c.kind == "integer" and c.high > c.low:
-                span = c.high - c.low
-                v = round(c.low + float(z[c.start]) * span)
-                for step in range(-integer_steps, integer_steps + 1):
-                    if step != 0 and c.low <= v + step <= c.high:
-                        w = z.clone()
-                        w[c.start] = (v + step - c.low) / span
-                        out.append(w)
-        return torch.stack(out) if out else z.new_zeros(0, z.shape[-1])
-
-    def sample_valid(self, n: int, generator: torch.Generator) -> Tensor:
-        """Draw `(n, d_f)` valid feature vectors uniformly (random category, integer, value)."""
-        Z = torch.zeros(n, self.d_features, dtype=_DTYPE)
-        for c in self._cols:
-            if c.kind == "categorical":
-                idx = torch.randint(c.width, (n,), generator=generator)
-                Z[torch.arange(n), c.start + idx] = 1.0
-            elif c.kind == "integer" and c.high > c.low:
-                span = round(c.high - c.low)
-                v = torch.randint(span + 1, (n,), generator=generator).to(_DTYPE)
-                Z[:, c.start] = v / span
-            else:
-                Z[:, c.start] = torch.rand(n, generator=generator, dtype=_DTYPE)
-        return Z
-
-
-# ---------------------------------------------------------------------------------------------
-# Posterior
-# ---------------------------------------------------------------------------------------------
-
-
-class _ExactPosterior(Model):
-    """The fitted batched GP's posterior, computed directly from its hyper-parameters.
-
-    GPyTorch multiplies the ``(t, k, q, n)`` test-train covariance by the ``(k, n, n)`` cached
-    root through broadcasting, which materialises a copy of the cache per ``t``-batch (about
-    2 s per 64 candidate batches at ``n = 1000``, ``k = 8``). Here one Cholesky factor per
-    output is solved against all test points at once, and with shared lengthscales the kernel
-    rows are computed once for all outputs. The result is the same Gaussian posterior (tests
-    compare it with ``SingleTaskGP.posterior``), returned as BoTorch's ``GPyTorchPosterior``
-    over `(q, k)` with independent outputs.
-
-    :meth:`restrict_covariance` conditions the covariance on a subset of the training points
-    (the mean still uses all of them): a conditional on fewer points is a valid posterior, only
-    wider, and keeps an evaluation ``O(m²)`` per test point instead of ``O(n²)``.
-    """
-
-    def __init__(self, gp: SingleTaskGP, Z: Tensor) -> None:
-        super().__init__()
-        k = gp.num_outputs
-        n = Z.shape[0]
-        with torch.no_grad():
-            lik = gp.likelihood
-            noise = lik.noise_covar.noise.reshape(k, n)
-            if getattr(lik, "second_noise_covar", None) is not None:
-                noise = noise + lik.second_noise.reshape(k, 1)
-            kern = gp.covar_module
-            ls = kern.base_kernel.lengthscale
-            shared = ls.numel() == Z.shape[-1]
-            ls = ls.reshape(1, -1) if shared else ls.reshape(k, 1, -1)
-            scale = kern.outputscale.reshape(k)
-            const = gp.mean_module.constant.reshape(k)
-            y = gp.train_targets.reshape(k, n)
-            ot = gp.outcome_transform
-            self._k, self._shared = k, shared
-            self.register_buffer("Z", Z)
-            self.register_buffer("ls", ls.clone())
-            self.register_buffer("scale", scale.clone())
-            self.register_buffer("const", const.clone())
-            self.register_buffer("y_mean", ot.means.reshape(k).clone())
-            self.register_buffer("y_std", ot.stdvs.reshape(k).clone())
-            K = self._kernel(Z, Z)  # (k, n, n)
-            L = psd_safe_cholesky(K + torch.diag_embed(noise))
-            alpha = torch.cholesky_solve((y - const[:, None]).unsqueeze(-1), L)
-            self.register_buffer("alpha", alpha.squeeze(-1))  # (k, n)
-            self.register_buffer("noise", noise.clone())
-            self.register_buffer("L", L)
-        self.restrict_covariance(None)
-
-    def restrict_covariance(self, index: Tensor | None) -> None:
-        """Condition the covariance on the training points ``index`` only (``None``: all)."""
-        self._subset = index is not None
-        if index is None:
-            self.Zc, self.Lc = self.Z, self.L
-            return
-        with torch.no_grad():
-            Zc = self.Z[index]
-            self.Zc = Zc
-            self.Lc = psd_safe_cholesky(
-                self._kernel(Zc, Zc) + torch.diag_embed(self.noise[:, index])
-            )
-
-    @property
-    def num_outputs(self) -> int:
-        return self._k
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        return torch.Size([])
-
-    def _kernel(self, A: Tensor, B: Tensor) -> Tensor:
-        """Scaled RBF kernel `(..., k, a, b)` between `(..., a, d)` and `(b, d)` points."""
-        if self._shared:
-            a, b = A / self.ls, B / self.ls
-        else:
-            a, b = A.unsqueeze(-3) / self.ls, B / self.ls
-        sq = (
-            (a * a).sum(-1, keepdim=True)
-            + (b * b).sum(-1).unsqueeze(-2)
-            - 2.0 * a @ b.transpose(-1, -2)
-        )
-        base = torch.exp(-0.5 * sq.clamp_min(0.0))
-        if self._shared:
-            base = base.unsqueeze(-3)
-        return self.scale[:, None, None] * base
-
-    def _kernel_self(self, A: Tensor) -> Tensor:
-        """Kernel among the points of `(..., q, d)`, exact zero distance on the diagonal."""
-        if self._shared:
-            a = (A / self.ls).unsqueeze(-3)
-        else:
-            a = A.unsqueeze(-3) / self.ls
-        diff = a.unsqueeze(-2) - a.unsqueeze(-3)
-        return self.scale[:, None, None] * torch.exp(-0.5 * (diff * diff).sum(-1))
-
-    def mean(self, X: Tensor) -> Tensor:
-        """Posterior mean `(..., q, k)` in the original output units (no covariance)."""
-        Ks = self._kernel(X, self.Z)
-        mean = self.const[:, None] + (Ks * self.alpha[:, None, :]).sum(-1)
-        return (self.y_mean[:, None] + self.y_std[:, None] * mean).transpose(-1, -2)
-
-    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean `(..., k, q)` and covariance `(..., k, q, q)` in the original output units."""
-        batch = X.shape[:-2]
-        q = X.shape[-2]
-        Ks = self._kernel(X, self.Z)  # (..., k, q, n)
-        mean = self.const[:, None] + (Ks * self.alpha[:, None, :]).sum(-1)
-        Kc = self._kernel(X, self.Zc) if self._subset else Ks
-        m = Kc.shape[-1]
-        # (..., k, q, m) -> (k, m, B*q): one triangular solve per output for every test point.
-        rhs = Kc.reshape(-1, self._k, q, m).permute(1, 3, 0, 2).reshape(self._k, m, -1)
-        V = torch.linalg.solve_triangular(self.Lc, rhs, upper=False)
-        V = V.reshape(self._k, m, -1, q).permute(2, 0, 1, 3)  # (B, k, m, q)
-        cov = self._kernel_self(X).reshape(-1, self._k, q, q) - V.transpose(-1, -2) @ V
-        cov = cov.reshape(*batch, self._k, q, q)
-        std = self.y_std[:, None]
-        return self.y_mean[:, None] + std * mean, (std * std)[..., None] * cov
-
-    def cross_weights(self, A: Tensor, beta: Tensor) -> Tensor:
-        """``γ = Lc⁻ᵀ Lc⁻¹ K(Zc, A) β`` `(..., k, m)` for anchor weights ``β`` `(..., k, a)`.
-
-        With it ``Σ_a C(x, a) β_a = K(x, A) β - K(x, Zc) γ`` (posterior cross-covariance in
-        standardised units), so a sample path costs two kernel evaluations per point.
-        """
-        KA = self._kernel(A, self.Zc)  # (k, a, m)
-        v = (KA.transpose(-1, -2) @ beta.unsqueeze(-1)).squeeze(-1)  # (..., k, m)
-        return torch.cholesky_solve(v.unsqueeze(-1), self.Lc).squeeze(-1)
-
-    def posterior(
-        self,
-        X: Tensor,
-        output_indices: list[int] | None = None,
-        observation_noise: bool | Tensor = False,
-        posterior_transform: PosteriorTransform | None = None,
-        **kwargs: Any,
-    ) -> GPyTorchPosterior:
-        """Joint posterior of the latent outputs at `(..., q, d_f)` features."""
-        if output_indices is not None or observation_noise is not False:
-            raise UnsupportedError("the composite posterior has no output subsets or noise")
-        mean, cov = self.moments(X)
-        # A linear operator, not a dense tensor: torch's MultivariateNormal would factorise a
-        # dense covariance at once without jitter and fail on coincident points (a candidate
-        # equal to a pending one); GPyTorch factorises lazily with jitter when sampling.
-        if self._k == 1:  # like BoTorch: a single output is a plain MVN over the q points
-            dist = MultivariateNormal(mean[..., 0, :], DenseLinearOperator(cov[..., 0, :, :]))
-        else:
-            mvn = MultivariateNormal(mean, DenseLinearOperator(cov))
-            dist = MultitaskMultivariateNormal.from_batch_mvn(mvn, task_dim=-1)
-        post = GPyTorchPosterior(dist)
-        return post if posterior_transform is None else posterior_transform(post)
-
-
-# ---------------------------------------------------------------------------------------------
-# The objective
-# ---------------------------------------------------------------------------------------------
-
-
-def _distance_moments(
-    mean: Tensor, var: Tensor, target: Tensor, W: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Mean and variance of ``D = (f - t)ᵀ W (f - t)`` for independent Gaussian outputs.
-
-    With ``f ~ N(μ, diag(v))`` and ``δ = μ - t``: ``E[D] = δᵀWδ + Σ_j W_jj v_j`` and
-    ``Var[D] = 2 Σ_ij W_ij² v_i v_j + 4 Σ_j v_j (Wδ)_j²`` (the outputs of a batched multi-output
-    GP are independent given its hyper-parameters).
-    """
-    delta = mean - target
-    Wd = delta @ W
-    e = (Wd * delta).sum(-1) + (var * torch.diagonal(W)).sum(-1)
-    v = 2.0 * ((var @ (W * W)) * var).sum(-1) + 4.0 * (var * Wd * Wd).sum(-1)
-    return e, v.clamp_min(0.0)
-
-
-class _ExpectedObjective(AcquisitionFunction):
-    """Analytic posterior mean of ``-D`` at single points (``q = 1``), for polishing."""
-
-    def __init__(self, model: Model, target: Tensor, W: Tensor) -> None:
-        super().__init__(model=model)
-        self.register_buffer("target", target)
-        self.register_buffer("W", W)
-
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        post = self.model.posterior(X)
-        e, _ = _distance_moments(
-            post.mean.squeeze(-2), post.variance.squeeze(-2), self.target, self.W
-        )
-        return -e
 
 
 # ---------------------------------------------------------------------------------------------
 # The surrogate
 # ---------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _seeded(seed: int, threads: int) -> Iterator[None]:
-    """Fork torch's RNG, seed it, run with ``threads`` intra-op threads and exact linear algebra.
-
-    GPyTorch switches to conjugate gradients and Lanczos above 800 points, which at ``n = 1000``
-    is an order of magnitude slower here than a Cholesky factorisation, approximate, and
-    dependent on random probe vectors; exact Cholesky solves are used at every size.
-    """
-    previous = torch.get_num_threads()
-    with (
-        torch.random.fork_rng(),
-        gpytorch.settings.max_cholesky_size(_MAX_CHOLESKY),
-        gpytorch.settings.fast_computations(
-            covar_root_decomposition=False, log_prob=False, solves=False
-        ),
-    ):
-        torch.manual_seed(int(seed) % (2**63))
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
 
 
 def _positive_int(name: str, value: Any, low: int = 1) -> int:
@@ -597,7 +217,7 @@ class CompositeSurrogate:
         self.ic_mode = ic_mode
         self.torch_threads = _positive_int("torch_threads", torch_threads)
         self.model: SingleTaskGP | None = None
-        self._post: _ExactPosterior | None = None
+        self._post: ExactPosterior | None = None
         self.fit_info: dict[str, Any] = {}
         self.propose_info: dict[str, Any] = {}
         self._Z: Tensor | None = None
@@ -641,7 +261,7 @@ class CompositeSurrogate:
         target_t = self._check_target(target, k)
         W = self._check_weights(weights, k)
         t0 = time.perf_counter()
-        with _seeded(seed, self.torch_threads):
+        with seeded_exact(seed, self.torch_threads):
             model = self._build_model(Z, Yt, Yvt)
             if n > self.fit_subsample:
                 gen = torch.Generator().manual_seed(int(seed) % (2**63))
@@ -669,10 +289,10 @@ class CompositeSurrogate:
             if fit_model is not model:
                 _copy_hyperparameters(fit_model, model)
             model.eval()
-            post = _ExactPosterior(model, Z)
+            post = ExactPosterior(model, Z)
             if n > self.max_exact:
                 with torch.no_grad():
-                    score = -_distance_moments(
+                    score = -distance_moments(
                         post.mean(Z.unsqueeze(-2)).squeeze(-2),
                         torch.zeros(n, k, dtype=_DTYPE),
                         target_t,
@@ -822,7 +442,7 @@ class CompositeSurrogate:
             raise OptimizerError("CompositeSurrogate is not fitted: call fit() first")
         return self.model
 
-    def _require_posterior(self) -> _ExactPosterior:
+    def _require_posterior(self) -> ExactPosterior:
         self._require_model()
         assert self._post is not None
         return self._post
@@ -843,7 +463,7 @@ class CompositeSurrogate:
             `(n, k)` mean and `(n, k)` variance of ``f`` (latent, without observation noise).
         """
         Z = torch.as_tensor(self.encoder.to_features(X_raw), dtype=_DTYPE)
-        with torch.no_grad(), _seeded(0, self.torch_threads):
+        with torch.no_grad(), seeded_exact(0, self.torch_threads):
             mean, var = self._marginals(Z)
         return mean.numpy().copy(), var.numpy().copy()
 
@@ -893,7 +513,7 @@ class CompositeSurrogate:
         post = self._require_posterior()
         n_samples = _positive_int("n_samples", n_samples)
         A = torch.as_tensor(self.encoder.to_features(anchors_raw), dtype=_DTYPE)
-        with torch.no_grad(), _seeded(seed, self.torch_threads):
+        with torch.no_grad(), seeded_exact(seed, self.torch_threads):
             mean_std, cov = post.moments(A.unsqueeze(0))  # (1, k, a), (1, k, a, a) original
             mA, cA = mean_std[0], cov[0]
             std2 = (post.y_std * post.y_std)[:, None, None]
@@ -930,7 +550,7 @@ class CompositeSurrogate:
         """
         mean, var = self.predict(X_raw)
         assert self._target is not None and self._W is not None
-        e, v = _distance_moments(torch.as_tensor(mean), torch.as_tensor(var), self._target, self._W)
+        e, v = distance_moments(torch.as_tensor(mean), torch.as_tensor(var), self._target, self._W)
         return (-e).numpy(), v.sqrt().numpy()
 
     # ---- acquisition ---------------------------------------------------------------------------
@@ -971,7 +591,7 @@ class CompositeSurrogate:
                 model, beta=self.ucb_beta, sampler=sampler, objective=obj, X_pending=X_pending
             )
         with torch.no_grad():
-            e, _ = _distance_moments(*self._marginals(self._Z), self._target, self._W)
+            e, _ = distance_moments(*self._marginals(self._Z), self._target, self._W)
         observed = -e
         if name == "nei":
             # Only sets that might be the best matter as a baseline; pre-selecting the top ones
@@ -1027,7 +647,7 @@ class CompositeSurrogate:
             else torch.as_tensor(enc.to_features(X_pending), dtype=_DTYPE)
         )
         t0 = time.perf_counter()
-        with _seeded(seed, self.torch_threads):
+        with seeded_exact(seed, self.torch_threads):
             acqf = self.build_acquisition(seed, pending)
             # Scoring single points jointly with NEI's baseline costs twice EI's, for a
             # heuristic choice of starting points only.
@@ -1200,7 +820,7 @@ class CompositeSurrogate:
             if num_restarts is None
             else _positive_int("num_restarts", num_restarts)
         )
-        acqf = _ExpectedObjective(model, self._target, self._W)
+        acqf = ExpectedObjective(model, self._target, self._W)
         bounds = torch.stack(
             [torch.zeros(enc.d_features, dtype=_DTYPE), torch.ones(enc.d_features, dtype=_DTYPE)]
         )
@@ -1214,7 +834,7 @@ class CompositeSurrogate:
                 for level in range(c.width)
             ]
         candidates: list[Tensor] = []
-        with _seeded(seed, self.torch_threads):
+        with seeded_exact(seed, self.torch_threads):
             for fixed in fixed_list:
                 x, _ = optimize_acqf(
                     acqf,

@@ -159,7 +159,8 @@ class SyntheticProblem:
         Returns:
             `(len(param_sets) * replications, dim)` embeddings and one metadata record per row.
         """
-        rows, meta = [], []
+        rows: list[np.ndarray] = []
+        meta: list[dict[str, Any]] = []
         for j, params in enumerate(param_sets):
             params = self.space.validate(params)
             rows.append(self.embed(params, self.replications, key=(iteration, j)))

@@ -155,3 +155,14 @@ def test_few_target_images_degrade_gracefully(
     assert band["scheme"] == "image-split"
     if not math.isfinite(band["q95"]):
         assert band["reason"] and val["implied"]["inside_noise_floor"] is None
+
+
+def test_void_metrics_in_calibration(tiny_run: Path, calibrated: dict[str, Any]) -> None:
+    """calibration.json holds the real-vs-synthetic void metrics and plots/ their figure."""
+    vm = calibrated["void_metrics"]
+    assert {"targets", "recommendation"} <= set(vm["groups"])
+    if calibrated["population"] is not None:
+        assert "psi" in vm["groups"]
+    assert vm["detector_accuracy"]["n_images"] > 0
+    assert (tiny_run / "plots" / "void_metrics.png").is_file()
+    assert calibrated["timings"]["void_metrics_s"] >= 0

@@ -47,3 +47,39 @@ def test_both_module_commands_run() -> None:
         check=False,
     )
     assert done.returncode == 0 and "python -m bo_voids.calibration" in done.stdout
+
+
+def test_every_mixture_mmd2_says_which_sample_it_is_on(calibrated, tiny_run: Path) -> None:
+    text = format_result(calibrated, tiny_run / "calibration.json")
+    mixture_lines = [line for line in text.splitlines() if "mixture" in line and "MMD²" in line]
+    assert len(mixture_lines) >= 2
+    fit = next(line for line in mixture_lines if line.startswith("mixture fit"))
+    assert "on the evaluated images it was fitted to" in fit
+    comparator = next(line for line in mixture_lines if line.startswith("  mixture "))
+    assert "component sets, drawn by weight" in comparator
+    assert "comparators: fresh renders" in text
+    if calibrated.get("population"):
+        assert "implied by the mixture" in text and "p_psi (population fit)" in text
+
+
+def test_calibration_plot_legend_names_its_samples(calibrated, tiny_run: Path) -> None:
+    from bo_voids.calibration import calibrate_experiment
+
+    captured = {}
+    from matplotlib.figure import Figure
+
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        captured["labels"] = [t.get_text() for t in self.axes[0].get_legend().get_texts()]
+        return original(self, *args, **kwargs)
+
+    Figure.savefig = keep
+    try:
+        calibrate_experiment(tiny_run, out=tiny_run / "again.json", population=False)
+    finally:
+        Figure.savefig = original
+    labels = captured["labels"]
+    best = next(label for label in labels if label.startswith("best single point"))
+    assert "fresh renders, MMD²" in best
+    assert any(label.startswith("implied distribution:") for label in labels)

@@ -73,3 +73,27 @@ def test_population_same_seed_same_psi(tiny_run: Path, calibrated: dict[str, Any
     again = calibrate_experiment(tiny_run, out=tmp_path / "again.json", plot=False)
     assert again["population"]["psi"] == calibrated["population"]["psi"]
     assert again["population"]["intervals"] == calibrated["population"]["intervals"]
+
+
+def test_surrogate_cross_validation_and_psi_pairplot(
+    tiny_run: Path, calibrated: dict[str, Any]
+) -> None:
+    import numpy as np
+
+    from bo_voids.calibration.diagnostics import CV_PLOT, PAIRPLOT
+    from bo_voids.report import write_report
+
+    cv = calibrated["surrogate_cv"]
+    assert cv is not None and cv["n_folds"] >= 2
+    Y, M, S = (np.asarray(cv[k]) for k in ("observed", "predicted", "predictive_sd"))
+    assert Y.shape == M.shape == S.shape == (cv["n_sets"], len(cv["summaries"]))
+    assert np.isfinite(M).all() and (S > 0).all()  # every set was predicted while held out
+    for name, stats in cv["per_summary"].items():
+        resid = Y[:, cv["summaries"].index(name)] - M[:, cv["summaries"].index(name)]
+        assert stats["rmse"] == pytest.approx(float(np.sqrt(np.mean(resid**2))))
+        assert 0.0 <= stats["coverage_2sd"] <= 1.0
+    assert (tiny_run / CV_PLOT).stat().st_size > 1000
+    assert (tiny_run / PAIRPLOT).stat().st_size > 1000
+    html = write_report(tiny_run, tiny_run / "cv_report.html").read_text(encoding="utf-8")
+    assert 'id="fig-psi-pairplot"' in html and 'id="fig-surrogate-cv"' in html
+    assert '<table id="surrogate-cv">' in html and "Surrogate diagnostics" in html

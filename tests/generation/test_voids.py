@@ -413,3 +413,44 @@ def test_gallery_smoke(tmp_path: Path) -> None:
     )
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size[0] > 200
+
+
+def test_rendered_image_saves_as_8_bit_png_with_its_mask(
+    gen: VoidGenerator, tmp_path: Path
+) -> None:
+    out = gen.render(_params(void_shape="ellipse"), seed=3)
+    path = out.save(tmp_path / "new" / "best.png")
+    assert path == tmp_path / "new" / "best.png"
+    with Image.open(path) as im:
+        assert im.mode == "L" and im.size == out.image.shape[::-1]
+        written = np.asarray(im)
+    np.testing.assert_array_equal(written, np.round(out.image * 255).astype(np.uint8))
+    with Image.open(tmp_path / "new" / "best_mask.png") as im:
+        np.testing.assert_array_equal(np.asarray(im) > 0, out.mask)
+    out.save(tmp_path / "only.png", mask=False)
+    assert not (tmp_path / "only_mask.png").exists()
+
+
+def test_instance_labels_partition_the_mask_and_leave_the_image_unchanged() -> None:
+    from bo_voids.testing.runs import REPO_ROOT
+
+    gen = VoidGenerator(REPO_ROOT / "data" / "base_chips", image_size=128)
+    for shape in ("circle", "ellipse", "irregular"):
+        params = {
+            "void_shape": shape,
+            "void_count": 12,
+            "base_size": 25.0,
+            "brightness_factor": 0.5,
+            "size_std": 8.0,
+            "position_spread": 0.3,
+        }
+        for seed in range(5):
+            plain = gen.render(params, seed)
+            labelled = gen.render(params, seed, instances=True)
+            assert plain.instance_labels is None
+            np.testing.assert_array_equal(plain.image, labelled.image)
+            np.testing.assert_array_equal(plain.mask, labelled.mask)
+            labels = labelled.instance_labels
+            assert labels is not None and labels.dtype == np.uint16
+            np.testing.assert_array_equal(labels > 0, labelled.mask)
+            assert labels.max() <= len(labelled.voids)
