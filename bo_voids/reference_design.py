@@ -40,12 +40,13 @@ from bo_voids.config import ExperimentConfig
 from bo_voids.exceptions import StateError
 from bo_voids.seeding import derive_seed
 from bo_voids.space import ParamSet, SearchSpace
+from bo_voids.state import REFERENCE_DESIGN
 from bo_voids.summaries import SummaryMap, head_targets
 
 __all__ = ["REFERENCE_FILE", "ReferenceDesign", "attach", "design_fingerprint", "load_or_build"]
 
-#: File name of the cached design inside an experiment folder.
-REFERENCE_FILE = "reference_design.npz"
+#: File name of the cached design inside an experiment folder (the layout's owner names it).
+REFERENCE_FILE = REFERENCE_DESIGN
 _FORMAT_VERSION = 1
 
 
