@@ -34,6 +34,17 @@ import yaml
 
 from bo_voids._io import read_regular_file
 from bo_voids.exceptions import ConfigError
+from bo_voids.schema import IMAGING_IDENTITY as IMAGING_IDENTITY
+from bo_voids.schema import IMAGING_LIMITS as IMAGING_LIMITS
+from bo_voids.schema import NUISANCE_PREFIX as NUISANCE_PREFIX
+from bo_voids.schema import CategoricalBounds as CategoricalBounds
+from bo_voids.schema import CategoricalDistribution as CategoricalDistribution
+from bo_voids.schema import ImagingSettings as ImagingSettings
+from bo_voids.schema import ImagingValue as ImagingValue
+from bo_voids.schema import NormalDistribution as NormalDistribution
+from bo_voids.schema import NumericBounds as NumericBounds
+from bo_voids.schema import ParameterBounds as ParameterBounds
+from bo_voids.schema import ParameterDistribution as ParameterDistribution
 
 # ---------------------------------------------------------------------------------------------
 # Constants: the parameter schema of the design (names, kinds and the range the generator supports)
@@ -89,59 +100,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
-class CategoricalBounds:
-    """Allowed values of a categorical parameter."""
-
-    choices: tuple[str, ...]
-
-    def to_yaml(self) -> list[str]:
-        """Return the YAML form (a list of choices)."""
-        return list(self.choices)
-
-
-@dataclass(frozen=True)
-class NumericBounds:
-    """Inclusive ``[low, high]`` bounds of an integer or continuous parameter."""
-
-    low: float
-    high: float
-    integer: bool = False
-
-    def to_yaml(self) -> list[float]:
-        """Return the YAML form (``[low, high]``)."""
-        if self.integer:
-            return [int(self.low), int(self.high)]
-        return [float(self.low), float(self.high)]
-
-
-@dataclass(frozen=True)
-class CategoricalDistribution:
-    """Probabilities of each category."""
-
-    probabilities: dict[str, float]
-
-    def to_yaml(self) -> dict[str, float]:
-        """Return the YAML form (``{category: probability}``)."""
-        return dict(self.probabilities)
-
-
-@dataclass(frozen=True)
-class NormalDistribution:
-    """A normal distribution, clipped to the parameter's bounds when sampled."""
-
-    mean: float
-    std: float
-
-    def to_yaml(self) -> dict[str, float]:
-        """Return the YAML form (``{mean: .., std: ..}``)."""
-        return {"mean": self.mean, "std": self.std}
-
-
-ParameterBounds = CategoricalBounds | NumericBounds
-ParameterDistribution = CategoricalDistribution | NormalDistribution
-
-
-@dataclass(frozen=True)
 class DatasetSpec:
     """Size of one iteration-0 dataset (real / close / far)."""
 
@@ -172,6 +130,12 @@ class BOSettings:
     #: default: measured no better ψ and a slightly worse point recommendation at the standard
     #: budget, see benchmarks/results/calibration_recovery).
     population_slots: int = 0
+    #: Sobol sets the composite's summaries are fitted on (0: iteration 0's sets instead).
+    reference_sets: int = 0
+    #: Renders of each reference set.
+    reference_replications: int = 2
+    #: Random Fourier features offered to the summaries' parameter head (0: linear ridge only).
+    random_features: int = 0
 
 
 @dataclass(frozen=True)
@@ -244,6 +208,7 @@ class ExperimentConfig:
     bo: BOSettings = field(default_factory=BOSettings)
     metric: MetricSettings = field(default_factory=MetricSettings)
     dask: DaskSettings = field(default_factory=DaskSettings)
+    imaging: ImagingSettings = field(default_factory=ImagingSettings)
 
     def dataset(self, name: str) -> DatasetSpec:
         """Return the iteration-0 dataset spec ``real``, ``close`` or ``far``."""
@@ -260,6 +225,11 @@ class ExperimentConfig:
                 value = {k: b.to_yaml() for k, b in value.items()}
             elif f.name == "param_distributions":
                 value = {d: {k: p.to_yaml() for k, p in dist.items()} for d, dist in value.items()}
+            elif f.name == "imaging":
+                # Written only when set, so experiments stored before the section resume.
+                if value.is_identity:
+                    continue
+                value = value.to_yaml()
             elif dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)  # type: ignore[arg-type]
             elif isinstance(value, Path):
@@ -499,7 +469,14 @@ def config_from_dict(
         top_k=bo.integer("top_k", low=1, high=1000),
         replicate_slots=bo.integer("replicate_slots", low=0, high=1023),
         population_slots=bo.integer("population_slots", low=0, high=1023),
+        reference_sets=bo.integer("reference_sets", low=0, high=100_000),
+        reference_replications=bo.integer("reference_replications", low=1, high=100),
+        random_features=bo.integer("random_features", low=0, high=8192),
     )
+    if 0 < kwargs["bo"].reference_sets < 8:
+        raise ConfigError(
+            f"bo.reference_sets must be 0 (off) or at least 8, got {kwargs['bo'].reference_sets}"
+        )
     bo.finish()
     metric = r.section("metric", required=False, schema=MetricSettings)
     kwargs["metric"] = MetricSettings(
@@ -522,6 +499,7 @@ def config_from_dict(
         resources=resources,
         tasks_per_job=tasks_per_job,
     )
+    kwargs["imaging"] = _read_imaging(r.section("imaging", required=False))
     if kwargs["executor"] == "dask" and address is None and workers is None:
         raise ConfigError(
             "executor: dask needs dask.scheduler_address (an existing cluster, e.g. "
@@ -776,6 +754,37 @@ def _read_resources(r: _Reader) -> dict[str, float] | None:
     return out or None
 
 
+def _check_bounds(key: str, low: float, high: float, limit_low: float, limit_high: float) -> None:
+    if not low < high:
+        raise ConfigError(f"{key} bounds must satisfy low < high, got [{low}, {high}] (reversed?)")
+    if low < limit_low or high > limit_high:
+        raise ConfigError(
+            f"{key} must lie within [{_fmt(limit_low)}, {_fmt(limit_high)}], got [{low}, {high}]"
+        )
+
+
+def _read_imaging(r: _Reader) -> ImagingSettings:
+    """``imaging:``: per key a fixed number or ``[low, high]`` bounds (a nuisance parameter)."""
+    values: dict[str, ImagingValue] = {}
+    for name, (limit_low, limit_high) in IMAGING_LIMITS.items():
+        key = r.key(name)
+        value = r._pop(name, required=False)
+        if value is _MISSING or value is None:
+            continue
+        if isinstance(value, list):
+            if len(value) != 2:
+                raise ConfigError(
+                    f"{key} must be a number or bounds [low, high], got {_tname(value)}"
+                )
+            low, high = (_as_number(key, v) for v in value)
+            _check_bounds(key, low, high, limit_low, limit_high)
+            values[name] = NumericBounds(low, high)
+        else:
+            values[name] = _as_number(key, value, limit_low, limit_high)
+    r.finish()
+    return ImagingSettings(**values)
+
+
 def _read_dataset(r: _Reader) -> DatasetSpec:
     spec = DatasetSpec(
         param_sets=r.integer("param_sets", low=1, high=100_000, required=True),
@@ -818,15 +827,7 @@ def _read_bounds(r: _Reader) -> dict[str, ParameterBounds]:
         else:
             lo_hi = [_as_number(key, v) for v in value]
         low, high = lo_hi
-        if not low < high:
-            raise ConfigError(
-                f"{key} bounds must satisfy low < high, got [{low}, {high}] (reversed?)"
-            )
-        if low < limit_low or high > limit_high:
-            raise ConfigError(
-                f"{key} must lie within [{_fmt(limit_low)}, {_fmt(limit_high)}], "
-                f"got [{low}, {high}]"
-            )
+        _check_bounds(key, low, high, limit_low, limit_high)
         bounds[name] = NumericBounds(low, high, integer=PARAMETER_KINDS[name] == "integer")
     r.finish()
     return bounds

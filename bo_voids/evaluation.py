@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bo_voids.config import DATASET_TYPES, ExperimentConfig
+from bo_voids.config import DATASET_TYPES, ExperimentConfig, ImagingSettings
 from bo_voids.embedding import Embedder, make_embedder
 from bo_voids.generation.voids import VoidGenerator, image_record
 from bo_voids.seeding import derive_seed, rng
@@ -110,6 +110,7 @@ class EvaluatorSpec:
     dino_weights: str | None = None
     device: str = "auto"
     embed_batch_size: int | None = None
+    imaging: ImagingSettings = field(default_factory=ImagingSettings)
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, embedder: str | None = None) -> EvaluatorSpec:
@@ -122,12 +123,26 @@ class EvaluatorSpec:
             dino_model=cfg.dino_model,
             dino_weights=str(cfg.dino_weights) if cfg.dino_weights else None,
             device=cfg.device,
+            imaging=cfg.imaging,
         )
+
+    def generator_settings(self) -> dict[str, Any]:
+        """What the rendered images depend on (for fingerprints of cached renders)."""
+        chips = sorted(Path(self.base_image_dir).glob("*"))
+        return {
+            "image_size": self.image_size,
+            "edge_blur": self.edge_blur,
+            "imaging": self.imaging.to_yaml(),
+            "base_chips": [[c.name, c.stat().st_size] for c in chips if c.is_file()],
+        }
 
     def build(self) -> Evaluator:
         """Load the generator and the embedder."""
         generator = VoidGenerator(
-            self.base_image_dir, image_size=self.image_size, edge_blur=self.edge_blur
+            self.base_image_dir,
+            image_size=self.image_size,
+            edge_blur=self.edge_blur,
+            imaging=self.imaging,
         )
         embedder = make_embedder(
             self.embedder,

@@ -37,7 +37,14 @@ from bo_voids.cli import (
     set_debug,
     sigterm_as_interrupt,
 )
-from bo_voids.config import ACQUISITIONS, DEVICES, EMBEDDERS, OPTIMIZERS, load_config
+from bo_voids.config import (
+    ACQUISITIONS,
+    DEVICES,
+    EMBEDDERS,
+    NUISANCE_PREFIX,
+    OPTIMIZERS,
+    load_config,
+)
 from bo_voids.exceptions import (
     BoVoidsError,
     BoVoidsWarning,
@@ -123,6 +130,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None}
 
 
+def _fmt_param(name: str, value: Any) -> str:
+    return f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+
+
 def format_summary(summary: Any, config: Any = None) -> str:
     """A human-readable end-of-run summary: the answer (verdict, ψ) first, then the details.
 
@@ -165,10 +176,15 @@ def format_summary(summary: Any, config: Any = None) -> str:
         else "Best parameter sets (ranked by raw MMD²):"
     )
     for i, best in enumerate(summary.current_best[:5], 1):
-        params = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in best.get("params", {}).items()
-        )
+        items = best.get("params", {}).items()
+        params = ", ".join(_fmt_param(k, v) for k, v in items if not k.startswith(NUISANCE_PREFIX))
+        imaging = [
+            _fmt_param(k[len(NUISANCE_PREFIX) :], v)
+            for k, v in items
+            if k.startswith(NUISANCE_PREFIX)
+        ]
+        if imaging:  # the detector's nuisance values, reported apart from the design's answer
+            params += " || imaging: " + ", ".join(imaging)
         pred = best.get("predicted_mmd2")
         pred_s = f", {score_name} {pred:.4f}" if score_name and isinstance(pred, float) else ""
         lines.append(

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids import reference_design
 from bo_voids.config import DATASET_TYPES, ExperimentConfig
 from bo_voids.evaluation import (
     EvaluationResult,
@@ -175,6 +176,7 @@ class OptimizationPipeline:
         self._max_iterations = config.max_iterations
         self._warm_run: ExperimentRun | None = None
         self._stage_listeners: list[Callable[[str, int], None]] = []
+        self._reference_attached = False
         #: Whether this pipeline created or resumed the experiment folder (and may mark it).
         self.store_opened = False
         #: Whether ``--resume`` found the experiment already complete (nothing was run).
@@ -308,6 +310,11 @@ class OptimizationPipeline:
         assert self.book is not None
         warm = self.proposal.state if self.proposal is not None else None
         t0 = time.perf_counter()
+        if not self._reference_attached and self.config.bo.reference_sets > 0:
+            self._reference_attached = reference_design.attach(
+                self.optimizer, self.store.root, self.config, self.space, self._evaluator,
+                self.spec.generator_settings(), lambda: self.embedder_info, self.log,
+            )  # fmt: skip
         proposal = self.optimizer.propose(
             self.book.observations(),
             self.config.iteration_batch_size,

@@ -43,6 +43,7 @@ from bo_voids.config import (
     CategoricalDistribution,
     ExperimentConfig,
     NormalDistribution,
+    NumericBounds,
     ParameterBounds,
     ParameterDistribution,
 )
@@ -87,32 +88,62 @@ class Parameter:
 
 
 class SearchSpace:
-    """The six void parameters with their kinds and bounds.
+    """The six void parameters with their kinds and bounds, then any nuisance parameters.
+
+    Nuisance parameters (the imaging chain's, ``imaging_<key>``) are continuous columns after
+    the six design parameters: every encoding, sampler and optimiser treats them like the
+    others, while :attr:`design_names` and :attr:`nuisance_names` let readers report them apart.
+    A named distribution (``real`` / ``close`` / ``far``) says nothing about them: they are
+    drawn uniformly over their bounds, and their "mean" is the centre of the bounds.
 
     Args:
         bounds: Bounds per parameter name (as in ``ExperimentConfig.param_bounds``).
         distributions: Named sampling distributions (``real`` / ``close`` / ``far``), optional.
+        nuisance: Bounds of the nuisance parameters by name (as in
+            ``ImagingSettings.nuisance_bounds()``), optional.
     """
 
     def __init__(
         self,
         bounds: Mapping[str, ParameterBounds],
         distributions: Mapping[str, Mapping[str, ParameterDistribution]] | None = None,
+        nuisance: Mapping[str, NumericBounds] | None = None,
     ) -> None:
         missing = [n for n in PARAMETER_NAMES if n not in bounds]
         if missing:
             raise ConfigError(f"param_bounds is missing {missing}")
+        clash = sorted(set(nuisance or {}) & set(PARAMETER_NAMES))
+        if clash:
+            raise ConfigError(f"nuisance parameters may not reuse design names: {clash}")
         self.parameters: tuple[Parameter, ...] = tuple(
             Parameter(n, PARAMETER_KINDS[n], bounds[n]) for n in PARAMETER_NAMES
-        )
+        ) + tuple(Parameter(n, "continuous", b) for n, b in (nuisance or {}).items())
         self.distributions: dict[str, Mapping[str, ParameterDistribution]] = dict(
             distributions or {}
         )
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> SearchSpace:
-        """Build the space (and its real / close / far distributions) from a config."""
-        return cls(cfg.param_bounds, cfg.param_distributions)
+        """Build the space (its distributions and imaging nuisance parameters) from a config."""
+        return cls(cfg.param_bounds, cfg.param_distributions, cfg.imaging.nuisance_bounds())
+
+    @property
+    def design_names(self) -> tuple[str, ...]:
+        """The six design parameters (the answer a calibration reports)."""
+        return PARAMETER_NAMES
+
+    @property
+    def nuisance_names(self) -> tuple[str, ...]:
+        """The nuisance parameters (the imaging chain's), reported apart from the design's."""
+        return tuple(p.name for p in self.parameters[len(PARAMETER_NAMES) :])
+
+    def design_part(self, params: Mapping[str, Any]) -> ParamSet:
+        """The six design parameters of a parameter set."""
+        return {n: params[n] for n in PARAMETER_NAMES}
+
+    def nuisance_part(self, params: Mapping[str, Any]) -> ParamSet:
+        """The nuisance parameters of a parameter set (empty without nuisance)."""
+        return {n: params[n] for n in self.nuisance_names if n in params}
 
     # ---- structure -----------------------------------------------------------------------------
 
@@ -123,7 +154,7 @@ class SearchSpace:
 
     @property
     def dim(self) -> int:
-        """Number of columns (6)."""
+        """Number of columns (6, plus one per nuisance parameter)."""
         return len(self.parameters)
 
     @property
@@ -174,7 +205,9 @@ class SearchSpace:
         """
         unknown = sorted(set(params) - set(self.parameter_names))
         if unknown:
-            raise ConfigError(f"unknown parameter(s) {unknown}; expected {list(PARAMETER_NAMES)}")
+            raise ConfigError(
+                f"unknown parameter(s) {unknown}; expected {list(self.parameter_names)}"
+            )
         out: ParamSet = {}
         for p in self.parameters:
             if p.name not in params:
@@ -372,7 +405,8 @@ class SearchSpace:
         """Draw ``n`` parameter sets from a distribution.
 
         Normal draws are clipped to the bounds (integers rounded first); categories are drawn by
-        their probabilities.
+        their probabilities; nuisance parameters the distribution leaves out are drawn uniformly
+        over their bounds.
 
         Args:
             distribution: ``"real"``, ``"close"``, ``"far"`` or a mapping of per-parameter
@@ -389,7 +423,12 @@ class SearchSpace:
         for _ in range(n):
             params: ParamSet = {}
             for p in self.parameters:
-                d = dist[p.name]
+                d = dist.get(p.name)
+                if d is None and p.name in self.nuisance_names:
+                    params[p.name] = float(gen.uniform(p.low, p.high))
+                    continue
+                if d is None:
+                    raise KeyError(f"the distribution gives nothing for {p.name!r}")
                 if isinstance(d, CategoricalDistribution):
                     names = list(d.probabilities)
                     probs = np.array([d.probabilities[k] for k in names], dtype=float)
@@ -410,7 +449,12 @@ class SearchSpace:
         dist = self.distribution(distribution)
         out: ParamSet = {}
         for p in self.parameters:
-            d = dist[p.name]
+            d = dist.get(p.name)
+            if d is None and p.name in self.nuisance_names:
+                out[p.name] = 0.5 * (p.low + p.high)
+                continue
+            if d is None:
+                raise KeyError(f"the distribution gives nothing for {p.name!r}")
             if isinstance(d, CategoricalDistribution):
                 out[p.name] = max(d.probabilities, key=d.probabilities.__getitem__)
             elif p.kind == "integer":

@@ -122,6 +122,8 @@ FAILURES = "failures.json"
 SCORES_FILE = "scores.json"
 #: The file of an iteration folder holding the proposal made after that iteration.
 PROPOSAL_FILE = "proposals.json"
+#: The cached reference design of the summaries (:mod:`bo_voids.reference_design`).
+REFERENCE_DESIGN = "reference_design.npz"
 #: Entries (besides hidden files and ``iteration_*``) a bo_voids experiment folder may hold.
 EXPERIMENT_ENTRIES = frozenset(
     {
@@ -132,6 +134,7 @@ EXPERIMENT_ENTRIES = frozenset(
         "calibration.json",
         "events.jsonl",
         "retarget.json",
+        REFERENCE_DESIGN,
     }
 )
 #: Names of the iteration folders (and their partial versions) a run writes.

@@ -1,9 +1,9 @@
 """Low-dimensional summary statistics of image embeddings, fitted once and persisted without pickle.
 
 A :class:`SummaryMap` turns an embedding ``e`` (any embedder, ``D`` features) into a short vector
-``s = A e - c`` of ``k`` summaries. Every kind is affine in the embedding, so the map is stored as
-one ``(k, D)`` matrix and one offset; the per-set mean summary is then the summary of the per-set
-mean embedding, which is what the composite surrogate models.
+``s = A e - c`` of ``k`` summaries. Every kind is affine in the embedding (in the lifted
+embedding with the non-linear head), so the map is stored as one ``(k, D)`` matrix and one offset
+(plus the lift's seed); callers average the summaries of single images.
 
 Kinds (concatenated in the order given):
 
@@ -20,6 +20,12 @@ Kinds (concatenated in the order given):
   sets (replicates of a set never straddle folds, or the penalty would be chosen too small). Each
   output is divided by its pooled within-set standard deviation, measured on out-of-fold
   predictions (in-sample ones understate it); by the total one without replicates.
+  With ``random_features > 0`` the head may also be non-linear: a ridge on the embeddings *and*
+  ``m`` random Fourier features of them (scikit-learn's ``RBFSampler``, an RBF-kernel ridge
+  approximation, bandwidth by the median heuristic), kept per parameter only where its
+  cross-validated R² over whole held-out sets beats the linear ridge's. The map stays affine in
+  the lifted features ``[e, φ(e)]``; ``φ`` is rebuilt from its seed (no weights are stored) and
+  checked against a hash.
 
 Persistence: :meth:`SummaryMap.save` / :meth:`SummaryMap.load` (``.npz``) or
 :meth:`SummaryMap.state_dict` / :meth:`SummaryMap.from_state_dict` (strict JSON), both exact.
@@ -240,6 +246,8 @@ class SummaryMap:
         within_var: np.ndarray,
         settings: Mapping[str, Any],
     ) -> None:
+        lift_spec = settings.get("lift")
+        self.lift = FeatureLift.from_spec(lift_spec) if lift_spec else None
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
         self.offset = np.ascontiguousarray(offset, dtype=np.float64).reshape(-1)
         self.within_var = np.ascontiguousarray(within_var, dtype=np.float64).reshape(-1)
@@ -270,6 +278,7 @@ class SummaryMap:
         seed: int = 0,
         param_names: Sequence[str] | None = None,
         n_folds: int = 5,
+        random_features: int = 0,
     ) -> SummaryMap:
         """Fit the summary map on a reference sample of embeddings.
 
@@ -284,6 +293,8 @@ class SummaryMap:
             seed: Seed of the head's cross-validation folds.
             param_names: Names of the ``p`` head targets (default ``0..p-1``).
             n_folds: Cross-validation folds of the head (over whole sets).
+            random_features: Random Fourier features offered to the head (0: linear ridge only);
+                each parameter keeps the non-linear head only where it wins on held-out sets.
 
         Returns:
             The fitted map.
@@ -296,7 +307,15 @@ class SummaryMap:
         # OpenMP pool exists in the process turned an 18 ms fit into 1.5 s on two shared cores.
         with threadpool_limits(limits=1, user_api="blas"):
             return cls._fit(
-                embeddings, groups, params_encoded, kinds, n_components, seed, param_names, n_folds
+                embeddings,
+                groups,
+                params_encoded,
+                kinds,
+                n_components,
+                seed,
+                param_names,
+                n_folds,
+                int(random_features),
             )
 
     @classmethod
@@ -310,6 +329,7 @@ class SummaryMap:
         seed: int,
         param_names: Sequence[str] | None,
         n_folds: int,
+        random_features: int = 0,
     ) -> SummaryMap:
         kinds_t = _check_kinds(kinds)
         E = _as_2d(embeddings, "embeddings")
@@ -372,10 +392,33 @@ class SummaryMap:
             if len(pnames) != p:
                 raise ValueError(f"{len(pnames)} param_names for {p} parameter columns")
             coef, intercept, alpha, r2, oof = _fit_head(E, Tgt, inverse, G, int(n_folds), int(seed))
+            lift: FeatureLift | None = None
+            chosen = ["linear"] * p
+            r2_lin = r2.copy()
+            r2_rff = np.full(p, np.nan)
+            if random_features > 0 and oof is not None:
+                lift = FeatureLift.fit(E, random_features, int(seed))
+                L = lift.apply(E)
+                c2, i2, a2, r2_rff, oof2 = _fit_head(L, Tgt, inverse, G, int(n_folds), int(seed))
+                assert oof2 is not None  # same folds as the linear head's
+                pad = np.zeros((L.shape[1] - D, p))
+                coef = np.vstack([coef, pad])
+                for j in range(p):
+                    if np.isfinite(r2_rff[j]) and r2_rff[j] > (r2[j] if np.isfinite(r2[j]) else -1):
+                        chosen[j] = "rff"
+                        coef[:, j], intercept[j], alpha[j], r2[j] = (
+                            c2[:, j],
+                            i2[j],
+                            a2[j],
+                            r2_rff[j],
+                        )
+                        oof[:, j] = oof2[:, j]
+                if "rff" not in chosen:
+                    lift, coef = None, coef[:D]
             # In-sample predictions understate the replicate spread (the ridge has partly fitted
             # the training images' noise towards their set's parameters; by 25-35 % in a test
             # with 40 features); out-of-fold predictions of whole held-out sets do not.
-            pred = E @ coef + intercept if oof is None else oof
+            pred = (E if lift is None else lift.apply(E)) @ coef + intercept if oof is None else oof
             W, df = _within(pred, inverse, G)
             var = np.diag(W) if df > 0 else pred.var(axis=0, ddof=1)
             scale = 1.0 / np.sqrt(np.maximum(var, 1e-12 * max(float(var.max()), 1e-300)))
@@ -392,6 +435,19 @@ class SummaryMap:
                 "cv_r2": [None if not np.isfinite(v) else float(v) for v in r2],
                 "n_folds": int(min(n_folds, G)),
             }
+            if random_features > 0:
+                settings["head"].update(
+                    chosen=chosen,
+                    cv_r2_linear=_nan_to_none(r2_lin),
+                    cv_r2_nonlinear=_nan_to_none(r2_rff),
+                )
+            if lift is not None:
+                settings["lift"] = lift.spec()
+                # the blocks before the head read only the raw embedding: zero weight on the lift
+                blocks_m = [
+                    *(np.hstack([b, np.zeros((b.shape[0], lift.n_random))]) for b in blocks_m[:-1]),
+                    A,
+                ]
         return cls(
             np.concatenate(blocks_m, axis=0),
             np.concatenate(blocks_c),
@@ -410,7 +466,7 @@ class SummaryMap:
     @property
     def n_features(self) -> int:
         """Embedding dimension ``D`` the map expects."""
-        return int(self.matrix.shape[1])
+        return int(self.matrix.shape[1]) if self.lift is None else self.lift.n_in
 
     @property
     def n_summaries(self) -> int:
@@ -437,6 +493,8 @@ class SummaryMap:
                 f"embeddings have {E.shape[1]} features; the summary map was fitted on "
                 f"{self.n_features}"
             )
+        if self.lift is not None:
+            E = self.lift.apply(E)
         S = E @ self.matrix.T - self.offset
         return S[0] if single else S
 
@@ -556,6 +614,99 @@ class SummaryMap:
         return (
             f"SummaryMap(kinds={self.settings.get('kinds')}, D={self.n_features}, "
             f"k={self.n_summaries})"
+        )
+
+
+class FeatureLift:
+    """The lift ``e → [e, φ(e)]`` of the non-linear head: random Fourier features of ``e``.
+
+    ``φ`` is scikit-learn's :class:`~sklearn.kernel_approximation.RBFSampler` on the
+    standardised embedding (bandwidth ``γ = 1 / median squared distance``); its weights are
+    redrawn from the seed, never stored, and checked against the recorded hash.
+
+    Args:
+        mean: `(D,)` standardising mean.
+        scale: `(D,)` standardising scale.
+        gamma: RBF bandwidth.
+        n_random: Number ``m`` of random features.
+        seed: Seed of the random weights.
+        weights_sha256: Hash the redrawn weights must match (``None``: not checked).
+    """
+
+    def __init__(
+        self,
+        mean: Any,
+        scale: Any,
+        gamma: float,
+        n_random: int,
+        seed: int,
+        weights_sha256: str | None = None,
+    ) -> None:
+        from sklearn.kernel_approximation import RBFSampler
+
+        self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        self.scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+        self.gamma, self.n_random, self.seed = float(gamma), int(n_random), int(seed) % 2**32
+        sampler = RBFSampler(gamma=self.gamma, n_components=self.n_random, random_state=self.seed)
+        sampler.fit(np.zeros((1, self.mean.shape[0])))
+        self._weights = np.asarray(sampler.random_weights_, dtype=np.float64)
+        self._offset = np.asarray(sampler.random_offset_, dtype=np.float64)
+        digest = hashlib.sha256(self._weights.astype("<f8").tobytes()).hexdigest()
+        if weights_sha256 is not None and digest != weights_sha256:
+            raise StateError(
+                "the summary map's random features cannot be rebuilt identically here "
+                "(another scikit-learn/numpy draw); refit the summaries"
+            )
+        self.weights_sha256 = digest
+
+    @classmethod
+    def fit(cls, E: np.ndarray, n_random: int, seed: int) -> FeatureLift:
+        """Standardise ``E`` and pick the bandwidth by the median heuristic."""
+        mean, scale = E.mean(axis=0), E.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        Z = (E - mean) / scale
+        sub = Z[np.random.default_rng(seed).permutation(Z.shape[0])[:256]]
+        d2 = ((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1)
+        med = float(np.median(d2[np.triu_indices(sub.shape[0], 1)])) if sub.shape[0] > 1 else 1.0
+        return cls(mean, scale, 1.0 / max(med, 1e-12), n_random, seed)
+
+    @property
+    def n_in(self) -> int:
+        """Embedding dimension ``D``."""
+        return int(self.mean.shape[0])
+
+    @property
+    def n_out(self) -> int:
+        """Lifted dimension ``D + m``."""
+        return self.n_in + self.n_random
+
+    def apply(self, E: np.ndarray) -> np.ndarray:
+        """`(N, D + m)`: the embeddings and their random features."""
+        Z = (E - self.mean) / self.scale
+        phi = np.sqrt(2.0 / self.n_random) * np.cos(Z @ self._weights + self._offset)
+        return np.hstack([E, phi])
+
+    def spec(self) -> dict[str, Any]:
+        """JSON form (stored in the map's settings)."""
+        return {
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "gamma": self.gamma,
+            "n_random": self.n_random,
+            "seed": self.seed,
+            "weights_sha256": self.weights_sha256,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> FeatureLift:
+        """Rebuild from :meth:`spec` (the weights redrawn and checked)."""
+        return cls(
+            spec["mean"],
+            spec["scale"],
+            spec["gamma"],
+            spec["n_random"],
+            spec["seed"],
+            spec.get("weights_sha256"),
         )
 
 

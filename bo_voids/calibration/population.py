@@ -318,6 +318,7 @@ def score_population(
     else:
         held = HeldOutResult.unavailable(plan.scheme, sets_per_fold, context.design.cluster_size)
     dist = fit.psi.to_distribution()
+    nuisance = context.space.nuisance_names
     comparison = {
         "population": {
             "in_sample_mmd2": in_sample.mmd2,
@@ -347,7 +348,11 @@ def score_population(
             "surrogate sample paths (and the posterior mean), quantiles of "
             f"{fit.info.get('n_interval_draws', 0)} draws"
         ),
-        "yaml_snippet": yaml_snippet(dist),
+        # the design's six are the answer (pasteable under param_distributions); the imaging
+        # nuisance says what the detector looks like and is reported apart
+        "yaml_snippet": yaml_snippet({k: v for k, v in dist.items() if k not in nuisance}),
+        "imaging": {k: {"psi": dist[k], "interval": (fit.intervals or {}).get(k)} for k in nuisance}
+        or None,
         "fit": {
             "log_likelihood": fit.log_likelihood,
             "log_posterior": fit.log_posterior,
@@ -527,10 +532,10 @@ def write_marginals_plot(
                     ls="--",
                     label="mixture",
                 )
-            if truth is not None:
+            if truth is not None and p.name in truth:  # nuisance parameters have no truth
                 t = truth[p.name]
                 ax.plot(x, _clipped_normal_pdf(x, t["mean"], t["std"]), c="#d62728", label="truth")
-            if realised:
+            if realised and all(p.name in r for r in realised):
                 ax.plot(
                     [r[p.name] for r in realised],
                     np.zeros(len(realised)),
@@ -543,7 +548,8 @@ def write_marginals_plot(
                 ax.axvline(float(best_point[p.name]), c="k", ls=":", label="best point")
             ax.set_xlim(p.low, p.high)
             ax.set_yticks([])
-        ax.set_title(p.name, fontsize=10)
+        nuisance = p.name in context.space.nuisance_names
+        ax.set_title(f"{p.name} (imaging nuisance)" if nuisance else p.name, fontsize=10)
         if i == 0 or (p.kind != "categorical" and i == 1):
             ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"Population calibration: implied marginals ({context.config.experiment_name})")

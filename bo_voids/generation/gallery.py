@@ -63,8 +63,9 @@ def render_gallery(
     Returns:
         The written path.
     """
-    space = SearchSpace.from_config(load_config(config, check_paths=False))
-    generator = VoidGenerator(base_chips, image_size=image_size)
+    cfg = load_config(config, check_paths=False)
+    space = SearchSpace.from_config(cfg)
+    generator = VoidGenerator(base_chips, image_size=image_size, imaging=cfg.imaging)
     fig = Figure(figsize=(2.1 * (columns + 1), 2.75 * len(rows)), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), columns + 1, squeeze=False)

@@ -40,7 +40,9 @@ Rendering model (one image from one parameter dict and one integer seed):
   base chip is not known). For the default chips the solder attach covers roughly 40-60 % of
   the image, so the IPC-style share of the solder area is roughly 2x ``void_area_pct``.
 
-Parameter dicts hold exactly the keys of :data:`PARAM_KEYS`. The renderer checks that values
+Parameter dicts hold exactly the keys of :data:`PARAM_KEYS`, plus ``imaging_<key>`` for each
+nuisance parameter of the generator's imaging chain (:mod:`bo_voids.generation.imaging`, applied
+after the voids are drawn; the identity by default). The renderer checks that values
 are physically meaningful (e.g. ``0 <= brightness_factor <= 1``); the search bounds are the
 business of :mod:`bo_voids.space`.
 """
@@ -49,7 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +60,10 @@ from PIL import Image
 from scipy import ndimage
 
 from bo_voids._io import utc_timestamp
-from bo_voids.config import PARAMETER_NAMES, VOID_SHAPES
+from bo_voids.config import PARAMETER_NAMES, VOID_SHAPES, ImagingSettings
 from bo_voids.exceptions import ConfigError
 from bo_voids.generation.base_chips import load_base_images, write_png_atomic
+from bo_voids.generation.imaging import ImagingChain, ImagingValues
 from bo_voids.seeding import derive_seed
 
 __all__ = [
@@ -302,6 +305,8 @@ class VoidGenerator:
         edge_blur: Gaussian sigma of void edges, in reference pixels (fixed, uncontrolled).
         reference_size: Resolution at which ``base_size``, ``size_std`` and ``edge_blur`` are
             expressed in pixels.
+        imaging: The detector's imaging chain applied after the voids are drawn (identity by
+            default); its nuisance parameters are read from each parameter set.
     """
 
     def __init__(
@@ -311,6 +316,7 @@ class VoidGenerator:
         edge_blur: float = 2.0,
         *,
         reference_size: int = 512,
+        imaging: ImagingSettings | None = None,
     ) -> None:
         """Load the base chips.
 
@@ -320,6 +326,7 @@ class VoidGenerator:
             image_size: Side length of rendered images in pixels.
             edge_blur: Gaussian sigma of the void edges in reference pixels (0 = hard edges).
             reference_size: Resolution in which the pixel-valued parameters are expressed.
+            imaging: The ``imaging:`` section (fixed values and nuisance bounds).
 
         Raises:
             ImageLoadError: If the folder is missing, empty, or holds unreadable images.
@@ -334,7 +341,30 @@ class VoidGenerator:
         self.image_size = int(image_size)
         self.edge_blur = float(edge_blur)
         self.reference_size = int(reference_size)
+        self.imaging = ImagingChain(imaging)
         self.base_images, self.base_image_ids = load_base_images(base_image_dir, self.image_size)
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a parameter set: the six design parameters and this chain's nuisance ones.
+
+        Raises:
+            ConfigError: Naming the invalid key.
+        """
+        design, _ = self.imaging.split(params)
+        out = validate_params(design)
+        out.update({n: float(params[n]) for n in self.imaging.nuisance_names})
+        return out
+
+    def _imaged(self, rendered: RenderedImage, values: ImagingValues, seed: int) -> RenderedImage:
+        """The rendered image seen through the imaging chain (metadata records its values)."""
+        if self.imaging.is_identity and values.is_identity:
+            return rendered
+        h, w = rendered.image.shape
+        scale = min(h, w) / self.reference_size
+        image = self.imaging.apply(rendered.image, values, seed, scale)
+        uncontrolled = dict(rendered.uncontrolled_params)
+        uncontrolled.update({f"imaging_{k}": v for k, v in values.to_dict().items()})
+        return replace(rendered, image=image, uncontrolled_params=uncontrolled)
 
     # ------------------------------------------------------------------ public API
 
@@ -355,12 +385,14 @@ class VoidGenerator:
         Raises:
             ConfigError: If ``params`` is invalid.
         """
-        p = validate_params(params)
+        design, values = self.imaging.split(params)
+        p = validate_params(design)
         gen = np.random.default_rng(seed)
         k = int(gen.integers(len(self.base_images)))
-        return self._render(
+        rendered = self._render(
             self.base_images[k], self.base_image_ids[k], p, gen, instances=instances
         )
+        return self._imaged(rendered, values, seed)
 
     def generate_single(
         self, base_chip: np.ndarray, params: Mapping[str, Any], seed: int
@@ -383,7 +415,8 @@ class VoidGenerator:
             ConfigError: If ``params`` is invalid.
             ValueError: If ``base_chip`` is not 2-D.
         """
-        p = validate_params(params)
+        design, values = self.imaging.split(params)
+        p = validate_params(design)
         chip = np.asarray(base_chip)
         if chip.ndim != 2:
             raise ValueError(f"base_chip must be a 2-D grayscale image, got shape {chip.shape}")
@@ -395,7 +428,7 @@ class VoidGenerator:
             chip = np.clip(chip.astype(np.float32), 0.0, 1.0)
         gen = np.random.default_rng(seed)
         gen.integers(len(self.base_images))  # keep the stream aligned with render()
-        return self._render(chip, "<given>", p, gen).image
+        return self._imaged(self._render(chip, "<given>", p, gen), values, seed).image
 
     def render_many(
         self, items: Sequence[tuple[Mapping[str, Any], int]], *, progress: bool = False
@@ -469,7 +502,7 @@ class VoidGenerator:
                 )
         if param_set_ids is not None and len(param_set_ids) != n:
             raise ValueError(f"param_set_ids has {len(param_set_ids)} entries, expected {n}")
-        validated = [validate_params(p) for p in param_sets]
+        validated = [self.check_params(p) for p in param_sets]
         prefix = sample_prefix if sample_prefix is not None else f"iter{iteration}_{dataset_type}"
         out_dir = Path(save_dir) if save_dir is not None else None
 

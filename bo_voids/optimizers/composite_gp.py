@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from bo_voids.optimizers.botorch_gp import ACQUISITIONS, GP_OPTIONS, RECOVERABLE
 from bo_voids.scoring import Observation, ObservationSet
 from bo_voids.seeding import rng
 from bo_voids.summaries import SummaryMap, head_targets, set_statistics
+
+if TYPE_CHECKING:
+    from bo_voids.reference_design import ReferenceDesign
 from bo_voids.surrogates.composite import CompositeSurrogate
 from bo_voids.surrogates.population import (
     PopulationFit,
@@ -186,6 +189,8 @@ class CompositeGPOptimizer(BaseOptimizer):
 
     def __init__(self, space: Any, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
+        #: A space-filling design the summaries are fitted on (see :meth:`use_reference_design`).
+        self.reference_design: tuple[ReferenceDesign, int] | None = None
         o = self.options
         if o["acquisition"] not in ACQUISITIONS:
             raise ConfigError(
@@ -384,12 +389,35 @@ class CompositeGPOptimizer(BaseOptimizer):
         groups = np.repeat(np.arange(len(sets)), [s.n_images for s in sets])
         return smap.transform(E), groups
 
+    def use_reference_design(self, design: ReferenceDesign, random_features: int = 0) -> None:
+        """Fit the summaries on a space-filling reference design instead of iteration 0's sets.
+
+        Args:
+            design: The rendered design (:mod:`bo_voids.reference_design`).
+            random_features: Random Fourier features offered to the parameter head (0: the
+                linear ridge only); kept per parameter where they win on held-out sets.
+        """
+        self.reference_design = (design, int(random_features))
+
     def _summary_map(
         self, sets: Sequence[Observation], stored: Mapping[str, Any] | None, seed: int
     ) -> SummaryMap:
-        """The run's summary map: the stored one, else fitted on the first iteration's sets."""
+        """The run's summary map: the stored one, else one fitted afresh.
+
+        It is fitted on the reference design when one was given (:meth:`use_reference_design`),
+        else on the first iteration's sets.
+        """
         if stored is not None:
             return SummaryMap.from_state_dict(stored)
+        if self.reference_design is not None:
+            design, random_features = self.reference_design
+            return design.fit_summary_map(
+                self.space,
+                kinds=tuple(str(self.options["summaries"]).split("+")),
+                n_components=int(self.options["n_components"]),
+                random_features=random_features,
+                seed=seed,
+            )
         first = min(s.first_iteration for s in sets)
         ref = [s for s in sets if s.first_iteration == first]
         if len(ref) < 4:

@@ -29,7 +29,14 @@ from bo_voids.space import SearchSpace
 if TYPE_CHECKING:
     from bo_voids.optimizers.base import BaseOptimizer
 
-__all__ = ["DEFAULT_OPTIMUM", "SyntheticProblem", "default_space", "run_loop"]
+__all__ = [
+    "DEFAULT_OPTIMUM",
+    "NUISANCE_OPTIMUM",
+    "SyntheticProblem",
+    "default_space",
+    "nuisance_problem",
+    "run_loop",
+]
 
 #: The optimum used by default (the design's example parameter set).
 DEFAULT_OPTIMUM: dict[str, Any] = {
@@ -59,6 +66,28 @@ def default_space() -> SearchSpace:
             "position_spread": NumericBounds(0.1, 0.9),
         }
     )
+
+
+#: The imaging nuisance values of :func:`nuisance_problem`'s optimum.
+NUISANCE_OPTIMUM: dict[str, float] = {"imaging_psf_sigma": 1.2, "imaging_gamma": 1.3}
+
+
+def nuisance_problem(seed: int = 0) -> SyntheticProblem:
+    """The synthetic problem with two imaging nuisance parameters (blur and gamma) in its space.
+
+    The nuisance columns enter the feature map like any numeric parameter, so an optimiser must
+    search eight dimensions; the optimum is :data:`DEFAULT_OPTIMUM` plus
+    :data:`NUISANCE_OPTIMUM`.
+    """
+    base = default_space()
+    space = SearchSpace(
+        base.bounds,
+        nuisance={
+            "imaging_psf_sigma": NumericBounds(0.0, 3.0),
+            "imaging_gamma": NumericBounds(0.6, 1.6),
+        },
+    )
+    return SyntheticProblem(space=space, optimum={**DEFAULT_OPTIMUM, **NUISANCE_OPTIMUM}, seed=seed)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from bo_voids.testing.optimizer_contract import (
     check_batch,
     synthetic_history,
 )
+from bo_voids.testing.synthetic import nuisance_problem
 
 # Small budgets: the contract is about behaviour, not the quality of the search.
 FAST: dict[str, dict] = {
@@ -85,8 +86,48 @@ class TestCompositeGP(ModelOptimizerContract):
 CONTRACT_CLASSES = (TestRandomSearch, TestBoTorch, TestCompositeGP)
 
 
+class _WithNuisance:
+    """The contract again, on a space with two imaging nuisance parameters (8 columns)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def problem(cls) -> SyntheticProblem:
+        return nuisance_problem(seed=0)
+
+
+class TestRandomSearchWithNuisance(_WithNuisance, OptimizerContract):
+    @pytest.fixture
+    def make(self) -> OptimizerFactory:
+        return registered("random")
+
+
+class TestBoTorchWithNuisance(_WithNuisance, ModelOptimizerContract):
+    @pytest.fixture
+    def make(self) -> OptimizerFactory:
+        return registered("botorch")
+
+
+class TestCompositeGPWithNuisance(_WithNuisance, ModelOptimizerContract):
+    @pytest.fixture
+    def make(self) -> OptimizerFactory:
+        return registered("composite")
+
+
 def test_every_registered_optimizer_runs_the_contract() -> None:
     assert {c.registered_name for c in CONTRACT_CLASSES} == set(OPTIMIZERS) == set(FAST)
+
+
+def test_nuisance_parameters_are_proposed_within_their_bounds() -> None:
+    """Every optimiser searches the nuisance columns too: values vary and stay in bounds."""
+    problem = nuisance_problem(seed=0)
+    emb, meta, _ = synthetic_history(problem, 12)
+    for name in OPTIMIZERS:
+        out = registered(name)(problem.space, seed=1).recommend_next_batch(
+            emb, meta, problem.targets, 6
+        )
+        values = [p["imaging_gamma"] for p in out["next_params"]]
+        assert all(0.6 <= v <= 1.6 for v in values)
+        assert len(set(values)) > 1, name
 
 
 def test_registry_and_unknown_names() -> None:
