@@ -816,8 +816,8 @@ def _read_bounds(r: _Reader) -> dict[str, ParameterBounds]:
         if not isinstance(value, list) or len(value) != 2:
             raise ConfigError(f"{key} must be a list [low, high], got {_tname(value)}")
         limit_low, limit_high = GENERATOR_LIMITS[name]
+        lo_hi: list[float] = []
         if PARAMETER_KINDS[name] == "integer":
-            lo_hi = []
             for v in value:
                 if isinstance(v, float) and v.is_integer():
                     v = int(v)

@@ -573,7 +573,7 @@ class SummaryMap:
             StateError: The file cannot be written.
         """
         return write_npz(
-            path,
+            Path(path),
             {
                 "matrix": self.matrix,
                 "offset": self.offset,
@@ -598,7 +598,7 @@ class SummaryMap:
             StateError: Missing, unreadable or inconsistent file.
         """
         keys = ("matrix", "offset", "within_var", "names", "settings")
-        arrays = read_npz(path, keys, kind="SummaryMap", format_version=_FORMAT_VERSION)
+        arrays = read_npz(Path(path), keys, kind="SummaryMap", format_version=_FORMAT_VERSION)
         try:
             return cls(
                 arrays["matrix"],

@@ -621,9 +621,9 @@ def _write_plot(
     fig = Figure(figsize=(7.2, 6.0))
     ax = fig.add_subplot(1, 1, 1)
     bg = pca.transform(emb)
-    ax.scatter(*bg[:, :2].T, s=10, c="#cccccc", label="all evaluated images", zorder=1)
+    ax.scatter(bg[:, 0], bg[:, 1], s=10, c="#cccccc", label="all evaluated images", zorder=1)
     tg = pca.transform(ctx.targets)
-    ax.scatter(*tg[:, :2].T, s=120, marker="*", c="#d62728", label="targets", zorder=4)
+    ax.scatter(tg[:, 0], tg[:, 1], s=120, marker="*", c="#d62728", label="targets", zorder=4)
     best = val["best_point"]
     run_fresh = next(
         (
@@ -667,7 +667,7 @@ def _write_plot(
         )
     for marker, color, label, X in points:
         xy = pca.transform(X)
-        ax.scatter(*xy[:, :2].T, s=36, marker=marker, c=color, label=label, zorder=3)
+        ax.scatter(xy[:, 0], xy[:, 1], s=36, marker=marker, c=color, label=label, zorder=3)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(f"Calibration: fresh samples vs targets ({run.config.experiment_name})")

@@ -335,8 +335,8 @@ def fit_mixture(
         if len(pos) <= limit and (w_c[pos] >= min_weight).all():
             break
         order = pos[np.argsort(-w_c[pos], kind="stable")]
-        keep = [i for i in order if w_c[i] >= min_weight][:limit] or [int(order[0])]
-        keep = np.sort(np.asarray(keep))
+        chosen = [i for i in order if w_c[i] >= min_weight][:limit] or [int(order[0])]
+        keep = np.sort(np.asarray(chosen))
         w_sub, _, msg = _solve_simplex(
             A_c[np.ix_(keep, keep)], b_c[keep], c, _starts(per_set[cand][keep], [w_c[keep]])
         )
