@@ -125,7 +125,9 @@ class StopThreshold:
         names = {f.name for f in fields(cls)}
         try:
             kwargs = {k: v for k, v in data.items() if k in names}
-            kwargs["value"] = float(kwargs.get("value", math.nan))
+            value = kwargs.get("value")
+            # NaN is written as null in JSON: "no threshold" round-trips as such
+            kwargs["value"] = math.nan if value is None else float(value)
             return cls(**kwargs)
         except (TypeError, ValueError):
             return cannot_judge("unreadable stop threshold record")

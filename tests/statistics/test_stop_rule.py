@@ -171,3 +171,12 @@ def test_a_bad_stop_margin_is_refused_naming_the_key(
     data["stop_margin"] = margin
     with pytest.raises(ConfigError, match="stop_margin"):
         config_from_dict(data)
+
+
+def test_a_threshold_that_cannot_judge_round_trips_through_json() -> None:
+    from bo_voids._io import to_jsonable
+    from bo_voids.statistics.stop_rule import StopThreshold, cannot_judge
+
+    record = cannot_judge("4 null draws")
+    again = StopThreshold.from_dict(json.loads(json.dumps(to_jsonable(record.to_dict()))))
+    assert again.description == record.description and not again.available
