@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from bo_voids.exceptions import StateError
+from bo_voids.exceptions import DamagedFileError, StateError
 
 __all__ = [
     "JsonLines",
@@ -325,3 +325,37 @@ def read_jsonl(path: str | Path) -> JsonLines:
         else:
             out.skipped += 1
     return out
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """Load an ``.npy`` file without pickle."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DamagedFileError(f"cannot read {path}: {exc}") from exc
+
+
+def read_json(path: str | Path, expect: type | tuple[type, ...] | None = None) -> Any:
+    """Read a JSON file, with a :class:`StateError` naming the file on failure.
+
+    Args:
+        path: The file.
+        expect: The type the top-level value must have (e.g. ``dict``), if any.
+
+    Raises:
+        StateError: The file cannot be read, is not UTF-8 JSON, or holds another type.
+    """
+    try:  # a FIFO planted in the folder is refused, not read (it would hang)
+        value = json.loads(read_regular_file(path).decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise DamagedFileError(f"cannot read {path}: it does not exist") from exc
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DamagedFileError(f"cannot read {path}: {exc}; the file is damaged") from exc
+    if expect is not None and not isinstance(value, expect):
+        raise DamagedFileError(
+            f"cannot read {path}: it holds a {type(value).__name__}, not what bo_voids wrote "
+            "(the file is damaged)"
+        )
+    return value

@@ -65,15 +65,8 @@ from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
 from bo_voids.run_events import Callback, IterationEvent, RunSummary
-from bo_voids.scoring import (
-    TARGET_TYPES,
-    FreshScore,
-    RankedSet,
-    RunScores,
-    ScoreBook,
-    fresh_mmd2,
-    target_clusters,
-)
+from bo_voids.run_scores import FreshScore, RunScores
+from bo_voids.scoring import TARGET_TYPES, RankedSet, ScoreBook, fresh_mmd2, target_clusters
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import SearchSpace
 from bo_voids.state import (
@@ -336,27 +329,25 @@ class OptimizationPipeline:
             return None
         rec = best[0]
         assert self.book is not None
-        fresh = fresh_mmd2(
-            lambda tasks: self._evaluate(tasks)[0],
-            self.book.scorer,
-            rec["params"],
-            seed=self.config.seed,
-            iteration=k,
-            n_images=n,
-        )
-        confirm = None
-        if self.config.stop_at_noise_floor and is_candidate(self.stop_threshold, fresh):
-            # a candidate stop is confirmed on a second, independently seeded sample; the
-            # first one was looked at and is biased low if the rule stops on it
-            confirm = fresh_mmd2(
+        book = self.book
+
+        def score(stream: str) -> float:
+            return fresh_mmd2(
                 lambda tasks: self._evaluate(tasks)[0],
-                self.book.scorer,
+                book.scorer,
                 rec["params"],
                 seed=self.config.seed,
                 iteration=k,
                 n_images=n,
-                stream="confirm",
+                stream=stream,
             )
+
+        fresh = score("fresh")
+        confirm = None
+        if self.config.stop_at_noise_floor and is_candidate(self.stop_threshold, fresh):
+            # a candidate stop is confirmed on a second, independently seeded sample; the
+            # first one was looked at and is biased low if the rule stops on it
+            confirm = score("confirm")
         return FreshScore(
             uid=rec["uid"],
             params=dict(rec["params"]),
