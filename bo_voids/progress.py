@@ -51,7 +51,7 @@ from bo_voids.exceptions import StateError
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
     from bo_voids.pipeline import OptimizationPipeline
     from bo_voids.run_events import IterationEvent
-    from bo_voids.scoring import RunScores
+    from bo_voids.run_scores import RunScores
     from bo_voids.state import IterationRecord
 
 __all__ = [

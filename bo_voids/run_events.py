@@ -9,7 +9,8 @@ from typing import Any
 
 from bo_voids.config import ExperimentConfig
 from bo_voids.optimizers import Proposal
-from bo_voids.scoring import RankedSet, RunScores, ScoreBook
+from bo_voids.run_scores import RunScores
+from bo_voids.scoring import RankedSet, ScoreBook
 from bo_voids.state import IterationRecord
 
 __all__ = ["Callback", "IterationEvent", "RunSummary"]

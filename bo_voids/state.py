@@ -73,7 +73,8 @@ from bo_voids.exceptions import (
     ResumeMismatchError,
     StateError,
 )
-from bo_voids.scoring import TARGET_TYPES, ObservationRecord, RunScores
+from bo_voids.run_scores import RunScores
+from bo_voids.scoring import TARGET_TYPES, ObservationRecord
 
 __all__ = [
     "EXPERIMENT_ENTRIES",

@@ -56,7 +56,7 @@ from bo_voids.exceptions import ConfigError, TrackerUnavailableError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
     from bo_voids.run_events import IterationEvent
-    from bo_voids.scoring import RunScores
+    from bo_voids.run_scores import RunScores
 
 __all__ = [
     "DEFAULT_STORE",

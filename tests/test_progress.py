@@ -19,7 +19,7 @@ from bo_voids.progress import (
     format_duration,
     read_events,
 )
-from bo_voids.scoring import RunScores
+from bo_voids.run_scores import RunScores
 from bo_voids.state import load_experiment
 from bo_voids.testing.runs import tiny_config
 

@@ -11,7 +11,7 @@ import yaml
 from bo_voids.exceptions import ConfigError
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.report import ReportCallback
-from bo_voids.scoring import RunScores
+from bo_voids.run_scores import RunScores
 from bo_voids.state import load_experiment
 from bo_voids.testing.runs import tiny_config
 from bo_voids.tracking import MLflowCallback, flatten_params, iteration_metrics

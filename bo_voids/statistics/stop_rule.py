@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import binom
 
 from bo_voids.config import ExperimentConfig
-from bo_voids.scoring import RunScores
+from bo_voids.run_scores import RunScores
 
 __all__ = [
     "MIN_NULL_DRAWS",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bo_voids.pipeline import OptimizationPipeline
-from bo_voids.scoring import RunScores
+from bo_voids.run_scores import RunScores
 from bo_voids.statistics.stop_rule import (
     MIN_NULL_DRAWS,
     StopThreshold,
