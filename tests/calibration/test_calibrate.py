@@ -129,7 +129,10 @@ def test_observations_carry_their_render_seeds(tiny_run: Path) -> None:
         assert all(s is not None and s in ctx.used_seeds for s in ctx.set_seeds[o.uid])
 
 
-@pytest.mark.parametrize("k", [2, 3, 4, 5])
+# the edges (2: the fewest the MMD allows; 5: a usable folder) run by default, the rest with -m slow
+@pytest.mark.parametrize(
+    "k", [2, pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow), 5]
+)
 def test_few_target_images_degrade_gracefully(
     k: int, make_run: Callable[..., Path], target_folder: Callable[[int], Path]
 ) -> None:
