@@ -101,6 +101,7 @@ class TestRandomSearchWithNuisance(_WithNuisance, OptimizerContract):
         return registered("random")
 
 
+@pytest.mark.slow  # the scalar GP is not the default; random and composite run by default
 class TestBoTorchWithNuisance(_WithNuisance, ModelOptimizerContract):
     @pytest.fixture
     def make(self) -> OptimizerFactory:
