@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
 
+from bo_voids.generation.voids import unit_float
 from bo_voids.seeding import derive_seed
 
 __all__ = [
@@ -131,12 +132,7 @@ def detect_voids(image: np.ndarray, settings: DetectorSettings | None = None) ->
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"detect_voids expects a 2-D image, got shape {img.shape}")
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) / 255.0
-    elif img.dtype == np.uint16:
-        img = img.astype(np.float32) / 65535.0
-    else:
-        img = img.astype(np.float32)
+    img = unit_float(img)
     scale = min(img.shape) / s.reference_size
     ratio = ndimage.gaussian_filter(img, 0.5 * scale) / np.maximum(_background(img, s, scale), 1e-3)
     candidates, _ = ndimage.label(ratio < 1.0 - s.min_contrast)

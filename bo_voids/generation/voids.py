@@ -73,6 +73,7 @@ __all__ = [
     "VoidGenerator",
     "image_record",
     "save_png",
+    "unit_float",
     "validate_params",
 ]
 
@@ -420,12 +421,7 @@ class VoidGenerator:
         chip = np.asarray(base_chip)
         if chip.ndim != 2:
             raise ValueError(f"base_chip must be a 2-D grayscale image, got shape {chip.shape}")
-        if chip.dtype == np.uint8:
-            chip = chip.astype(np.float32) / 255.0
-        elif chip.dtype == np.uint16:
-            chip = chip.astype(np.float32) / 65535.0
-        else:
-            chip = np.clip(chip.astype(np.float32), 0.0, 1.0)
+        chip = unit_float(chip, clip=True)
         gen = np.random.default_rng(seed)
         gen.integers(len(self.base_images))  # keep the stream aligned with render()
         return self._imaged(self._render(chip, "<given>", p, gen), values, seed).image
@@ -681,3 +677,18 @@ def _assign_instances(labels: np.ndarray, mask: np.ndarray, reach: int = 16) -> 
     sub, gap = labels[window], missing[window]
     _, (iy, ix) = ndimage.distance_transform_edt(sub == 0, return_indices=True)
     sub[gap] = sub[iy[gap], ix[gap]]
+
+
+def unit_float(image: np.ndarray, *, clip: bool = False) -> np.ndarray:
+    """A grey image as float32 in the units of the generator: 8- and 16-bit scaled to [0, 1].
+
+    Args:
+        image: The image (``uint8``, ``uint16`` or float).
+        clip: Clip a float image to ``[0, 1]`` (integer images are in range already).
+    """
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    out = image.astype(np.float32)
+    return np.clip(out, 0.0, 1.0) if clip else out
