@@ -31,10 +31,13 @@ from bo_voids.config import (
     PARAMETER_NAMES,
     CategoricalBounds,
     ExperimentConfig,
+    NormalDistribution,
     ParameterBounds,
     ParameterDistribution,
     config_from_dict,
 )
+from bo_voids.exceptions import ConfigError
+from bo_voids.schema import NUISANCE_PREFIX
 
 __all__ = [
     "STD_CORRECTIONS",
@@ -181,10 +184,31 @@ def distribution_from_yaml(
 def typed_distribution(
     distribution: Mapping[str, Any], config: ExperimentConfig
 ) -> Mapping[str, Any]:
-    """Typed distributions from a config-form or already typed mapping."""
+    """Typed distributions from a config-form or already typed mapping.
+
+    The design parameters are validated through the config loader
+    (:func:`distribution_from_yaml`); imaging nuisance parameters (a population fit ψ of a run
+    with an ``imaging:`` block holds them) become normal distributions, clipped to their bounds
+    when drawn.
+
+    Raises:
+        ConfigError: An invalid distribution, or a nuisance parameter the config lacks.
+    """
     if all(not isinstance(v, Mapping) for v in distribution.values()):
         return distribution
-    return distribution_from_yaml(distribution, config)
+    nuisance_bounds = config.imaging.nuisance_bounds()
+    nuisance = {k: v for k, v in distribution.items() if k.startswith(NUISANCE_PREFIX)}
+    unknown = sorted(set(nuisance) - set(nuisance_bounds))
+    if unknown:
+        raise ConfigError(
+            f"unknown imaging parameter(s) {unknown}; the experiment's nuisance parameters are "
+            f"{sorted(nuisance_bounds)}"
+        )
+    design = {k: v for k, v in distribution.items() if k not in nuisance}
+    typed: dict[str, Any] = dict(distribution_from_yaml(design, config))
+    for name, d in nuisance.items():
+        typed[name] = NormalDistribution(float(d["mean"]), float(d["std"]))
+    return typed
 
 
 def _plain(obj: Any) -> Any:
