@@ -70,6 +70,12 @@ def run_one(scenario: str, seed: int, cache: Path) -> dict[str, Any]:
         rec[f"{key}_realised"] = float(realised[key])
         rec[f"cover_nominal_{key}"] = bool(lo <= nominal[key][0] <= hi)
         rec[f"cover_realised_{key}"] = bool(lo <= realised[key] <= hi)
+    # the whole fit, and the folder's realised spread and shape shares, for the std and shape
+    # rows (the sets are redrawn from the folder's own stream)
+    sets = rw.draw_params(nominal, fr.N_IMAGES, np.random.default_rng([seed, 31]))
+    rec["psi"], rec["intervals"] = psi, intervals
+    rec["realised_std"] = {k: float(np.std([p[k] for p in sets], ddof=1)) for k in fr.NUMERIC}
+    rec["realised_shares"] = realised["shares"]
     rec["seconds"] = time.perf_counter() - t0
     return rec
 
@@ -81,29 +87,79 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sub = [r for r in records if r["scenario"] == scenario and r["fitted"]]
         for key in fr.NUMERIC:
             for truth in ("nominal", "realised"):
-                hits = sum(r[f"cover_{truth}_{key}"] for r in sub)
-                n = len(sub)
-                ci = binomtest(hits, n).proportion_ci(0.95) if n else None
-                widths = [(r[f"{key}_hi"] - r[f"{key}_lo"]) for r in sub]
-                bias = [r[f"{key}_psi"] - r[f"{key}_{truth}"] for r in sub]
-                lo, hi = rw.BOUNDS[key]
+                values = [
+                    ((r[f"{key}_lo"], r[f"{key}_hi"]), r[f"{key}_psi"], r[f"{key}_{truth}"])
+                    for r in sub
+                ]
+                rows.append(_row(scenario, f"{key}.mean", truth, values, key))
+        full = [r for r in sub if "psi" in r]  # records that keep the whole fit
+        for key in fr.NUMERIC if full else ():
+            for truth in ("nominal", "realised"):
+                values = [
+                    (
+                        r["intervals"][key]["std"],
+                        r["psi"][key]["std"],
+                        nominal_std(r, key) if truth == "nominal" else r["realised_std"][key],
+                    )
+                    for r in full
+                ]
+                rows.append(_row(scenario, f"{key}.std", truth, values, key))
+        if full:
+            for truth in ("nominal", "realised"):
+                tvs = [_shape_tv(r, truth) for r in full]
                 rows.append(
                     {
                         "scenario": scenario,
-                        "component": f"{key}.mean",
+                        "component": "void_shape (TV distance)",
                         "truth": truth,
-                        "runs": n,
-                        "coverage": hits / n if n else float("nan"),
-                        "ci_low": ci.low if ci else float("nan"),
-                        "ci_high": ci.high if ci else float("nan"),
-                        "median_width": float(np.median(widths)) if n else float("nan"),
-                        "median_bias": float(np.median(bias)) if n else float("nan"),
-                        "mean_error": float(np.mean(np.abs(bias)) / (hi - lo))
-                        if n
-                        else float("nan"),
+                        "runs": len(tvs),
+                        "mean_error": float(np.mean(tvs)),
                     }
                 )
     return rows
+
+
+def nominal_std(record: dict[str, Any], key: str) -> float:
+    """The population's nominal std of ``key`` (before clipping to the bounds)."""
+    population = fr.SCENARIOS[record["scenario"]][1]
+    return float(rw.POPULATIONS[population][key][1])
+
+
+def _row(
+    scenario: str, component: str, truth: str, values: list[tuple], key: str
+) -> dict[str, Any]:
+    """Coverage, width, bias and error of one component from (interval, estimate, truth)."""
+    n = len(values)
+    hits = sum(lo <= t <= hi for (lo, hi), _, t in values)
+    ci = binomtest(hits, n).proportion_ci(0.95) if n else None
+    lo_b, hi_b = rw.BOUNDS[key]
+    nan = float("nan")
+    return {
+        "scenario": scenario,
+        "component": component,
+        "truth": truth,
+        "runs": n,
+        "coverage": hits / n if n else nan,
+        "ci_low": ci.low if ci else nan,
+        "ci_high": ci.high if ci else nan,
+        "median_width": float(np.median([hi - lo for (lo, hi), _, _ in values])) if n else nan,
+        "median_bias": float(np.median([e - t for _, e, t in values])) if n else nan,
+        "mean_error": float(np.mean([abs(e - t) for _, e, t in values]) / (hi_b - lo_b))
+        if n
+        else nan,
+    }
+
+
+def _shape_tv(record: dict[str, Any], truth: str) -> float:
+    """Total variation between ψ's shape probabilities and the population's (or the folder's)."""
+    population = fr.SCENARIOS[record["scenario"]][1]
+    target = (
+        rw.POPULATIONS[population]["void_shape"]
+        if truth == "nominal"
+        else record["realised_shares"]
+    )
+    fitted = record["psi"].get("void_shape") or {}
+    return 0.5 * sum(abs(float(fitted.get(k, 0.0)) - float(target.get(k, 0.0))) for k in rw.SHAPES)
 
 
 def main(argv: list[str] | None = None) -> int:
