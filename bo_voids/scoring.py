@@ -48,7 +48,7 @@ from bo_voids.metrics import (
 )
 from bo_voids.run_scores import RunScores
 from bo_voids.seeding import derive_seed
-from bo_voids.space import ParamSet, SearchSpace
+from bo_voids.space import ParamMapping, ParamSet, ParamValue, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Observation:
     """
 
     uid: str
-    key: tuple[Any, ...]
+    key: tuple[ParamValue, ...]
     dataset_type: str
     params: ParamSet
     iterations: tuple[int, ...]
@@ -250,7 +250,7 @@ def ranked_records(
 def fresh_mmd2(
     evaluate: Callable[[Sequence[EvaluationTask]], Sequence[EvaluationResult]],
     scorer: MMDScorer,
-    params: Mapping[str, Any],
+    params: ParamMapping,
     *,
     seed: int,
     iteration: int,

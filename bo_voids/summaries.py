@@ -61,6 +61,7 @@ from threadpoolctl import threadpool_limits
 
 from bo_voids._io import read_npz, write_npz
 from bo_voids.exceptions import StateError
+from bo_voids.space import ParamMapping
 
 __all__ = [
     "KINDS",
@@ -719,9 +720,7 @@ def _nan_to_none(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else float(v) for v in values]
 
 
-def head_targets(
-    space: Any, param_sets: Sequence[Mapping[str, Any]]
-) -> tuple[np.ndarray, list[str]]:
+def head_targets(space: Any, param_sets: Sequence[ParamMapping]) -> tuple[np.ndarray, list[str]]:
     """Regression targets of the parameter head: one-hot categories, range-normalised numbers.
 
     Args:

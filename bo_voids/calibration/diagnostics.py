@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bo_voids.seeding import rng
+from bo_voids.space import ParamMapping
 from bo_voids.state import atomic_write_bytes
 
 __all__ = [
@@ -164,10 +165,10 @@ def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels
 def write_psi_pairplot(
     root: Path,
     context: Any,
-    psi: Mapping[str, Any],
+    psi: ParamMapping,
     *,
-    realised: Sequence[Mapping[str, Any]] = (),
-    best_point: Mapping[str, Any] | None = None,
+    realised: Sequence[ParamMapping] = (),
+    best_point: ParamMapping | None = None,
     n_draws: int = 400,
     seed: int = 0,
 ) -> Path:

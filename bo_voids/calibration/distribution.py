@@ -35,6 +35,7 @@ from bo_voids.config import (
     ParameterDistribution,
     config_from_dict,
 )
+from bo_voids.space import ParamMapping
 
 __all__ = [
     "STD_CORRECTIONS",
@@ -78,7 +79,7 @@ def _round_probabilities(probs: Mapping[str, float], decimals: int) -> dict[str,
 
 
 def implied_distribution(
-    components: Sequence[tuple[Mapping[str, Any], float]],
+    components: Sequence[tuple[ParamMapping, float]],
     bounds: Mapping[str, ParameterBounds],
     *,
     std_floor: float = 0.0,
@@ -141,7 +142,7 @@ def implied_distribution(
 
 
 def point_distribution(
-    params: Mapping[str, Any], bounds: Mapping[str, ParameterBounds]
+    params: ParamMapping, bounds: Mapping[str, ParameterBounds]
 ) -> dict[str, dict[str, float]]:
     """A single parameter set as a (degenerate) config-form distribution."""
     out: dict[str, dict[str, float]] = {}

@@ -37,6 +37,7 @@ from bo_voids.exceptions import StateError
 from bo_voids.optimizers.composite_gp import CompositeGPOptimizer, Emulator
 from bo_voids.scoring import ObservationSet
 from bo_voids.seeding import derive_seed, rng
+from bo_voids.space import ParamMapping
 from bo_voids.statistics import NullBand
 from bo_voids.statistics.verdict import Verdict, bound_notes, make_verdict, summary_checks
 from bo_voids.surrogates.population import (
@@ -470,7 +471,7 @@ def write_marginals_plot(
     context: CalibrationContext,
     population: Mapping[str, Any],
     mixture: Mapping[str, Mapping[str, float]] | None = None,
-    best_point: Mapping[str, Any] | None = None,
+    best_point: ParamMapping | None = None,
 ) -> Path:
     """Plot ψ's marginals (and intervals of the means) against the mixture and the truth.
 

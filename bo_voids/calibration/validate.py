@@ -42,7 +42,7 @@ from bo_voids.exceptions import CalibrationError
 from bo_voids.metrics import MMDScorer
 from bo_voids.scoring import Observation
 from bo_voids.seeding import derive_seed, rng
-from bo_voids.space import ParamSet
+from bo_voids.space import ParamMapping, ParamSet
 from bo_voids.state import ExperimentRun
 from bo_voids.statistics import (
     POOL_NULL_DRAWS,
@@ -476,7 +476,7 @@ def score_sample(
 
 def validate_param_sets(
     context: CalibrationContext,
-    param_sets: Sequence[Mapping[str, Any]],
+    param_sets: Sequence[ParamMapping],
     *,
     replications: int | None = None,
     seed: int,

@@ -60,6 +60,7 @@ from scipy import ndimage as ndi
 from bo_voids._io import atomic_write_text
 from bo_voids.embedding.base import Embedder, as_image_list, short_hash, to_gray
 from bo_voids.exceptions import EmbeddingError
+from bo_voids.space import ParamMapping
 
 if TYPE_CHECKING:
     from bo_voids.space import SearchSpace
@@ -737,7 +738,7 @@ def calibrate_scaling(raw: np.ndarray) -> dict[str, tuple[float, float]]:
 
 def fit_param_head(
     raw: np.ndarray,
-    params: Sequence[Mapping[str, Any]],
+    params: Sequence[ParamMapping],
     bounds: Mapping[str, tuple[float, float]],
     scaling: Mapping[str, tuple[float, float]],
     ridge: float = 3.0,

@@ -53,7 +53,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -65,6 +65,9 @@ from bo_voids.exceptions import ConfigError
 from bo_voids.generation.base_chips import load_base_images, write_png_atomic
 from bo_voids.generation.imaging import ImagingChain, ImagingValues
 from bo_voids.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from bo_voids.space import ParamMapping, ParamSet
 
 __all__ = [
     "PARAM_KEYS",
@@ -140,7 +143,7 @@ class RenderedImage:
         return path
 
 
-def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def validate_params(params: Mapping[str, object]) -> ParamSet:
     """Check a parameter dict and return it with plain Python types in canonical key order.
 
     Args:
@@ -172,7 +175,7 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if not float(count).is_integer() or count < 0:
         raise ConfigError(f"void_count must be a non-negative integer, got {count!r}")
 
-    out: dict[str, Any] = {"void_shape": shape, "void_count": int(count)}
+    out: ParamSet = {"void_shape": shape, "void_count": int(count)}
     limits = {
         "base_size": (0.0, math.inf, False),
         "brightness_factor": (0.0, 1.0, True),
@@ -243,7 +246,7 @@ def image_record(
     param_set_id: str,
     replication_seed: int | None,
     render_seed: int | None = None,
-    params: Mapping[str, Any] | None = None,
+    params: ParamMapping | None = None,
     rendered: RenderedImage | None = None,
     sample_id: str | None = None,
     image_file: str | None = None,
@@ -345,7 +348,7 @@ class VoidGenerator:
         self.imaging = ImagingChain(imaging)
         self.base_images, self.base_image_ids = load_base_images(base_image_dir, self.image_size)
 
-    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def check_params(self, params: ParamMapping) -> ParamSet:
         """Validate a parameter set: the six design parameters and this chain's nuisance ones.
 
         Raises:
@@ -369,9 +372,7 @@ class VoidGenerator:
 
     # ------------------------------------------------------------------ public API
 
-    def render(
-        self, params: Mapping[str, Any], seed: int, *, instances: bool = False
-    ) -> RenderedImage:
+    def render(self, params: ParamMapping, seed: int, *, instances: bool = False) -> RenderedImage:
         """Render one image: pick a base chip with the seed's generator and draw the voids.
 
         Args:
@@ -395,9 +396,7 @@ class VoidGenerator:
         )
         return self._imaged(rendered, values, seed)
 
-    def generate_single(
-        self, base_chip: np.ndarray, params: Mapping[str, Any], seed: int
-    ) -> np.ndarray:
+    def generate_single(self, base_chip: np.ndarray, params: ParamMapping, seed: int) -> np.ndarray:
         """Render voids on a given base chip (the design's signature).
 
         The random stream is the same as :meth:`render`'s (the chip-choice draw is made and
@@ -427,7 +426,7 @@ class VoidGenerator:
         return self._imaged(self._render(chip, "<given>", p, gen), values, seed).image
 
     def render_many(
-        self, items: Sequence[tuple[Mapping[str, Any], int]], *, progress: bool = False
+        self, items: Sequence[tuple[ParamMapping, int]], *, progress: bool = False
     ) -> list[RenderedImage]:
         """Render several ``(params, seed)`` pairs in order.
 
@@ -447,7 +446,7 @@ class VoidGenerator:
 
     def generate_batch(
         self,
-        param_sets: Sequence[Mapping[str, Any]],
+        param_sets: Sequence[ParamMapping],
         replications: int = 3,
         save_dir: str | Path | None = None,
         *,

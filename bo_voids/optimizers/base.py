@@ -51,7 +51,7 @@ from bo_voids.scoring import (
     ranked_records,
 )
 from bo_voids.seeding import derive_seed
-from bo_voids.space import ParamSet, SearchSpace
+from bo_voids.space import ParamMapping, ParamSet, ParamValue, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ class BaseOptimizer(ABC):
         return out, replaced
 
     def _perturb(
-        self, params: Mapping[str, Any], seen: set[tuple[Any, ...]], rng: np.random.Generator
+        self, params: ParamMapping, seen: set[tuple[ParamValue, ...]], rng: np.random.Generator
     ) -> dict[str, Any]:
         """A nearby point not in ``seen``: jitter the numeric columns, widening each try."""
         raw = self.space.to_raw(params)

@@ -57,6 +57,7 @@ from scipy.stats import norm, qmc
 from torch import Tensor
 
 from bo_voids.config import CategoricalDistribution, NormalDistribution
+from bo_voids.space import ParamMapping
 from bo_voids.statistics.intervals import dirichlet_weights, one_step_bootstrap
 from bo_voids.summaries import set_means, within_covariance
 
@@ -692,7 +693,7 @@ def population_intervals(
 
 
 def starts_from_sets(
-    space: Any, params: Sequence[Mapping[str, Any]], min_std: float = 0.05
+    space: Any, params: Sequence[ParamMapping], min_std: float = 0.05
 ) -> PopulationParameters:
     """A starting ψ from observed parameter sets: their frequencies, means and stds.
 
