@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bo_voids.config import (
     PARAMETER_KINDS,
@@ -315,7 +316,7 @@ class SearchSpace:
         """Names of the feature columns (``void_shape=circle``, ..., ``void_count``, ...)."""
         return feature_names(self.parameters)
 
-    def raw_to_features(self, X_raw: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    def raw_to_features(self, X_raw: ArrayLike) -> np.ndarray:
         """Model features of raw points (see :func:`raw_to_features`): ``(n, d_f)``."""
         return raw_to_features(self.parameters, X_raw)
 
@@ -480,9 +481,7 @@ def feature_names(parameters: Sequence[Parameter]) -> list[str]:
     return names
 
 
-def raw_to_features(
-    parameters: Sequence[Parameter], X_raw: np.ndarray | Sequence[Sequence[float]]
-) -> np.ndarray:
+def raw_to_features(parameters: Sequence[Parameter], X_raw: ArrayLike) -> np.ndarray:
     """The model features of raw points: one-hot categories, numeric columns scaled to [0, 1].
 
     The one encoding every model of the package reads (the composite surrogate, the summaries'

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import ttest_ind
 
+from bo_voids._types import Labels
+
 __all__ = [
     "VERDICT_ALPHA",
     "SummaryCheck",
@@ -106,7 +108,7 @@ class SummaryCheck:
     message: str | None
 
 
-def _unit_means(X: np.ndarray, groups: Sequence[Any] | np.ndarray | None) -> np.ndarray:
+def _unit_means(X: np.ndarray, groups: Labels | None) -> np.ndarray:
     """Mean of each exchangeable unit (cluster, or image when ``groups`` is ``None``)."""
     if groups is None:
         return X
@@ -119,8 +121,8 @@ def summary_checks(
     generated: np.ndarray,
     names: Sequence[str],
     *,
-    real_groups: Sequence[Any] | np.ndarray | None = None,
-    generated_groups: Sequence[Any] | np.ndarray | None = None,
+    real_groups: Labels | None = None,
+    generated_groups: Labels | None = None,
     alpha: float = VERDICT_ALPHA,
 ) -> list[SummaryCheck]:
     """Posterior predictive checks of the mean of every summary (Welch tests on unit means).
