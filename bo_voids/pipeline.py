@@ -50,9 +50,7 @@ from bo_voids.evaluation import (
     initial_tasks,
 )
 from bo_voids.exceptions import (
-    BoVoidsError,
     ExperimentExistsError,
-    FailureBudgetError,
 )
 from bo_voids.executors import EvaluationExecutor, make_executor
 from bo_voids.failure_policy import (
@@ -60,35 +58,26 @@ from bo_voids.failure_policy import (
     check_failure_budget,
     evaluate_isolating_failures,
 )
-from bo_voids.generation.voids import save_png
+from bo_voids.noise_floor import measure_noise_floor, stop_threshold
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
-from bo_voids.run_events import Callback, IterationEvent, RunSummary
+from bo_voids.run_events import Callback, IterationEvent, RunSummary, status_line
 from bo_voids.run_scores import FreshScore, RunScores
-from bo_voids.scoring import TARGET_TYPES, RankedSet, ScoreBook, fresh_mmd2, target_clusters
-from bo_voids.seeding import derive_seed, rng
+from bo_voids.scoring import (
+    RankedSet,
+    ScoreBook,
+    recommendation_fresh_score,
+)
+from bo_voids.seeding import derive_seed
 from bo_voids.space import SearchSpace
 from bo_voids.state import (
-    FAILURES,
-    PROPOSAL_FILE,
-    SCORES_FILE,
     ExperimentLock,
     ExperimentRun,
     ExperimentStore,
     IterationRecord,
-    atomic_save_npy,
-    atomic_write_json,
 )
-from bo_voids.statistics import NullBand, null_band_from_statistics
-from bo_voids.statistics.stop_rule import (
-    StopThreshold,
-    cannot_judge,
-    is_candidate,
-    stop_reason,
-    threshold_from_margin,
-    threshold_from_null,
-)
+from bo_voids.statistics.stop_rule import StopThreshold, is_candidate, stop_reason
 from bo_voids.targets import TargetImages, embed_targets, load_targets
 from bo_voids.warm_start import check_warm_start, warm_start_images
 
@@ -243,26 +232,20 @@ class OptimizationPipeline:
             budget=self.config.max_failure_fraction,
         )
         batch = assemble_iteration(k, results, self._iteration0_prefix() if k == 0 else ())
-        images, masks, embeddings, metadata = (
-            batch.images,
-            batch.masks,
-            batch.embeddings,
-            batch.metadata,
-        )
         if k == 0:
             self._stage("null band", k)
-            self._start_scoring(embeddings, metadata, len(failures))
+            self._start_scoring(batch.embeddings, batch.metadata, len(failures))
         assert self.book is not None
-        self.book.add(embeddings, metadata, iteration=k)
+        self.book.add(batch.embeddings, batch.metadata, iteration=k)
         self._stage("propose", k)
         proposal = self._ask(k)
         scores = self._run_scores(k, self.book.scores(k, proposal.predicted_mmd2))
         self._stage("fresh score", k)
         scores = replace(scores, recommendation=self._fresh_score(k, scores.best))
         self._stage("write", k)
-        record = self._persist(k, images, masks, embeddings, metadata, scores, proposal, failures)
+        record = self._persist(k, batch, scores, proposal, failures)
         self._after_iteration(k, scores, proposal)
-        self.log(f"iteration {k}: {_status_line(scores)}")
+        self.log(f"iteration {k}: {status_line(scores)}")
         return record
 
     def add_stage_listener(self, listener: Callable[[str, int], None]) -> None:
@@ -319,45 +302,22 @@ class OptimizationPipeline:
         return proposal
 
     def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> FreshScore | None:
-        """Re-score the recommendation on fresh, independently seeded images.
-
-        The in-sample score of the best-ranked set is biased low (it was selected for being low:
-        the winner's curse); this one is not, and is never shown to the optimiser.
-        """
+        """The recommendation re-scored on fresh images (a candidate stop is confirmed)."""
         n = self.config.metric.fresh_images
         if n < 2 or not best or not getattr(self._executor, "renders", True):
             return None
-        rec = best[0]
         assert self.book is not None
-        book = self.book
-
-        def score(stream: str) -> float:
-            return fresh_mmd2(
-                lambda tasks: self._evaluate(tasks)[0],
-                book.scorer,
-                rec["params"],
-                seed=self.config.seed,
-                iteration=k,
-                n_images=n,
-                stream=stream,
-            )
-
-        fresh = score("fresh")
-        confirm = None
-        if self.config.stop_at_noise_floor and is_candidate(self.stop_threshold, fresh):
-            # a candidate stop is confirmed on a second, independently seeded sample; the
-            # first one was looked at and is biased low if the rule stops on it
-            confirm = score("confirm")
-        return FreshScore(
-            uid=rec["uid"],
-            params=dict(rec["params"]),
-            mmd2_in_sample=rec["mmd2"],
-            predicted_mmd2=rec["predicted_mmd2"],
-            fresh_mmd2=fresh,
-            fresh_images=n,
-            fresh_seed_stream=("fresh", k),
-            confirm_mmd2=confirm,
-            confirm_seed_stream=("confirm", k) if confirm is not None else (),
+        threshold = self.stop_threshold
+        return recommendation_fresh_score(
+            lambda tasks: self._evaluate(tasks)[0],
+            self.book.scorer,
+            best[0],
+            seed=self.config.seed,
+            iteration=k,
+            n_images=n,
+            confirm_if=lambda fresh: (
+                self.config.stop_at_noise_floor and is_candidate(threshold, fresh)
+            ),
         )
 
     def _run_scores(self, k: int, scores: RunScores) -> RunScores:
@@ -374,38 +334,28 @@ class OptimizationPipeline:
     def _persist(
         self,
         k: int,
-        images: Sequence[np.ndarray],
-        masks: Sequence[np.ndarray | None],
-        embeddings: np.ndarray,
-        metadata: list[dict[str, Any]],
+        batch: IterationImages,
         scores: RunScores,
         proposal: Proposal,
         failures: Sequence[FailureRecord],
     ) -> IterationRecord:
         t0 = time.perf_counter()
-        pca_2d = self.projector.transform(embeddings)
         record = IterationRecord(
-            k, embeddings, metadata, pca_2d, scores=scores, failures=[dict(f) for f in failures]
+            k,
+            batch.embeddings,
+            batch.metadata,
+            self.projector.transform(batch.embeddings),
+            scores=scores,
+            proposals=proposal.to_dict(),
+            failures=[dict(f) for f in failures],
         )
-        record.proposals = proposal.to_dict()
-        with self.store.writing_iteration(k) as tmp:
-            for img, mask, m in zip(images, masks, metadata, strict=True):
-                # the folder is renamed into place as a whole: no per-file atomicity needed
-                save_png(tmp / "images" / m["image_file"], img, atomic=False, compress_level=1)
-                if mask is not None:
-                    m["mask_file"] = f"{m['sample_id']}_mask.png"
-                    save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
-            atomic_save_npy(tmp / "embeddings.npy", embeddings)
-            atomic_save_npy(tmp / "pca_2d.npy", pca_2d)
-            if k == 0:
-                self.projector.save(tmp / "pca_model.npz")
-            atomic_write_json(tmp / "metadata.json", metadata)
-            atomic_write_json(tmp / SCORES_FILE, scores.to_dict())
-            atomic_write_json(tmp / PROPOSAL_FILE, record.proposals)
-            if failures:
-                atomic_write_json(tmp / FAILURES, list(failures))
-            self._stage("commit", k)
-        record.folder = self.store.iteration_dir(k)
+        self.store.write_iteration(
+            record,
+            batch.images,
+            batch.masks,
+            pca_model=self.projector.save if k == 0 else None,
+            before_commit=lambda: self._stage("commit", k),
+        )
         self.records.append(record)
         self.scores.append(scores)
         self._stage("history", k)
@@ -450,13 +400,7 @@ class OptimizationPipeline:
     def embedder_info(self) -> dict[str, Any]:
         """Identity of the embedder (name, dim, fingerprint, settings); builds it on first use."""
         if self._embedder_info is None:
-            emb = self._evaluator().embedder
-            self._embedder_info = {
-                "name": emb.name,
-                "dim": emb.dim,
-                "fingerprint": emb.fingerprint(),
-                **{k: v for k, v in emb.describe().items() if k not in {"name", "dim"}},
-            }
+            self._embedder_info = self._evaluator().embedder.identity()
         return self._embedder_info
 
     def _evaluator(self) -> Evaluator:
@@ -571,101 +515,32 @@ class OptimizationPipeline:
         self, embeddings: np.ndarray, metadata: Sequence[Mapping[str, Any]], n_failed: int
     ) -> None:
         """Fix the targets, the kernel, the noise floor and the PCA from iteration 0."""
-        is_target = np.array([m["dataset_type"] in TARGET_TYPES for m in metadata], dtype=bool)
-        n_real, n_obs = (
-            int(is_target.sum()),
-            len({m["param_set_id"] for m in metadata})
-            - (len({m["param_set_id"] for m in metadata if m["dataset_type"] in TARGET_TYPES})),
-        )
-        if n_real < 2 or n_obs < 1:
-            raise FailureBudgetError(
-                f"iteration 0 is unusable after {n_failed} failed evaluation(s): "
-                f"{n_real} real image(s) (MMD needs 2) and {n_obs} observed parameter set(s) "
-                "(needs 1) remain"
-            )
-        if len(embeddings) and float(np.ptp(embeddings, axis=0).max()) == 0.0:
-            raise BoVoidsError(
-                f"the {self.embedder_info.get('name')} embedder returned the same embedding for "
-                f"all {len(embeddings)} images of iteration 0: every score would be 0 and the run "
-                "would 'converge' at once. Check the embedder (weights, device) and the images"
-            )
-        self.book = ScoreBook(
+        self.book = ScoreBook.from_iteration0(
             self.space,
-            embeddings[is_target],
-            target_groups=target_clusters(metadata),
+            embeddings,
+            metadata,
+            n_failed=n_failed,
             bandwidth=self.config.metric.bandwidth,
             top_k=self.config.bo.top_k,
+            embedder_name=str(self.embedder_info.get("name")),
         )
         if not self.projector.fitted:
             self.projector.fit(embeddings)
         if not self.noise_floor:
-            self.noise_floor = self._noise_floor()
+            t0 = time.perf_counter()
+            self.noise_floor = measure_noise_floor(
+                self.config,
+                self.space,
+                self.book.scorer,
+                len(self.book.targets),
+                lambda tasks: self._evaluate(tasks)[0],
+            )
+            self.timings["null_band"] = time.perf_counter() - t0
 
     @property
     def stop_threshold(self) -> StopThreshold:
         """The stop rule's threshold: the user's margin, else from the null band's draws."""
-        if self.config.stop_margin is not None:
-            return threshold_from_margin(self.config.stop_margin)
-        return StopThreshold.from_dict(self.noise_floor.get("stop_threshold"))
-
-    def _noise_floor(self) -> dict[str, Any]:
-        """The null band of the recommendation's fresh score: one real set × ``fresh_images``.
-
-        The recommendation's fresh MMD² (one parameter set, ``metric.fresh_images`` new images)
-        is judged against what *one parameter set drawn from the targets' own population*
-        scores: ``metric.null_draws`` fresh sets from the targets' parameter distribution
-        (independent seeds), each scored against the targets. The stop threshold is taken from
-        these draws (:func:`~bo_voids.statistics.stop_rule.threshold_from_null`) and stored in
-        the band as ``stop_threshold``. With a folder of real images there is no such null
-        (each real image is its own draw of the process, and the population is unknown), so the
-        band is empty and says the rule cannot judge.
-        """
-        assert self.book is not None
-        cfg = self.config
-        n_sets, n_reps = 1, max(cfg.metric.fresh_images, 2)
-        t0 = time.perf_counter()
-        if cfg.target_image_dir is None:
-            stats = self._simulated_null_draws(n_sets, n_reps)
-            band = null_band_from_statistics(
-                stats, n_sets=n_sets, n_reps=n_reps, n_reference=len(self.book.targets)
-            )
-            threshold = threshold_from_null(stats)
-        else:
-            reason = (
-                "the targets are a folder of real images: one parameter set's renders have no "
-                "valid null against an i.i.d. folder (use stop_margin for an equivalence stop)"
-            )
-            band = null_band_from_statistics(
-                [], n_sets=n_sets, n_reps=n_reps, n_reference=len(self.book.targets)
-            )
-            band = NullBand.from_dict({**band.to_dict(), "reason": reason})
-            threshold = cannot_judge(reason)
-        self.timings["null_band"] = time.perf_counter() - t0
-        if not band.available:
-            logger.info("no noise floor: %s", band.reason)
-        if cfg.stop_at_noise_floor and cfg.stop_margin is None and not threshold.available:
-            logger.warning("%s", threshold.description)
-        return {**band.to_dict(), "stop_threshold": threshold.to_dict()}
-
-    def _simulated_null_draws(self, n_sets: int, n_reps: int) -> list[float]:
-        assert self.book is not None
-        cfg = self.config
-        tasks, owner = [], {}
-        for d in range(cfg.metric.null_draws):
-            draw = self.space.sample("real", n_sets, rng(cfg.seed, "null", d))
-            for i, params in enumerate(draw):
-                seeds = tuple(derive_seed(cfg.seed, "null", d, i, r) for r in range(n_reps))
-                tasks.append(EvaluationTask(0, "real", i, f"null_{d}_{i:03d}", params, seeds))
-                owner[tasks[-1].param_set_id] = d
-        results, _ = self._evaluate(tasks) if tasks else ([], [])
-        by_draw: dict[int, list[np.ndarray]] = {}
-        for res in results:
-            by_draw.setdefault(owner[res.task.param_set_id], []).append(res.embeddings)
-        return [
-            float(self.book.scorer.score(np.concatenate(parts)))
-            for d, parts in sorted(by_draw.items())
-            if len(parts) == n_sets
-        ]
+        return stop_threshold(self.config, self.noise_floor)
 
     # ---- private: derived files, plots, the end ----------------------------------------------
 
@@ -763,20 +638,3 @@ class OptimizationPipeline:
             timings=dict(self.timings),
             calibration=self.calibration,
         )
-
-
-def _status_line(s: RunScores) -> str:
-    rec = s.recommendation
-    threshold = StopThreshold.from_dict(s.stop_threshold)
-    if threshold.available:
-        stop = f"stop threshold {threshold.value:.4f} ({threshold.source})"
-        if rec is not None and rec.confirm_mmd2 is not None:
-            stop += f", confirmation sample {rec.confirm_mmd2:.4f}"
-    else:
-        stop = "the stop rule cannot judge"
-    return (
-        f"best {s.best_param_set_id} (MMD² {s.best_mmd2:.4f} in sample, {s.fresh_mmd2:.4f} on "
-        f"fresh images, {s.ranking} ranking), "
-        f"pooled similarity {s.distribution_similarity:.4f}; {stop}; "
-        f"ε-share {s.epsilon_ball_share:.2f}"
-    )

@@ -12,6 +12,7 @@ from bo_voids.optimizers import Proposal
 from bo_voids.run_scores import RunScores
 from bo_voids.scoring import RankedSet, ScoreBook
 from bo_voids.state import IterationRecord
+from bo_voids.statistics.stop_rule import StopThreshold
 
 __all__ = ["Callback", "IterationEvent", "RunSummary"]
 
@@ -68,3 +69,21 @@ class IterationEvent:
 
 #: A per-iteration callback (plots, trackers, progress).
 Callback = Callable[[IterationEvent], None]
+
+
+def status_line(s: RunScores) -> str:
+    """One line on an iteration: the recommendation, its fresh score and the stop rule."""
+    rec = s.recommendation
+    threshold = StopThreshold.from_dict(s.stop_threshold)
+    if threshold.available:
+        stop = f"stop threshold {threshold.value:.4f} ({threshold.source})"
+        if rec is not None and rec.confirm_mmd2 is not None:
+            stop += f", confirmation sample {rec.confirm_mmd2:.4f}"
+    else:
+        stop = "the stop rule cannot judge"
+    return (
+        f"best {s.best_param_set_id} (MMD² {s.best_mmd2:.4f} in sample, {s.fresh_mmd2:.4f} on "
+        f"fresh images, {s.ranking} ranking), "
+        f"pooled similarity {s.distribution_similarity:.4f}; {stop}; "
+        f"ε-share {s.epsilon_ball_share:.2f}"
+    )

@@ -38,7 +38,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
-from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.exceptions import BoVoidsError, ConfigError, FailureBudgetError, FallbackWarning
 from bo_voids.metrics import (
     MMDScorer,
     epsilon_ball_share,
@@ -46,7 +46,7 @@ from bo_voids.metrics import (
     kid,
     nearest_real_distances,
 )
-from bo_voids.run_scores import RunScores
+from bo_voids.run_scores import FreshScore, RunScores
 from bo_voids.seeding import derive_seed
 from bo_voids.space import ParamMapping, ParamSet, ParamValue, SearchSpace
 
@@ -282,6 +282,59 @@ def fresh_mmd2(
     return float(scorer.score(results[0].embeddings)) if results else math.nan
 
 
+def recommendation_fresh_score(
+    evaluate: Callable[[Sequence[EvaluationTask]], Sequence[EvaluationResult]],
+    scorer: MMDScorer,
+    recommendation: RankedSet,
+    *,
+    seed: int,
+    iteration: int,
+    n_images: int,
+    confirm_if: Callable[[float], bool] = lambda fresh: False,
+) -> FreshScore:
+    """The recommendation re-scored on fresh images, confirmed on a second sample when asked.
+
+    Args:
+        evaluate: Renders and embeds tasks.
+        scorer: The run's scorer.
+        recommendation: The best-ranked set of the iteration.
+        seed: The run's seed.
+        iteration: The iteration.
+        n_images: Fresh images per sample (≥ 2).
+        confirm_if: Given the first fresh MMD², whether to render a second, independently seeded
+            sample (stream ``"confirm"``): the stop rule confirms a candidate stop on it, since
+            the first sample was looked at and is biased low if the rule stops on it.
+
+    Returns:
+        The :class:`~bo_voids.run_scores.FreshScore`.
+    """
+
+    def score(stream: str) -> float:
+        return fresh_mmd2(
+            evaluate,
+            scorer,
+            recommendation["params"],
+            seed=seed,
+            iteration=iteration,
+            n_images=n_images,
+            stream=stream,
+        )
+
+    fresh = score("fresh")
+    confirm = score("confirm") if confirm_if(fresh) else None
+    return FreshScore(
+        uid=recommendation["uid"],
+        params=dict(recommendation["params"]),
+        mmd2_in_sample=recommendation["mmd2"],
+        predicted_mmd2=recommendation["predicted_mmd2"],
+        fresh_mmd2=fresh,
+        fresh_images=n_images,
+        fresh_seed_stream=("fresh", iteration),
+        confirm_mmd2=confirm,
+        confirm_seed_stream=("confirm", iteration) if confirm is not None else (),
+    )
+
+
 class ScoreBook:
     """The evaluated parameter sets of a run, scored incrementally against fixed targets.
 
@@ -335,6 +388,57 @@ class ScoreBook:
         self._n_rows = 0
         self._iteration_embeddings: dict[int, np.ndarray] = {}
         self._uids: set[str] = set()
+
+    @classmethod
+    def from_iteration0(
+        cls,
+        space: SearchSpace,
+        embeddings: np.ndarray,
+        metadata: Sequence[Mapping[str, Any]],
+        *,
+        n_failed: int,
+        bandwidth: str | MMDScorer,
+        top_k: int,
+        embedder_name: str,
+    ) -> ScoreBook:
+        """The book of a run, its targets and kernel fixed by iteration 0's target images.
+
+        Args:
+            space: The search space.
+            embeddings: Iteration 0's embeddings (targets and observed sets).
+            metadata: One record per image (``dataset_type``, ``param_set_id``).
+            n_failed: Failed evaluations of iteration 0 (for the message when too few remain).
+            bandwidth: The kernel bandwidth rule.
+            top_k: Length of the ranking.
+            embedder_name: The embedder's name (for the message on a constant embedder).
+
+        Raises:
+            FailureBudgetError: Fewer than 2 target images or no observed set remain.
+            BoVoidsError: Every image has the same embedding (every score would be 0).
+        """
+        is_target = np.array([m["dataset_type"] in TARGET_TYPES for m in metadata], dtype=bool)
+        sets = {m["param_set_id"] for m in metadata}
+        target_sets = {m["param_set_id"] for m in metadata if m["dataset_type"] in TARGET_TYPES}
+        n_real, n_obs = int(is_target.sum()), len(sets) - len(target_sets)
+        if n_real < 2 or n_obs < 1:
+            raise FailureBudgetError(
+                f"iteration 0 is unusable after {n_failed} failed evaluation(s): "
+                f"{n_real} real image(s) (MMD needs 2) and {n_obs} observed parameter set(s) "
+                "(needs 1) remain"
+            )
+        if len(embeddings) and float(np.ptp(embeddings, axis=0).max()) == 0.0:
+            raise BoVoidsError(
+                f"the {embedder_name} embedder returned the same embedding for all "
+                f"{len(embeddings)} images of iteration 0: every score would be 0 and the run "
+                "would 'converge' at once. Check the embedder (weights, device) and the images"
+            )
+        return cls(
+            space,
+            embeddings[is_target],
+            target_groups=target_clusters(metadata),
+            bandwidth=bandwidth,
+            top_k=top_k,
+        )
 
     # ---- building ------------------------------------------------------------------------------
 

@@ -37,21 +37,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import os
 import platform
 import re
 import shutil
-import socket
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from bo_voids._io import (
     atomic_save_npy,
@@ -69,10 +66,11 @@ from bo_voids.exceptions import (
     BoVoidsWarning,
     DamagedFileError,
     ExperimentExistsError,
-    ExperimentLockedError,
     ResumeMismatchError,
     StateError,
 )
+from bo_voids.generation.voids import save_png
+from bo_voids.run_lock import FLOCK, LOCK, ExperimentLock, effective_status, lock_is_held
 from bo_voids.run_scores import RunScores
 from bo_voids.scoring import TARGET_TYPES, ObservationRecord
 
@@ -110,9 +108,6 @@ __all__ = [
 
 MANIFEST = "experiment.json"
 HISTORY = "history.csv"
-LOCK = ".lock"
-#: The operating-system lock file beside :data:`LOCK` (kept: waiters must share its inode).
-FLOCK = ".lock.flock"
 #: Files of the lock, never cleared with the experiment's contents.
 LOCK_FILES = frozenset({LOCK, FLOCK})
 PARTIAL_SUFFIX = ".partial"
@@ -159,116 +154,6 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 # ---------------------------------------------------------------------------------------------
 # Reading back (the writes are :mod:`bo_voids._io`'s, re-exported here)
 # ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# Lock
-# ---------------------------------------------------------------------------------------------
-
-
-class ExperimentLock:
-    """An exclusive lock so that two processes never run the same experiment.
-
-    The exclusion itself is an operating-system file lock (:class:`filelock.FileLock` on
-    ``.lock.flock``, which stays in the folder): the kernel drops it when its holder exits,
-    however it exits (``SIGKILL`` included), so the lock of a dead run never has to be detected
-    or taken over. Once the lock is held, ``.lock`` beside it records who holds it (JSON: pid,
-    host, since) for the message a second process gets; it is removed again on release. The
-    lock is held as long as this object lives: keep a reference until :meth:`release`.
-
-    Raises:
-        ExperimentLockedError: If another process holds the lock (the message names its pid,
-            host and start time).
-        StateError: If the folder is not writable.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / LOCK
-        self._flock = FileLock(self.path.with_name(FLOCK), timeout=0, thread_local=False)
-        self._content = ""
-
-    def acquire(self) -> ExperimentLock:
-        """Take the lock (see the class docstring)."""
-        if self._content:
-            return self
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._flock.acquire()
-        except Timeout:
-            holder = _read_holder(self.path)
-            raise ExperimentLockedError(
-                f"experiment {self.path.parent} is in use by process {holder.get('pid', '?')} "
-                f"on {holder.get('host', '?')} since {holder.get('since', '?')}; wait for it "
-                "to finish"
-            ) from None
-        except OSError as exc:
-            raise StateError(f"cannot take the lock {self.path}: {exc.strerror or exc}") from exc
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_timestamp()}
-        content = json.dumps(info)
-        try:
-            atomic_write_text(self.path, content)
-        except BaseException:
-            self._flock.release()
-            raise
-        self._content = content
-        return self
-
-    def release(self) -> None:
-        """Release the lock if held; ``.lock`` is removed only while it still names this holder."""
-        if not self._content:
-            return
-        with contextlib.suppress(OSError):
-            if self.path.read_text(encoding="utf-8") == self._content:
-                self.path.unlink()
-        self._content = ""
-        self._flock.release()
-
-    def __enter__(self) -> ExperimentLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def lock_is_held(folder: str | Path) -> bool | None:
-    """Whether a live process holds the experiment lock of ``folder``.
-
-    Returns:
-        ``True`` or ``False``; ``None`` when it cannot be told (e.g. a read-only folder).
-    """
-    flock_path = Path(folder) / FLOCK
-    if not flock_path.exists():
-        return False
-    probe = FileLock(flock_path, timeout=0, thread_local=False)
-    try:
-        probe.acquire()
-    except Timeout:
-        return True
-    except OSError:
-        return None
-    probe.release()
-    return False
-
-
-def effective_status(folder: str | Path, manifest: Mapping[str, Any]) -> str:
-    """The run's status: the manifest's, with a stale ``running`` read as ``interrupted``.
-
-    A manifest that says ``running`` while no process holds the lock was left by a run that died
-    without saying so (``kill -9``, a power cut).
-    """
-    status = str(manifest.get("status", "unknown"))
-    if status == "running" and lock_is_held(folder) is False:
-        return "interrupted"
-    return status
-
-
-def _read_holder(path: Path) -> dict[str, Any]:
-    """The holder record in ``.lock``; empty while the holder has not written it yet."""
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    return holder if isinstance(holder, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,6 +513,50 @@ class ExperimentStore:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+
+    def write_iteration(
+        self,
+        record: IterationRecord,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        *,
+        pca_model: Callable[[Path], object] | None = None,
+        before_commit: Callable[[], None] = lambda: None,
+    ) -> Path:
+        """Write an iteration's folder as a whole: it appears complete or not at all.
+
+        Args:
+            record: The iteration; its metadata gain a ``mask_file`` for every image with a mask.
+            images: The images, in the order of ``record.metadata``.
+            masks: Their ground-truth masks (``None`` where there is none).
+            pca_model: Writes the projection model to the path it is given (iteration 0).
+            before_commit: Called once every file is written, before the folder is renamed into
+                place (where a crash leaves a different state on disk).
+
+        Returns:
+            The iteration's folder.
+        """
+        k, metadata = record.iteration, record.metadata
+        with self.writing_iteration(k) as tmp:
+            for img, mask, m in zip(images, masks, metadata, strict=True):
+                # the folder is renamed into place as a whole: no per-file atomicity needed
+                save_png(tmp / "images" / m["image_file"], img, atomic=False, compress_level=1)
+                if mask is not None:
+                    m["mask_file"] = f"{m['sample_id']}_mask.png"
+                    save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
+            atomic_save_npy(tmp / "embeddings.npy", record.embeddings)
+            atomic_save_npy(tmp / "pca_2d.npy", record.pca_2d)
+            if pca_model is not None:
+                pca_model(tmp / "pca_model.npz")
+            atomic_write_json(tmp / "metadata.json", metadata)
+            atomic_write_json(tmp / SCORES_FILE, record.scores.to_dict())
+            if record.proposals is not None:
+                atomic_write_json(tmp / PROPOSAL_FILE, record.proposals)
+            if record.failures:
+                atomic_write_json(tmp / FAILURES, list(record.failures))
+            before_commit()
+        record.folder = self.iteration_dir(k)
+        return record.folder
 
     def load_iteration(self, k: int) -> IterationRecord:
         """Read iteration ``k`` back."""

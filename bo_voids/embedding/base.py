@@ -99,6 +99,14 @@ class Embedder(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Return a JSON-serialisable description for the experiment record."""
 
+    def identity(self) -> dict[str, Any]:
+        """The record an experiment keeps of its embedder: name, dim, fingerprint, settings.
+
+        A resume, a warm start or a re-targeting refuses an experiment whose identity differs.
+        """
+        settings = {k: v for k, v in self.describe().items() if k not in {"name", "dim"}}
+        return {"name": self.name, "dim": self.dim, "fingerprint": self.fingerprint(), **settings}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
 
