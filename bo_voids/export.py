@@ -66,6 +66,7 @@ import numpy as np
 from PIL import Image
 
 from bo_voids._io import atomic_write_json, atomic_write_text
+from bo_voids._types import JsonObject
 from bo_voids.coco import coco_document, void_annotations
 from bo_voids.config import ExperimentConfig, config_from_dict, load_config
 from bo_voids.exceptions import (
@@ -174,7 +175,7 @@ class ExportPlan:
     params: dict[str, Any] | None
     origin: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The JSON form stored in ``export.json`` (``plan``)."""
         return asdict(self)
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bo_voids._types import Labels
+from bo_voids._types import JsonObject, Labels
 from bo_voids.exceptions import StateError
 from bo_voids.seeding import derive_seed
 
@@ -552,7 +552,7 @@ class MMDScorer:
         """
         return np.array([self.score(X) for X in sets], dtype=np.float64)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable description of the fitted kernel (the targets are not included).
 
         Returns:

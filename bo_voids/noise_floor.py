@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.config import ExperimentConfig
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
 from bo_voids.scoring import MMDScorer
@@ -92,7 +93,7 @@ def measure_noise_floor(
     scorer: MMDScorer,
     n_targets: int,
     evaluate: Evaluate,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The null band of the recommendation's fresh score, with the stop threshold it implies.
 
     Args:

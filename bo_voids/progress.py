@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from bo_voids._io import atomic_write_text, read_jsonl, to_jsonable
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
@@ -170,7 +171,7 @@ def event_record(
     *,
     wall_seconds: float | None = None,
     stage_seconds: Mapping[str, float] | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The ``events.jsonl`` record of one :class:`~bo_voids.run_events.IterationEvent`.
 
     Args:

@@ -61,7 +61,7 @@ from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
 from bo_voids._io import read_npz, write_npz
-from bo_voids._types import Labels
+from bo_voids._types import JsonObject, Labels
 from bo_voids.exceptions import StateError
 from bo_voids.space import ParamMapping, SearchSpace
 
@@ -513,7 +513,7 @@ class SummaryMap:
         h.update(json.dumps(self.settings, sort_keys=True).encode())
         return f"summaries:{h.hexdigest()}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """A small JSON-serialisable description (no arrays beyond per-summary diagnostics)."""
         return {
             "fingerprint": self.fingerprint(),
@@ -689,7 +689,7 @@ class FeatureLift:
         phi = np.sqrt(2.0 / self.n_random) * np.cos(Z @ self._weights + self._offset)
         return np.hstack([E, phi])
 
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> JsonObject:
         """JSON form (stored in the map's settings)."""
         return {
             "mean": self.mean.tolist(),

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.seeding import rng
 from bo_voids.space import ParamMapping
 from bo_voids.state import atomic_write_bytes
@@ -47,7 +48,7 @@ PAIRPLOT = Path("plots") / "psi_pairplot.png"
 _STREAM = "diagnostics"
 
 
-def surrogate_cross_validation(emulator: Any, *, n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
+def surrogate_cross_validation(emulator: Any, *, n_folds: int = 5, seed: int = 0) -> JsonObject:
     """K-fold cross-validation of the composite surrogate over the observed sets.
 
     Args:

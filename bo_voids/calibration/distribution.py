@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.config import (
     PARAMETER_NAMES,
     CategoricalBounds,
@@ -217,7 +218,7 @@ def distribution_errors(
     estimate: Mapping[str, Mapping[str, float]],
     truth: Mapping[str, Mapping[str, float]],
     bounds: Mapping[str, ParameterBounds],
-) -> dict[str, Any]:
+) -> JsonObject:
     """Errors of a config-form distribution against a known one.
 
     Args:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bo_voids._io import atomic_write_bytes
+from bo_voids._types import JsonObject
 from bo_voids.config import NumericBounds
 from bo_voids.exceptions import StateError
 from bo_voids.optimizers.composite_gp import CompositeGPOptimizer, Emulator
@@ -112,7 +113,7 @@ class PopulationFoldFit:
     n_train_clusters: int
     n_train_images: int
 
-    def fold_summary(self) -> dict[str, Any]:
+    def fold_summary(self) -> JsonObject:
         """What the fold reports of this fit."""
         return {
             "n_train_images": self.n_train_images,
@@ -287,7 +288,7 @@ def score_population(
     sets_per_fold: int,
     seed: int,
     comparators: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The ``population`` section of ``calibration.json``.
 
     Args:

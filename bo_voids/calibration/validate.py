@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import CalibrationError
 from bo_voids.metrics import MMDScorer
 from bo_voids.scoring import Observation
@@ -149,7 +150,7 @@ class ImpliedFit:
     std_factor: float
     n_targets: int
 
-    def fold_summary(self) -> dict[str, Any]:
+    def fold_summary(self) -> JsonObject:
         """What a held-out fold reports of the fit on its training part."""
         return {
             "n_train_images": self.n_targets,
@@ -163,7 +164,7 @@ class ImpliedFit:
 class FoldFit(Protocol):
     """A fit on a fold's training part (:class:`ImpliedFit` or a population fit)."""
 
-    def fold_summary(self) -> dict[str, Any]:
+    def fold_summary(self) -> JsonObject:
         """JSON figures of the fit, for the fold's record."""
         ...
 
@@ -409,7 +410,7 @@ class ValidationResult:
             return None
         return float((self.mmd2 - self.band.mean) / self.band.std)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (without the embeddings)."""
         return {
             "label": self.label,
@@ -692,7 +693,7 @@ class FoldResult:
     mmd2: float
     sample: Rendered
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (without embeddings)."""
         return {
             "fold": self.fold.index,
@@ -756,7 +757,7 @@ class HeldOutResult:
         """A result that says why no held-out validation was possible."""
         return cls(None, [], math.nan, None, None, sets_per_fold, replications, reason)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (NaN figures and a ``reason`` when unavailable)."""
         band = self.band
         return {

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import EmbeddingError
 
 __all__ = ["Embedder", "ImageBatch", "as_image_list", "short_hash"]
@@ -96,10 +97,10 @@ class Embedder(abc.ABC):
         """
 
     @abc.abstractmethod
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         """Return a JSON-serialisable description for the experiment record."""
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> JsonObject:
         """The record an experiment keeps of its embedder: name, dim, fingerprint, settings.
 
         A resume, a warm start or a re-targeting refuses an experiment whose identity differs.

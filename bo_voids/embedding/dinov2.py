@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.embedding.base import Embedder, short_hash
 from bo_voids.exceptions import EmbeddingError
 
@@ -401,7 +402,7 @@ class DinoV2Embedder(Embedder):
             f":cls:crop{self.crop_size}-resize{self.resize_size}-{settings}:{self.dtype_name}"
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         """Return the embedder's identity and settings for ``experiment.json``."""
         return {
             "name": self.name,

@@ -58,6 +58,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bo_voids._io import atomic_write_text
+from bo_voids._types import JsonObject
 from bo_voids.embedding.base import Embedder, as_image_list, short_hash, to_gray
 from bo_voids.exceptions import EmbeddingError
 from bo_voids.space import ParamMapping
@@ -317,7 +318,7 @@ class HandcraftedSettings:
                 f"expected {sorted(DEFAULT_GROUP_WEIGHTS)}"
             )
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         """Plain-dict form (for fingerprints and the experiment record)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["group_weights"] = {
@@ -433,7 +434,7 @@ class HandcraftedEmbedder(Embedder):
         }
         return f"handcrafted:{FEATURE_VERSION}:{short_hash(payload, 16)}"
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         """Return the embedder's identity and settings for ``experiment.json``."""
         return {
             "name": self.name,

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, TypedDict
 import numpy as np
 import torch
 
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import ConfigError, FallbackWarning
 from bo_voids.scoring import (
     TARGET_TYPES,
@@ -102,7 +103,7 @@ class Proposal:
         """The ``k`` best observed sets under this proposal's model (see ``rank_observations``)."""
         return ranked_records(observations.sets, self.predicted_mmd2, k)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (``proposals.json`` of the iteration it was made after)."""
         return {
             "next_params": [dict(p) for p in self.next_params],

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
+from bo_voids._types import JsonObject
 from bo_voids.config import ExperimentConfig
 from bo_voids.run_scores import RunScores
 
@@ -113,7 +114,7 @@ class StopThreshold:
         """Whether the rule can judge (a finite threshold)."""
         return bool(math.isfinite(self.value))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable copy."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

@@ -27,12 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 from scipy.stats import ttest_ind
 
-from bo_voids._types import Labels
+from bo_voids._types import JsonObject, Labels
 
 __all__ = [
     "VERDICT_ALPHA",
@@ -260,7 +259,7 @@ class Verdict:
             return f"{self.headline} " + " ".join(f"{s}." for s in self.what_is_off[:3])
         return None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable form."""
         out = asdict(self)
         out["checks"] = [
