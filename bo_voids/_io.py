@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from bo_voids._types import JsonValue
 from bo_voids.exceptions import DamagedFileError, StateError
 
 __all__ = [
@@ -128,7 +130,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def to_jsonable(obj: Any) -> Any:
+def to_jsonable(obj: object) -> JsonValue:
     """Convert numpy scalars/arrays, paths and tuples to JSON types; non-finite floats to ``None``.
 
     Args:
@@ -153,10 +155,10 @@ def to_jsonable(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
         return None  # JSON has no NaN/inf: store null
-    return obj
+    return obj  # type: ignore[return-value]  # a JSON scalar, or left for json.dumps to refuse
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
+def atomic_write_json(path: str | Path, obj: object) -> None:
     """Write JSON atomically (numpy types converted, non-finite floats stored as ``null``)."""
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False, sort_keys=False)
     atomic_write_text(path, text + "\n")
@@ -169,7 +171,7 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_npz(path: str | Path, arrays: Mapping[str, Any], *, format_version: int) -> Path:
+def write_npz(path: str | Path, arrays: Mapping[str, ArrayLike], *, format_version: int) -> Path:
     """Save named arrays and a format version as an ``.npz`` file atomically, without pickle.
 
     The file is written through :func:`atomic_open`, so the name is used exactly as given (no

@@ -524,7 +524,7 @@ class SummaryMap:
             **{k: v for k, v in self.settings.items() if k != "format_version"},
         }
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> JsonObject:
         """The whole map as strict JSON (nested float lists, ``NaN`` as ``null``), exact.
 
         Python floats survive a JSON round trip bit for bit, so :meth:`from_state_dict` of it

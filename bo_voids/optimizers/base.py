@@ -40,7 +40,7 @@ from typing import Any, ClassVar, TypedDict
 import numpy as np
 import torch
 
-from bo_voids._types import JsonObject
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.exceptions import ConfigError, FallbackWarning
 from bo_voids.scoring import (
     TARGET_TYPES,
@@ -169,7 +169,7 @@ class BaseOptimizer(ABC):
         *,
         seed: int = 0,
         top_k: int = 5,
-        **options: Any,
+        **options: object,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise ConfigError(f"space must be a SearchSpace, got {type(space).__name__}")
@@ -199,7 +199,7 @@ class BaseOptimizer(ABC):
         observations: ObservationSet,
         batch_size: int = 8,
         seed: int | None = None,
-        warm_state: Mapping[str, Any] | None = None,
+        warm_state: Mapping[str, JsonValue] | None = None,
     ) -> Proposal:
         """Propose the next batch from the scored observations.
 

@@ -94,6 +94,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from numpy.typing import ArrayLike
 from torch import Tensor
 
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.exceptions import OptimizerError
 from bo_voids.space import SearchSpace
 from bo_voids.surrogates.exact_posterior import (
@@ -235,7 +236,7 @@ class CompositeSurrogate:
         Yvar: ArrayLike,
         target: ArrayLike,
         weights: ArrayLike | None = None,
-        warm_state: Mapping[str, Any] | None = None,
+        warm_state: Mapping[str, JsonValue] | None = None,
         seed: int = 0,
     ) -> CompositeSurrogate:
         """Fit the multi-output GP to the observed sets.
@@ -397,7 +398,7 @@ class CompositeSurrogate:
 
     # ---- warm start ----------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> JsonObject:
         """The fitted hyper-parameters as a JSON-serialisable dict (nested lists of floats).
 
         Floats survive ``json.dumps`` / ``json.loads`` exactly, so a warm start from a persisted
