@@ -66,7 +66,7 @@ import numpy as np
 from PIL import Image
 
 from bo_voids._io import atomic_write_json, atomic_write_text
-from bo_voids._types import JsonObject
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.coco import coco_document, void_annotations
 from bo_voids.config import ExperimentConfig, config_from_dict, load_config
 from bo_voids.exceptions import (
@@ -253,7 +253,7 @@ def plan_export(
                 "export --source recommendation or --source real instead"
             )
         distribution = population["psi"]
-        origin = {"file": "calibration.json", "key": "population.psi"}
+        origin: dict[str, JsonValue] = {"file": "calibration.json", "key": "population.psi"}
     elif source == "recommendation":
         best = manifest.get("current_best") or []
         if not best:

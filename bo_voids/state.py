@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -61,6 +61,7 @@ from bo_voids._io import (
     to_jsonable,
     utc_timestamp,
 )
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.config import PARAMETER_NAMES, ExperimentConfig, config_from_dict
 from bo_voids.exceptions import (
     BoVoidsWarning,
@@ -72,7 +73,8 @@ from bo_voids.exceptions import (
 from bo_voids.generation.voids import save_png
 from bo_voids.run_lock import FLOCK, LOCK, ExperimentLock, effective_status, lock_is_held
 from bo_voids.run_scores import RunScores
-from bo_voids.scoring import TARGET_TYPES, ObservationRecord
+from bo_voids.scoring import TARGET_TYPES, ObservationRecord, RankedSet
+from bo_voids.space import ParamSet
 
 __all__ = [
     "EXPERIMENT_ENTRIES",
@@ -91,6 +93,7 @@ __all__ = [
     "ExperimentRun",
     "ExperimentStore",
     "IterationRecord",
+    "Manifest",
     "atomic_save_npy",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -161,6 +164,42 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 # ---------------------------------------------------------------------------------------------
 
 
+class Manifest(TypedDict, total=False):
+    """``experiment.json``: what a run is, where it stands and what it found.
+
+    Written by :meth:`ExperimentStore.create` and :meth:`ExperimentStore.update_manifest`; every
+    key but ``config`` may be missing from a manifest of an older or an interrupted run.
+    """
+
+    experiment_name: str
+    status: str
+    created: str
+    updated: str
+    seed: int
+    #: The embedder's identity (:meth:`~bo_voids.embedding.base.Embedder.identity`).
+    embedder: JsonObject
+    #: Versions of the packages that determine results (:func:`package_versions`).
+    versions: dict[str, str]
+    #: The config snapshot (:meth:`~bo_voids.config.ExperimentConfig.to_dict`).
+    config: JsonObject
+    layout_version: int
+    iterations_completed: int
+    failed_evaluations: int
+    #: The null band's record, with its ``stop_threshold``.
+    noise_floor: JsonObject
+    #: The last iteration's run-level scores (``scores.json`` less ``scorer`` and ``per_set``).
+    latest_scores: JsonObject
+    current_best: list[RankedSet]
+    next_params: list[ParamSet]
+    #: Seconds spent per stage.
+    timings: dict[str, float]
+    stop_reason: str
+    #: Why a run failed (``status`` ``failed``).
+    error: str
+    #: Where a re-targeted run's evaluations come from (:mod:`bo_voids.retarget`).
+    retargeted_from: JsonObject
+
+
 @dataclass
 class IterationRecord:
     """Everything persisted for one iteration."""
@@ -208,12 +247,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def describe_embedder(info: Mapping[str, Any]) -> str:
+def describe_embedder(info: Mapping[str, object]) -> str:
     """An embedder record (``experiment.json``'s ``embedder``) as ``'name' (fingerprint)``."""
     return f"{info.get('name')!r} ({info.get('fingerprint')})"
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def config_differences(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
     """Top-level keys whose values differ (ignoring :data:`RESUMABLE_CHANGES`)."""
     keys = sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
     return [k for k in keys if to_jsonable(old.get(k)) != to_jsonable(new.get(k))]
@@ -245,7 +284,7 @@ class ExperimentStore:
         """Whether an experiment was started in this folder."""
         return self.manifest_path.exists()
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self) -> Manifest:
         """Read ``experiment.json``."""
         if not self.exists():
             raise StateError(f"{self.root} is not an experiment folder (no {MANIFEST})")
@@ -257,24 +296,24 @@ class ExperimentStore:
             )
         return manifest
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
         """Write ``experiment.json`` (atomically), stamping ``updated``."""
         atomic_write_json(self.manifest_path, {**manifest, "updated": utc_timestamp()})
 
-    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+    def update_manifest(self, **fields: Unpack[Manifest]) -> Manifest:
         """Merge ``fields`` into the manifest and write it back."""
-        manifest = {**self.read_manifest(), **fields}
+        manifest: Manifest = {**self.read_manifest(), **fields}
         self.write_manifest(manifest)
         return manifest
 
     def create(
         self,
         config: ExperimentConfig,
-        embedder_info: Mapping[str, Any],
+        embedder_info: Mapping[str, JsonValue],
         *,
         overwrite: bool = False,
-        extra: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        extra: Manifest | None = None,
+    ) -> Manifest:
         """Start a new experiment folder.
 
         Raises:
@@ -313,7 +352,7 @@ class ExperimentStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
-        manifest = {
+        manifest: Manifest = {
             "experiment_name": config.experiment_name,
             "status": "running",
             "created": utc_timestamp(),
@@ -329,8 +368,8 @@ class ExperimentStore:
         return manifest
 
     def check_resumable(
-        self, config: ExperimentConfig, embedder_info: Mapping[str, Any]
-    ) -> dict[str, Any]:
+        self, config: ExperimentConfig, embedder_info: Mapping[str, JsonValue]
+    ) -> Manifest:
         """Check that ``config`` and the embedder match the stored experiment.
 
         Raises:
@@ -710,7 +749,7 @@ class ExperimentRun:
     """
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     config: ExperimentConfig
     iterations: list[IterationRecord]
     history: list[dict[str, str]]
@@ -726,12 +765,12 @@ class ExperimentRun:
         return [it.scores for it in self.iterations]
 
     @property
-    def noise_floor(self) -> dict[str, float]:
+    def noise_floor(self) -> JsonObject:
         """MMD² between random halves of the real set (mean, std, q05, q95)."""
         return self.manifest.get("noise_floor") or self.iterations[0].scores.noise_floor or {}
 
     @property
-    def current_best(self) -> list[dict[str, Any]]:
+    def current_best(self) -> list[RankedSet]:
         """The best parameter sets as ranked by the optimiser at the end of the run."""
         return self.manifest.get("current_best", [])
 

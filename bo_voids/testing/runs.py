@@ -222,8 +222,10 @@ def build_running_copy(base: Path, name: str = "viz_running") -> Path:
     shutil.copytree(src, dst)
     store = ExperimentStore(dst)
     manifest = store.read_manifest()
-    for key in ("current_best", "next_params", "stop_reason", "timings"):
-        manifest.pop(key, None)
+    manifest.pop("current_best", None)
+    manifest.pop("next_params", None)
+    manifest.pop("stop_reason", None)
+    manifest.pop("timings", None)
     store.write_manifest({**manifest, "status": "running"})
     return dst
 
