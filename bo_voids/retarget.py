@@ -192,17 +192,20 @@ class StoredEvaluations(EvaluationExecutor):
             )
         it = self.run.iterations[task.iteration]
         meta = [it.metadata[i] for i in rows]
-        seeds = tuple(int(m.get("render_seed", -1)) for m in meta)
-        if not self.space.same(meta[0]["params"], task.params) or seeds != tuple(task.seeds):
+        seeds = tuple(-1 if (s := m.get("render_seed")) is None else int(s) for m in meta)
+        first = meta[0]["params"]
+        if first is None or not self.space.same(first, task.params) or seeds != tuple(task.seeds):
             raise UserInputError(
                 f"cannot re-target: {where} was rendered with params {meta[0]['params']} and "
                 f"seeds {seeds}, a fresh run would render {dict(task.params)} with seeds "
                 f"{tuple(task.seeds)}: the settings that decide the renders differ"
             )
         folder = it.folder or self.run.root / f"iteration_{task.iteration}"
-        images = np.stack([_read_png(folder / "images" / m["image_file"]) for m in meta])
+        images = np.stack([_read_png(folder / "images" / str(m["image_file"])) for m in meta])
         masks = [
-            _read_png(folder / "images" / m["mask_file"]) > 0 if m.get("mask_file") else None
+            _read_png(folder / "images" / mask_file) > 0
+            if (mask_file := m.get("mask_file"))
+            else None
             for m in meta
         ]
         return EvaluationResult(
@@ -210,7 +213,7 @@ class StoredEvaluations(EvaluationExecutor):
             images,
             masks,  # type: ignore[arg-type]  # the pipeline reads it as a sequence
             np.asarray(it.embeddings[rows], dtype=np.float32),
-            [dict(m) for m in meta],
+            [m.copy() for m in meta],
         )
 
 

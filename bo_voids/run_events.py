@@ -33,7 +33,7 @@ class RunSummary:
     calibration: dict[str, Any] | None = None
 
     @property
-    def best(self) -> RankedSet | dict[str, Any]:
+    def best(self) -> RankedSet | dict[str, object]:
         """The recommended parameter set (the best by the package's one ranking)."""
         return self.current_best[0] if self.current_best else {}
 

@@ -61,7 +61,7 @@ from bo_voids._io import (
     to_jsonable,
     utc_timestamp,
 )
-from bo_voids._types import JsonObject, JsonValue
+from bo_voids._types import JsonObject, JsonScalar, JsonValue
 from bo_voids.config import PARAMETER_NAMES, ExperimentConfig, config_from_dict
 from bo_voids.exceptions import (
     BoVoidsWarning,
@@ -70,7 +70,7 @@ from bo_voids.exceptions import (
     ResumeMismatchError,
     StateError,
 )
-from bo_voids.generation.voids import save_png
+from bo_voids.generation.voids import ImageRecord, save_png
 from bo_voids.run_lock import FLOCK, LOCK, ExperimentLock, effective_status, lock_is_held
 from bo_voids.run_scores import RunScores
 from bo_voids.scoring import TARGET_TYPES, ObservationRecord, RankedSet
@@ -206,7 +206,7 @@ class IterationRecord:
 
     iteration: int
     embeddings: np.ndarray
-    metadata: list[dict[str, Any]]
+    metadata: list[ImageRecord]
     pca_2d: np.ndarray
     scores: RunScores = field(default_factory=lambda: RunScores.from_dict({}))
     proposals: dict[str, Any] | None = None
@@ -224,7 +224,9 @@ class IterationRecord:
     def image_path(self, index: int) -> Path:
         """Path of the ``index``-th image of this iteration."""
         assert self.folder is not None
-        return self.folder / "images" / self.metadata[index]["image_file"]
+        name = self.metadata[index]["image_file"]
+        assert name is not None, f"image {index} of iteration {self.iteration} has no file"
+        return self.folder / "images" / name
 
 
 def package_versions() -> dict[str, str]:
@@ -579,10 +581,11 @@ class ExperimentStore:
         with self.writing_iteration(k) as tmp:
             for img, mask, m in zip(images, masks, metadata, strict=True):
                 # the folder is renamed into place as a whole: no per-file atomicity needed
+                assert m["image_file"] is not None, "write_iteration needs each image's file name"
                 save_png(tmp / "images" / m["image_file"], img, atomic=False, compress_level=1)
                 if mask is not None:
-                    m["mask_file"] = f"{m['sample_id']}_mask.png"
-                    save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
+                    mask_file = m["mask_file"] = f"{m['sample_id']}_mask.png"
+                    save_png(tmp / "images" / mask_file, mask, atomic=False, compress_level=1)
             atomic_save_npy(tmp / "embeddings.npy", record.embeddings)
             atomic_save_npy(tmp / "pca_2d.npy", record.pca_2d)
             if pca_model is not None:
@@ -632,7 +635,7 @@ class ExperimentStore:
     def write_history(
         self,
         observations: Sequence[ObservationRecord],
-        first_metadata: Sequence[Mapping[str, Any]],
+        first_metadata: Sequence[ImageRecord],
     ) -> None:
         """Write ``history.csv``: one row per evaluated parameter set, then the simulated targets.
 
@@ -774,7 +777,7 @@ class ExperimentRun:
         """The best parameter sets as ranked by the optimiser at the end of the run."""
         return self.manifest.get("current_best", [])
 
-    def all_embeddings(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def all_embeddings(self) -> tuple[np.ndarray, list[ImageRecord]]:
         """Embeddings and metadata of every iteration, concatenated."""
         emb = np.concatenate([it.embeddings for it in self.iterations], axis=0)
         return emb, [m for it in self.iterations for m in it.metadata]
@@ -809,10 +812,10 @@ def load_experiment(path: str | Path) -> ExperimentRun:
 
 
 def history_rows(
-    observations: Sequence[ObservationRecord], first_metadata: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
+    observations: Sequence[ObservationRecord], first_metadata: Sequence[ImageRecord]
+) -> list[dict[str, JsonScalar]]:
     """The rows of ``history.csv`` (see :meth:`ExperimentStore.write_history`)."""
-    rows: list[dict[str, Any]] = [
+    rows: list[dict[str, JsonScalar]] = [
         {
             "iteration": rec["iteration"],
             "param_set_id": rec["uid"],
@@ -826,19 +829,20 @@ def history_rows(
         }
         for rec in observations
     ]
-    real_sets: dict[str, Mapping[str, Any]] = {}
+    real_sets: dict[str, tuple[str, ParamSet]] = {}
     counts: dict[str, int] = {}
     for m in first_metadata:
-        if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
-            real_sets.setdefault(m["param_set_id"], m)
+        params = m["params"]
+        if m["dataset_type"] in TARGET_TYPES and params is not None:
+            real_sets.setdefault(m["param_set_id"], (m["dataset_type"], params))
             counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
-    for ps_id, m in real_sets.items():
+    for ps_id, (dataset_type, params) in real_sets.items():
         rows.append(
             {
                 "iteration": 0,
                 "param_set_id": ps_id,
-                "dataset_type": m["dataset_type"],
-                **{name: m["params"][name] for name in PARAMETER_NAMES},
+                "dataset_type": dataset_type,
+                **{name: params[name] for name in PARAMETER_NAMES},
                 "mmd2": math.nan,
                 "n_images": counts[ps_id],
                 "mean_nearest_real": math.nan,

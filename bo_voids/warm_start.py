@@ -16,6 +16,7 @@ import numpy as np
 from bo_voids.config import ExperimentConfig
 from bo_voids.evaluation import IterationImages
 from bo_voids.exceptions import ResumeMismatchError
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.scoring import TARGET_TYPES
 from bo_voids.state import ExperimentRun, load_experiment
 
@@ -72,7 +73,7 @@ def warm_start_images(old: ExperimentRun, log: Callable[[str], None]) -> Iterati
     images: list[np.ndarray] = []
     masks: list[np.ndarray | None] = []
     rows: list[np.ndarray] = []
-    meta: list[dict[str, Any]] = []
+    meta: list[ImageRecord] = []
     for it in old.iterations:
         for i, m in enumerate(it.metadata):
             if not _observed(m):

@@ -158,10 +158,10 @@ class CalibrationContext:
             for o in observations
         }
         used = {
-            int(m["render_seed"])
+            int(seed)
             for it in run.iterations
             for m in it.metadata
-            if m.get("render_seed") is not None
+            if (seed := m.get("render_seed")) is not None
         }
         source = "folder" if cfg.target_image_dir is not None else "simulated"
         return cls(
@@ -241,8 +241,8 @@ class CalibrationContext:
         """The parameter sets of the simulated targets (empty for a target folder)."""
         seen: dict[str, ParamSet] = {}
         for m in self.run.iterations[0].metadata:
-            if m["dataset_type"] in TARGET_TYPES and m.get("params") is not None:
-                seen.setdefault(str(m["param_set_id"]), dict(m["params"]))
+            if m["dataset_type"] in TARGET_TYPES and (params := m.get("params")) is not None:
+                seen.setdefault(str(m["param_set_id"]), dict(params))
         return list(seen.values())
 
 

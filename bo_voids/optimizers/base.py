@@ -42,6 +42,7 @@ import torch
 
 from bo_voids._types import JsonObject, JsonValue
 from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.scoring import (
     TARGET_TYPES,
     ObservationRecord,
@@ -256,7 +257,7 @@ class BaseOptimizer(ABC):
     def recommend_next_batch(
         self,
         all_embeddings: np.ndarray,
-        all_metadata: Sequence[Mapping[str, Any]],
+        all_metadata: Sequence[ImageRecord],
         target_embeddings: np.ndarray,
         batch_size: int = 8,
         *,
@@ -337,7 +338,7 @@ class BaseOptimizer(ABC):
 
     # ---- shared helpers ------------------------------------------------------------------------
 
-    def sobol_batch(self, n: int, seed: int, skip: int = 0) -> list[dict[str, Any]]:
+    def sobol_batch(self, n: int, seed: int, skip: int = 0) -> list[ParamSet]:
         """A scrambled Sobol batch over the unit cube, decoded through the space.
 
         Args:
@@ -355,7 +356,7 @@ class BaseOptimizer(ABC):
         return self.space.decode_many(u)
 
     def sobol_fallback(
-        self, reason: str, batch_size: int, seed: int, info: dict[str, Any], warn: bool = True
+        self, reason: str, batch_size: int, seed: int, info: dict[str, object], warn: bool = True
     ) -> Proposal:
         """A Sobol batch instead of a model's proposal, with the reason recorded and warned.
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from bo_voids.config import ExperimentConfig, load_config
 from bo_voids.evaluation import EvaluationResult, EvaluationTask, EvaluatorSpec, render_seeds
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.seeding import rng
 from bo_voids.space import SearchSpace
@@ -120,7 +121,7 @@ def small_tasks(repo_root: Path, n: int = 6, replications: int = 2) -> list[Eval
     return tasks
 
 
-def _stable(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _stable(records: Sequence[ImageRecord]) -> list[dict[str, object]]:
     return [{k: v for k, v in r.items() if k not in VOLATILE_RECORD_KEYS} for r in records]
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bo_voids.config import VOID_SHAPES, CategoricalBounds, NumericBounds
-from bo_voids.generation.voids import image_record
+from bo_voids.generation.voids import ImageRecord, image_record
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import ParamMapping, SearchSpace
 
@@ -148,7 +148,7 @@ class SyntheticProblem:
         param_sets: Sequence[ParamMapping],
         iteration: int,
         dataset_type: str = "synthetic",
-    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    ) -> tuple[np.ndarray, list[ImageRecord]]:
         """Embeddings and metadata of ``replications`` images of each parameter set.
 
         Args:
@@ -160,7 +160,7 @@ class SyntheticProblem:
             `(len(param_sets) * replications, dim)` embeddings and one metadata record per row.
         """
         rows: list[np.ndarray] = []
-        meta: list[dict[str, Any]] = []
+        meta: list[ImageRecord] = []
         for j, params in enumerate(param_sets):
             params = self.space.validate(params)
             rows.append(self.embed(params, self.replications, key=(iteration, j)))
