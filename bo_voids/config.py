@@ -237,7 +237,7 @@ class ExperimentConfig:
             out[f.name] = value
         return out
 
-    def replace(self, **changes: Any) -> ExperimentConfig:
+    def replace(self, **changes: object) -> ExperimentConfig:
         """Return a validated copy with top-level keys changed (e.g. CLI overrides).
 
         Raises:

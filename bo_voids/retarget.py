@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from bo_voids._types import JsonValue
 from bo_voids.cli import ExitCode, call_guarded
 from bo_voids.config import ExperimentConfig, load_config
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
@@ -240,7 +241,13 @@ class ReplayOptimizer(BaseOptimizer):
         self.source = source
         self.calls = 0
 
-    def propose(self, observations: ObservationSet, *args: Any, **kwargs: Any) -> Proposal:
+    def propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int = 8,
+        seed: int | None = None,
+        warm_state: Mapping[str, JsonValue] | None = None,
+    ) -> Proposal:
         """The next stored batch (the observations and every other argument are ignored)."""
         k = self.calls
         self.calls += 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bo_voids._types import JsonObject
 from bo_voids.config import ExperimentConfig
 from bo_voids.optimizers import Proposal
 from bo_voids.run_scores import RunScores
@@ -26,7 +27,7 @@ class RunSummary:
     stop_reason: str
     current_best: list[RankedSet]
     scores: list[RunScores]
-    noise_floor: dict[str, float]
+    noise_floor: JsonObject
     embedder: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     #: ``calibration.json`` when the run calibrated (the verdict and ψ lead the summary).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,10 @@ from bo_voids._types import JsonObject
 from bo_voids.seeding import rng
 from bo_voids.space import ParamMapping
 from bo_voids.state import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from bo_voids.calibration.context import CalibrationContext
+    from bo_voids.optimizers.composite_gp import Emulator
 
 __all__ = [
     "CV_PLOT",
@@ -48,7 +52,9 @@ PAIRPLOT = Path("plots") / "psi_pairplot.png"
 _STREAM = "diagnostics"
 
 
-def surrogate_cross_validation(emulator: Any, *, n_folds: int = 5, seed: int = 0) -> JsonObject:
+def surrogate_cross_validation(
+    emulator: Emulator, *, n_folds: int = 5, seed: int = 0
+) -> JsonObject:
     """K-fold cross-validation of the composite surrogate over the observed sets.
 
     Args:
@@ -165,7 +171,7 @@ def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels
 
 def write_psi_pairplot(
     root: Path,
-    context: Any,
+    context: CalibrationContext,
     psi: ParamMapping,
     *,
     realised: Sequence[ParamMapping] = (),
@@ -200,7 +206,9 @@ def write_psi_pairplot(
     numeric = [p for p in space.parameters if p.kind != "categorical"]
     shape = next((p for p in space.parameters if p.kind == "categorical"), None)
     palette = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
-    colors = {c: palette[i % len(palette)] for i, c in enumerate(shape.choices if shape else [])}
+    colors: dict[object, str] = {
+        c: palette[i % len(palette)] for i, c in enumerate(shape.choices if shape else [])
+    }
     point_colors = [colors.get(d.get(shape.name), "#0072B2") if shape else "#0072B2" for d in draws]
     d = len(numeric)
     fig = Figure(figsize=(2.1 * d + 0.4, 2.1 * d + 0.8))

@@ -12,7 +12,7 @@ import io
 import logging
 import shutil
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOLATILE_RECORD_KEYS = frozenset({"timestamp"})
 
 
-def tiny_config(repo_root: Path, tmp_path: Path, **changes: Any) -> ExperimentConfig:
+def tiny_config(repo_root: Path, tmp_path: Path, **changes: object) -> ExperimentConfig:
     """The quickstart config shrunk to seconds: 64 px, random search, handcrafted embedder.
 
     Args:
@@ -88,7 +88,9 @@ def tiny_config(repo_root: Path, tmp_path: Path, **changes: Any) -> ExperimentCo
         },
     )
     if "metric" in changes:
-        base["metric"] = {**base["metric"], **changes.pop("metric")}
+        metric = changes.pop("metric")
+        assert isinstance(metric, Mapping), f"metric changes must be a mapping, got {metric!r}"
+        base["metric"] = {**base["metric"], **metric}
     base.update(changes)
     return cfg.replace(**base)
 
