@@ -78,7 +78,7 @@ from bo_voids.exceptions import (
 )
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.seeding import derive_seed, rng
-from bo_voids.space import SearchSpace
+from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.state import ExperimentStore
 
 __all__ = [
@@ -290,7 +290,7 @@ def plan_export(
 
 def parameter_draws(
     plan: ExportPlan, config: ExperimentConfig, indices: Iterable[int]
-) -> list[tuple[int, dict[str, Any], int]]:
+) -> list[tuple[int, ParamSet, int]]:
     """``(index, params, render_seed)`` of each image, each from its own seeded stream.
 
     Args:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
+from bo_voids._types import Labels
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
 from bo_voids.exceptions import BoVoidsError, ConfigError, FailureBudgetError, FallbackWarning
 from bo_voids.generation.voids import ImageRecord
@@ -361,7 +362,7 @@ class ScoreBook:
         space: SearchSpace,
         targets: np.ndarray,
         *,
-        target_groups: Sequence[Any] | np.ndarray | None = None,
+        target_groups: Labels | None = None,
         bandwidth: str | MMDScorer = "multi",
         top_k: int = 5,
         epsilon: float | None = None,

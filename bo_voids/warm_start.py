@@ -26,7 +26,7 @@ __all__ = ["WARM_START_KEYS", "check_warm_start", "warm_start_images"]
 WARM_START_KEYS: tuple[str, ...] = ("image_size", "edge_blur", "base_image_dir", "param_bounds")
 
 
-def check_warm_start(config: ExperimentConfig, embedder: Mapping[str, Any]) -> ExperimentRun:
+def check_warm_start(config: ExperimentConfig, embedder: Mapping[str, object]) -> ExperimentRun:
     """Load the ``warm_start`` experiment; refuse one embedded or rendered differently.
 
     Args:

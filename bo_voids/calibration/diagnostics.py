@@ -172,7 +172,7 @@ def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels
 def write_psi_pairplot(
     root: Path,
     context: CalibrationContext,
-    psi: ParamMapping,
+    psi: Mapping[str, Mapping[str, float]],
     *,
     realised: Sequence[ParamMapping] = (),
     best_point: ParamMapping | None = None,

@@ -157,7 +157,7 @@ def point_distribution(
 
 
 def distribution_from_yaml(
-    distribution: Mapping[str, Mapping[str, float]], config: ExperimentConfig
+    distribution: Mapping[str, object], config: ExperimentConfig
 ) -> dict[str, ParameterDistribution]:
     """Validate a ``param_distributions``-style mapping through the config loader.
 
@@ -181,11 +181,13 @@ def distribution_from_yaml(
 
 
 def typed_distribution(
-    distribution: Mapping[str, Any], config: ExperimentConfig
-) -> Mapping[str, Any]:
+    distribution: Mapping[str, ParameterDistribution | Mapping[str, float]],
+    config: ExperimentConfig,
+) -> Mapping[str, ParameterDistribution]:
     """Typed distributions from a config-form or already typed mapping."""
-    if all(not isinstance(v, Mapping) for v in distribution.values()):
-        return distribution
+    typed = {k: v for k, v in distribution.items() if not isinstance(v, Mapping)}
+    if len(typed) == len(distribution):
+        return typed
     return distribution_from_yaml(distribution, config)
 
 

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bo_voids._types import JsonObject
+from bo_voids.config import ParameterDistribution
 from bo_voids.exceptions import CalibrationError
 from bo_voids.metrics import MMDScorer
 from bo_voids.scoring import Observation
@@ -512,7 +513,7 @@ def validate_param_sets(
 
 def validate_distribution(
     context: CalibrationContext | ExperimentRun | str | Path,
-    distribution: Mapping[str, Any],
+    distribution: Mapping[str, ParameterDistribution | Mapping[str, float]],
     *,
     n_sets: int | None = None,
     replications: int | None = None,

@@ -12,7 +12,6 @@ import abc
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -164,7 +163,7 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return (img @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
 
 
-def short_hash(obj: Any, n: int = 12) -> str:
+def short_hash(obj: object, n: int = 12) -> str:
     """Return the first ``n`` hex digits of the SHA-256 of ``obj``'s canonical JSON."""
     payload = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:n]

@@ -122,7 +122,7 @@ class PopulationParameters:
 
     @classmethod
     def from_distribution(
-        cls, distribution: Mapping[str, Any], space: SearchSpace
+        cls, distribution: Mapping[str, object], space: SearchSpace
     ) -> PopulationParameters:
         """Read the config form (``{name: {choice: p}}`` / ``{name: {"mean", "std"}}``).
 
