@@ -52,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -77,6 +77,7 @@ __all__ = [
     "PARAM_HEAD",
     "HandcraftedConstants",
     "HandcraftedEmbedder",
+    "HandcraftedOverrides",
     "HandcraftedSettings",
     "calibrate_scaling",
     "constants_path",
@@ -327,6 +328,24 @@ class HandcraftedSettings:
         return d
 
 
+class HandcraftedOverrides(TypedDict, total=False):
+    """Keyword overrides of :class:`HandcraftedSettings` (any subset of its fields)."""
+
+    work_size: int
+    smooth_sigma: float
+    background_size: float
+    wire_size: float
+    low_threshold: float
+    high_threshold: float
+    min_area: float
+    max_area: float
+    min_axis_ratio: float
+    group_weights: Mapping[str, float]
+    raw_weight: float
+    head_weight: float
+    shape_weight: float
+
+
 class HandcraftedEmbedder(Embedder):
     """Offline embedder of void statistics (see the module docstring for the features).
 
@@ -362,11 +381,13 @@ class HandcraftedEmbedder(Embedder):
         *,
         scaling: Mapping[str, tuple[float, float]] | None = None,
         head: Mapping[str, Sequence[float]] | None = None,
-        **overrides: Any,
+        **overrides: Unpack[HandcraftedOverrides],
     ) -> None:
         base = settings or HandcraftedSettings()
         if overrides:
-            base = HandcraftedSettings(**{**base.as_dict(), **overrides})
+            # through as_dict: the group weights are completed with their defaults
+            fields: dict[str, Any] = {**base.as_dict(), **overrides}
+            base = HandcraftedSettings(**fields)
         self.settings = base
         self.scaling = dict(_packaged().scaling if scaling is None else scaling)
         head = _packaged().head if head is None else head
@@ -836,7 +857,10 @@ def refit_constants(
     space: SearchSpace,
     base_image_dir: str | Path,
     path: str | Path | None = None,
-    **kwargs: Any,
+    *,
+    n_images: int = 1200,
+    sizes: Sequence[int] = CALIBRATION_SIZES,
+    seed: int = 0,
 ) -> HandcraftedConstants:
     """Fit the constants (:func:`fit_constants`) and write them to ``path``.
 
@@ -844,12 +868,14 @@ def refit_constants(
         space: Search space of the reference sample (the design's bounds).
         base_image_dir: Base chip images of the generator.
         path: Output file; default the package data of this version (:func:`constants_path`).
-        **kwargs: Passed to :func:`fit_constants` (``n_images``, ``sizes``, ``seed``).
+        n_images: Images of the reference sample (see :func:`fit_constants`).
+        sizes: Image sizes the sample is rendered at.
+        seed: Seed of the sample.
 
     Returns:
         The constants written.
     """
-    constants = fit_constants(space, base_image_dir, **kwargs)
+    constants = fit_constants(space, base_image_dir, n_images=n_images, sizes=sizes, seed=seed)
     write_constants(constants_path() if path is None else path, constants)
     if path is None:
         _packaged.cache_clear()
