@@ -294,7 +294,7 @@ _StrictLoader.add_implicit_resolver(
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path) -> dict[str, object]:
     """Read a YAML mapping strictly (duplicate keys rejected, errors with ``file:line:col``).
 
     Args:
@@ -340,7 +340,7 @@ def _make_loader(name: str) -> type[_StrictLoader]:
 
 
 def load_config(
-    path: str | Path, *, overrides: Mapping[str, Any] | None = None, check_paths: bool = True
+    path: str | Path, *, overrides: Mapping[str, object] | None = None, check_paths: bool = True
 ) -> ExperimentConfig:
     """Load and validate an experiment config.
 
@@ -396,7 +396,7 @@ def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(
-    raw: Mapping[str, Any], *, check_paths: bool = True, source: str = "config"
+    raw: Mapping[str, object], *, check_paths: bool = True, source: str = "config"
 ) -> ExperimentConfig:
     """Validate a plain mapping (as read from YAML) into an :class:`ExperimentConfig`.
 
