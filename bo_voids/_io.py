@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bo_voids._types import JsonValue
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.exceptions import DamagedFileError, StateError
 
 __all__ = [
@@ -284,7 +284,7 @@ class JsonLines:
             by a crash); that line is never read, and not counted in ``skipped``.
     """
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[JsonObject] = field(default_factory=list)
     skipped: int = 0
     incomplete: bool = False
 

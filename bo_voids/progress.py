@@ -220,7 +220,7 @@ def _dumps(record: Mapping[str, Any]) -> str:
     return json.dumps(to_jsonable(record), allow_nan=False, separators=(",", ":")) + "\n"
 
 
-def read_events(path: str | Path) -> list[dict[str, Any]]:
+def read_events(path: str | Path) -> list[JsonObject]:
     """The records of an ``events.jsonl`` (a running experiment's too).
 
     A last line without its newline (being written, or cut by a crash) and any line that is not a
@@ -295,7 +295,7 @@ class EventLog:
         """
         existing = read_events(path)
         first = int(event.iteration)
-        kept: dict[int, dict[str, Any]] = {}
+        kept: dict[int, JsonObject] = {}
         for rec in existing:
             it = rec.get("iteration")
             if isinstance(it, int) and 0 <= it < first and it not in kept:
