@@ -64,6 +64,8 @@ from bo_voids.exceptions import EmbeddingError
 from bo_voids.space import ParamMapping
 
 if TYPE_CHECKING:
+    from skimage.measure._regionprops import RegionProperties
+
     from bo_voids.space import SearchSpace
 
 __all__ = [
@@ -612,7 +614,7 @@ def void_features(
 
 def segment_voids(
     image: np.ndarray, settings: HandcraftedSettings | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any], np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RegionProperties], np.ndarray]:
     """Find void candidates in one image (the first stage of :func:`void_features`).
 
     Args:
