@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bo_voids._io import atomic_write_bytes
-from bo_voids._types import JsonObject
+from bo_voids._types import JsonObject, JsonScalar
 from bo_voids.config import NumericBounds
 from bo_voids.exceptions import StateError
 from bo_voids.optimizers.composite_gp import CompositeGPOptimizer, Emulator
@@ -287,7 +287,7 @@ def score_population(
     pool: Rendered | None,
     sets_per_fold: int,
     seed: int,
-    comparators: Mapping[str, Mapping[str, Any]] | None = None,
+    comparators: Mapping[str, Mapping[str, JsonScalar]] | None = None,
 ) -> JsonObject:
     """The ``population`` section of ``calibration.json``.
 
