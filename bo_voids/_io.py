@@ -14,8 +14,9 @@ Saved models (:class:`~bo_voids.projection.PCAProjector`, :class:`~bo_voids.summ
 are ``.npz`` files of plain arrays and a ``format_version``, written by :func:`write_npz` and read
 back by :func:`read_npz` with ``allow_pickle=False``, so loading a file never runs code from it.
 
-This module depends on numpy and :mod:`bo_voids.exceptions` only, so that low-level modules
-(generation, projection, embedders) can write files without importing the experiment store.
+This module depends on numpy, :mod:`bo_voids.exceptions` and :mod:`bo_voids._types` only, so
+that low-level modules (generation, projection, embedders) can write files without importing the
+experiment store.
 """
 
 from __future__ import annotations
