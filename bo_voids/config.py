@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from bo_voids._io import read_regular_file
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import ConfigError
 from bo_voids.schema import IMAGING_IDENTITY as IMAGING_IDENTITY
 from bo_voids.schema import IMAGING_LIMITS as IMAGING_LIMITS
@@ -216,7 +217,7 @@ class ExperimentConfig:
             raise KeyError(f"unknown dataset {name!r}; expected one of {DATASET_TYPES}")
         return getattr(self, name)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """Return the plain YAML/JSON form; ``config_from_dict(cfg.to_dict())`` gives ``cfg``."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -243,7 +244,7 @@ class ExperimentConfig:
         Raises:
             ConfigError: If a changed value is invalid.
         """
-        raw = self.to_dict()
+        raw: dict[str, object] = dict(self.to_dict())
         for key, value in changes.items():
             raw[key] = str(value) if isinstance(value, Path) else value
         return config_from_dict(raw, check_paths=False)

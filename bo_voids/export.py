@@ -308,7 +308,9 @@ def parameter_draws(
     typed = None
     if plan.distribution is not None:
         raw = config.to_dict()
-        raw["param_distributions"] = {**raw["param_distributions"], "real": plan.distribution}
+        named = raw["param_distributions"]
+        assert isinstance(named, Mapping)  # to_dict writes the distributions as a mapping
+        raw["param_distributions"] = {**named, "real": plan.distribution}
         try:
             typed = config_from_dict(raw, check_paths=False).param_distributions["real"]
         except ConfigError as exc:

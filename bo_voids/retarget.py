@@ -317,10 +317,12 @@ def retarget_config(
     base = config or source
     old, new = source.to_dict(), base.to_dict()
     for d in (old, new):  # one folder spelled two ways is the same chips
-        d["base_image_dir"] = str(Path(d["base_image_dir"]).resolve())
+        d["base_image_dir"] = str(Path(str(d["base_image_dir"])).resolve())
     diffs = [k for k in RENDER_KEYS if old.get(k) != new.get(k)]
+    old_named, new_named = old["param_distributions"], new["param_distributions"]
+    assert isinstance(old_named, Mapping) and isinstance(new_named, Mapping)  # as to_dict writes
     for dtype in ("close", "far"):
-        if old["param_distributions"].get(dtype) != new["param_distributions"].get(dtype):
+        if old_named.get(dtype) != new_named.get(dtype):
             diffs.append(f"param_distributions.{dtype}")
     if diffs:
         detail = "; ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in diffs[:6]) + (

@@ -176,7 +176,9 @@ def distribution_from_yaml(
         ConfigError: If the mapping is not a valid distribution for these bounds.
     """
     raw = config.to_dict()
-    raw["param_distributions"] = {**raw["param_distributions"], "real": _plain(distribution)}
+    named = raw["param_distributions"]
+    assert isinstance(named, Mapping)  # to_dict writes the distributions as a mapping
+    raw["param_distributions"] = {**named, "real": _plain(distribution)}
     return config_from_dict(raw, check_paths=False).param_distributions["real"]
 
 

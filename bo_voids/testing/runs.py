@@ -8,6 +8,7 @@ from a checkout, as the tests and benchmarks do).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import shutil
@@ -80,7 +81,7 @@ def tiny_config(repo_root: Path, tmp_path: Path, **changes: object) -> Experimen
         calibrate=False,
         # few fresh images and null draws: the statistics are exercised, not measured
         metric={
-            **cfg.to_dict()["metric"],
+            **dataclasses.asdict(cfg.metric),
             "fresh_images": 3,
             "null_draws": 4,
             "noise_floor_splits": 10,
