@@ -7,14 +7,35 @@ nothing heavy: the report command uses it without loading the calibration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["answer_lines", "psi_lines", "verdict_warning"]
+__all__ = ["answer_lines", "calibration_line", "psi_lines", "verdict_warning"]
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, int | float) else str(value)
+
+
+def calibration_line(calibration: Mapping[str, Any]) -> str | None:
+    """The run's one line on its calibration: how well the implied distribution's renders score.
+
+    Args:
+        calibration: The calibration record.
+
+    Returns:
+        The line, or ``None`` when the record has no validation of the implied distribution.
+    """
+    implied = (calibration.get("validation") or {}).get("implied") or {}
+    if not implied:
+        return None
+    return (
+        f"calibration: a mixture of {len(calibration.get('components', []))} evaluated sets; "
+        "fresh renders drawn from its implied distribution score MMD² "
+        f"{implied.get('mmd2', math.nan):.4f} vs the targets "
+        f"(p={implied.get('p_value', math.nan):.3f}) -> calibration.json"
+    )
 
 
 def psi_lines(calibration: Mapping[str, Any]) -> list[str]:

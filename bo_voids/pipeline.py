@@ -63,7 +63,13 @@ from bo_voids.noise_floor import measure_noise_floor, stop_threshold
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
-from bo_voids.run_events import Callback, IterationEvent, RunSummary, status_line
+from bo_voids.run_events import (
+    Callback,
+    IterationEvent,
+    RunSummary,
+    finish_callbacks,
+    status_line,
+)
 from bo_voids.run_scores import FreshScore, RunScores
 from bo_voids.scoring import (
     RankedSet,
@@ -203,13 +209,13 @@ class OptimizationPipeline:
                 summary = self._finish()
             except KeyboardInterrupt:
                 self._restore_replaced()
-                self._finish_callbacks("KILLED")
+                finish_callbacks(self.callbacks, "KILLED")
                 raise
             except BaseException:
                 self._restore_replaced()
-                self._finish_callbacks("FAILED")
+                finish_callbacks(self.callbacks, "FAILED")
                 raise
-            self._finish_callbacks("FINISHED")
+            finish_callbacks(self.callbacks, "FINISHED")
             return summary
 
     def step(self, k: int, tasks: Sequence[EvaluationTask]) -> IterationRecord:
@@ -360,19 +366,9 @@ class OptimizationPipeline:
         self.records.append(record)
         self.scores.append(scores)
         self._stage("history", k)
-        self._write_derived(k)
+        self._write_derived()
         self.timings["write"] += time.perf_counter() - t0
         return record
-
-    def _finish_callbacks(self, status: str) -> None:
-        """Tell callbacks that keep something open (a tracker run, a report) that the run ended."""
-        for callback in self.callbacks:
-            finish = getattr(callback, "finish", None)
-            if callable(finish):
-                try:
-                    finish(status)
-                except Exception as exc:  # a tracker must never change how a run ends
-                    logger.warning("callback %r failed to finish: %s", callback, exc)
 
     def _after_iteration(self, k: int, scores: RunScores, proposal: Proposal) -> None:
         assert self.book is not None
@@ -423,13 +419,9 @@ class OptimizationPipeline:
     def _open_store(self) -> None:
         store = self.store
         if store.exists() and self.resume:
-            store.check_resumable(self.config, self.embedder_info)
-            previous = store.read_manifest()
-            removed = store.clean_partial()
-            if removed:
-                self.log(
-                    f"resume: removed {len(removed)} partial leftover(s) of an interrupted write"
-                )
+            previous = store.check_resumable(self.config, self.embedder_info)
+            if removed := store.clean_partial():
+                self.log(f"resume: removed {len(removed)} partial leftover(s) of a write")
             records = store.load_all()
             scores = [r.scores for r in records]
             reason = stop_reason(scores, self.config, self._max_iterations)
@@ -440,28 +432,25 @@ class OptimizationPipeline:
                 self.already_complete = True
                 self.stop_reason = str(previous.get("stop_reason") or reason)
                 self.timings = dict(previous.get("timings") or self.timings)
-                more = (
-                    " Raise --max-iterations to continue it."
-                    if reason.startswith("reached max_iterations")
-                    else ""
-                )
+                more = reason.startswith("reached max_iterations")
                 self.log(
-                    f"{store.root} is already complete after iteration {len(self.records) - 1} "
-                    f"({self.stop_reason}); nothing to do.{more}"
+                    f"{store.root} is already complete after iteration {len(records) - 1} "
+                    f"({self.stop_reason}); nothing to do."
+                    + (" Raise --max-iterations to continue it." if more else "")
                 )
                 return
             self._restore(records)
-            fields: dict[str, Any] = {"status": "running"}
-            if self.records:
+            if records:
                 # a crash between renaming an iteration into place and updating history.csv /
                 # the manifest leaves them one iteration behind: both are derived, rebuild them
-                self._write_derived(len(self.records) - 1)
-            store.update_manifest(**fields)
+                self._write_derived()
+            store.update_manifest(status="running")
             self.store_opened = True
-            if self.records:
-                self.log(f"resuming {store.root} after iteration {len(self.records) - 1}")
-            else:
-                self.log(f"resuming {store.root}: no iteration was completed; starting iteration 0")
+            self.log(
+                f"resuming {store.root} after iteration {len(records) - 1}"
+                if records
+                else f"resuming {store.root}: no iteration was completed; starting iteration 0"
+            )
             return
         if store.exists() and not self.overwrite:
             raise ExperimentExistsError(
@@ -545,60 +534,32 @@ class OptimizationPipeline:
 
     # ---- private: derived files, plots, the end ----------------------------------------------
 
-    def _write_derived(self, k: int) -> None:
-        """``history.csv`` and the manifest, both derived from the iterations."""
+    def _write_derived(self) -> None:
         assert self.book is not None
-        self.store.write_history(
-            [o.to_record() for o in self.book.all_sets()], self.records[0].metadata
-        )
-        latest = {
-            key: v
-            for key, v in self.scores[-1].to_dict().items()
-            if key not in {"scorer", "per_set"}
-        }
-        self.store.update_manifest(
-            iterations_completed=k,
-            failed_evaluations=sum(len(r.failures) for r in self.records),
-            noise_floor=self.noise_floor,
-            latest_scores=latest,
-        )
+        sets = [o.to_record() for o in self.book.all_sets()]
+        self.store.write_derived(sets, self.records, self.noise_floor)
 
     def _plot(self) -> None:
         t0 = time.perf_counter()
         try:
             from bo_voids.plots import write_all_plots
 
-            write_all_plots(self.store.root, run=self._run_view())
+            write_all_plots(self.store.root, run=self.store.view(self.config, self.records))
         except Exception as exc:  # a plot must never lose a run
             logger.warning("plotting failed: %s", exc)
         self.timings["plot"] = self.timings.get("plot", 0.0) + time.perf_counter() - t0
-
-    def _run_view(self) -> ExperimentRun:
-        """The run as it stands, from memory (only the small manifest and history are read)."""
-        return ExperimentRun(
-            root=self.store.root,
-            manifest=self.store.read_manifest(),
-            config=self.config,
-            iterations=list(self.records),
-            history=self.store.read_history(),
-        )
 
     def _calibrate(self) -> None:
         """Fit the implied parameter distribution (``calibration.json``); never loses a run."""
         t0 = time.perf_counter()
         try:
+            from bo_voids.answer import calibration_line
             from bo_voids.calibration import calibrate_experiment
 
-            result = calibrate_experiment(self.store.root, evaluator=self.evaluator)
+            result = calibrate_experiment(self.store.root, evaluator=self.evaluator, book=self.book)
             self.calibration = result
-            implied = result.get("validation", {}).get("implied", {})
-            if implied:
-                self.log(
-                    f"calibration: a mixture of {len(result.get('components', []))} evaluated "
-                    "sets; fresh renders drawn from its implied distribution score MMD² "
-                    f"{implied.get('mmd2', math.nan):.4f} vs the targets "
-                    f"(p={implied.get('p_value', math.nan):.3f}) -> calibration.json"
-                )
+            if line := calibration_line(result):
+                self.log(line)
         except Exception as exc:  # calibration is an add-on: report, keep the run
             logger.warning("calibration failed: %s", exc)
         self.timings["calibrate"] = time.perf_counter() - t0
@@ -627,12 +588,11 @@ class OptimizationPipeline:
 
     def _summary(self) -> RunSummary:
         """The :class:`RunSummary` of the run as it stands in memory."""
-        current_best = list(self.scores[-1].best) if self.scores else []
         return RunSummary(
             experiment_dir=self.store.root,
             iterations_completed=len(self.records) - 1,
             stop_reason=self.stop_reason,
-            current_best=current_best,
+            current_best=list(self.scores[-1].best) if self.scores else [],
             scores=list(self.scores),
             noise_floor=self.noise_floor,
             embedder=self.embedder_info,

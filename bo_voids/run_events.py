@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,9 @@ from bo_voids.scoring import RankedSet, ScoreBook
 from bo_voids.state import IterationRecord
 from bo_voids.statistics.stop_rule import StopThreshold
 
-__all__ = ["Callback", "IterationEvent", "RunSummary"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["Callback", "IterationEvent", "RunSummary", "finish_callbacks", "status_line"]
 
 
 @dataclass
@@ -88,3 +91,19 @@ def status_line(s: RunScores) -> str:
         f"pooled similarity {s.distribution_similarity:.4f}; {stop}; "
         f"ε-share {s.epsilon_ball_share:.2f}"
     )
+
+
+def finish_callbacks(callbacks: Sequence[Callback], status: str) -> None:
+    """Tell callbacks that keep something open (a tracker run, a report) that the run ended.
+
+    Args:
+        callbacks: The run's callbacks; those with a ``finish(status)`` method are called.
+        status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+    """
+    for callback in callbacks:
+        finish = getattr(callback, "finish", None)
+        if callable(finish):
+            try:
+                finish(status)
+            except Exception as exc:  # a tracker must never change how a run ends
+                logger.warning("callback %r failed to finish: %s", callback, exc)

@@ -597,7 +597,7 @@ class ScoreBook:
         best = ranked_records(valid, predicted, self.top_k)
         pool = [s for s, _ in ranked[: self.top_k]]
         pooled = np.concatenate([s.embeddings for s in pool]) if pool else np.zeros((0, 1))
-        similarity = float(self.scorer.score(pooled)) if len(pooled) >= 2 else math.nan
+        similarity = self._similarity(pooled)
         own = self._iteration_embeddings.get(iteration, np.zeros((0, 1)))
         this_iter = [s for s in valid if iteration in s.iterations]
         return RunScores(
@@ -621,6 +621,17 @@ class ScoreBook:
         """`(n, D)` images of the given observations, concatenated."""
         by_uid = {o.uid: o for o in self._sets.values()}
         return np.concatenate([by_uid[u].embeddings for u in uids])
+
+    def pooled_similarity(self, uids: Sequence[str]) -> float:
+        """The distribution similarity of the given observations: their pooled images' MMD².
+
+        Returns:
+            NaN when fewer than 2 images are pooled.
+        """
+        return self._similarity(self.pooled_embeddings(uids) if uids else np.zeros((0, 1)))
+
+    def _similarity(self, pooled: np.ndarray) -> float:
+        return float(self.scorer.score(pooled)) if len(pooled) >= 2 else math.nan
 
     # ---- private -------------------------------------------------------------------------------
 

@@ -652,6 +652,38 @@ class ExperimentStore:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
         atomic_write_text(self.root / HISTORY, buf.getvalue())
 
+    def write_derived(
+        self,
+        observations: Sequence[ObservationRecord],
+        records: Sequence[IterationRecord],
+        noise_floor: Mapping[str, Any],
+    ) -> None:
+        """Rebuild what derives from the iterations: ``history.csv`` and the manifest's progress.
+
+        Args:
+            observations: Every observation of the run (replications merged).
+            records: The complete iterations, in order (at least iteration 0).
+            noise_floor: The run's null band record.
+        """
+        self.write_history(observations, records[0].metadata)
+        latest = records[-1].scores.to_dict()
+        self.update_manifest(
+            iterations_completed=len(records) - 1,
+            failed_evaluations=sum(len(r.failures) for r in records),
+            noise_floor=dict(noise_floor),
+            latest_scores={k: v for k, v in latest.items() if k not in {"scorer", "per_set"}},
+        )
+
+    def view(self, config: ExperimentConfig, records: Sequence[IterationRecord]) -> ExperimentRun:
+        """The run as a writer holds it in memory (only the small manifest and history are read)."""
+        return ExperimentRun(
+            root=self.root,
+            manifest=self.read_manifest(),
+            config=config,
+            iterations=list(records),
+            history=self.read_history(),
+        )
+
     def read_calibration(self) -> dict[str, Any] | None:
         """Read ``calibration.json`` (``bo-voids calibrate``'s result); ``None`` if absent."""
         path = self.root / "calibration.json"

@@ -22,15 +22,6 @@ def config_file(repo_root: Path, tmp_path: Path) -> Path:
     return path
 
 
-def test_success_prints_summary(config_file: Path, tmp_path: Path, capsys) -> None:
-    code = optimize.main(["--config", str(config_file), "--quiet", "--no-report"])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "Best parameter sets (ranked by raw MMD²):" in out and "stopped because" in out
-    assert "predicted" not in out  # the random optimiser has no model score to show
-    assert str(tmp_path / "exp") in out
-
-
 def test_overrides_apply(config_file: Path, tmp_path: Path) -> None:
     target = tmp_path / "other"
     code = optimize.main(
@@ -63,8 +54,14 @@ def test_config_error_exit_2(tmp_path: Path, config_file: Path, capsys) -> None:
     assert "Traceback" not in err
 
 
-def test_existing_experiment_exit_2(config_file: Path, capsys) -> None:
+def test_success_prints_summary_then_the_same_folder_needs_resume(
+    config_file: Path, tmp_path: Path, capsys
+) -> None:
     assert optimize.main(["--config", str(config_file), "--quiet", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "Best parameter sets (ranked by raw MMD²):" in out and "stopped because" in out
+    assert "predicted" not in out  # the random optimiser has no model score to show
+    assert str(tmp_path / "exp") in out
     assert optimize.main(["--config", str(config_file), "--quiet", "--no-report"]) == 2
     assert "--resume" in capsys.readouterr().err
     args = [

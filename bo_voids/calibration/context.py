@@ -16,7 +16,7 @@ import numpy as np
 from bo_voids.config import ExperimentConfig
 from bo_voids.exceptions import CalibrationError
 from bo_voids.metrics import MMDScorer
-from bo_voids.scoring import TARGET_TYPES, Observation, score_book_from_iterations
+from bo_voids.scoring import TARGET_TYPES, Observation, ScoreBook, score_book_from_iterations
 from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.state import ExperimentRun, load_experiment
 
@@ -113,8 +113,20 @@ class CalibrationContext:
     evaluator: Any = None
 
     @classmethod
-    def from_run(cls, run: ExperimentRun | str | Path, evaluator: Any = None) -> CalibrationContext:
+    def from_run(
+        cls,
+        run: ExperimentRun | str | Path,
+        evaluator: Any = None,
+        book: ScoreBook | None = None,
+    ) -> CalibrationContext:
         """Collect everything calibration needs from a run (or its folder).
+
+        Args:
+            run: The run, or its folder.
+            evaluator: A prebuilt evaluator (default: built when first needed).
+            book: The run's own score book, when the caller holds it (the pipeline at the end
+                of a run); else it is rebuilt from the stored iterations by
+                :func:`~bo_voids.scoring.score_book_from_iterations`.
 
         Raises:
             CalibrationError: No iteration 0, fewer than 2 targets or no usable observation.
@@ -137,15 +149,16 @@ class CalibrationContext:
                 f"{run.root}: {where} gave {int(is_target.sum())} target image(s); calibration "
                 "needs at least 2"
             )
-        targets = np.asarray(it0.embeddings[is_target], dtype=np.float64)
-        stored = it0.scores.scorer
-        bandwidth: str | MMDScorer = (
-            MMDScorer.from_dict(stored, targets) if stored else cfg.metric.bandwidth
-        )
         space = SearchSpace.from_config(cfg)
-        book = score_book_from_iterations(
-            space, run.iterations, bandwidth=bandwidth, top_k=cfg.bo.top_k
-        )
+        if book is None:
+            targets = np.asarray(it0.embeddings[is_target], dtype=np.float64)
+            stored = it0.scores.scorer
+            bandwidth: str | MMDScorer = (
+                MMDScorer.from_dict(stored, targets) if stored else cfg.metric.bandwidth
+            )
+            book = score_book_from_iterations(
+                space, run.iterations, bandwidth=bandwidth, top_k=cfg.bo.top_k
+            )
         observations = book.observations().sets
         if not observations:
             raise CalibrationError(f"{run.root}: no evaluated parameter set with ≥ 2 images")

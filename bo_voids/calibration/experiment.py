@@ -15,6 +15,7 @@ import numpy as np
 
 from bo_voids.config import PARAMETER_NAMES, CategoricalBounds
 from bo_voids.exceptions import CalibrationError, StateError
+from bo_voids.scoring import ScoreBook
 from bo_voids.seeding import rng
 from bo_voids.state import (
     ExperimentRun,
@@ -98,6 +99,7 @@ def calibrate_experiment(
     evaluator: Evaluator | None = None,
     population: bool = True,
     void_metric_images: int = 16,
+    book: ScoreBook | None = None,
 ) -> dict[str, Any]:
     """Fit the mixture, derive the implied distribution, validate it, write ``calibration.json``.
 
@@ -123,6 +125,8 @@ def calibrate_experiment(
         void_metric_images: Images rendered from the recommendation and from ψ for the
             real-vs-synthetic void metrics (:func:`~bo_voids.void_metrics.compare_void_metrics`,
             stored as ``void_metrics``); 0 leaves them out.
+        book: The run's own score book when the caller holds it (the pipeline does), so the
+            evaluated sets are not scored again; by default it is rebuilt from the folder.
 
     Returns:
         The dict written to ``calibration.json``.
@@ -134,7 +138,7 @@ def calibrate_experiment(
     """
     t0 = time.perf_counter()
     run = load_experiment(experiment_dir)
-    ctx = CalibrationContext.from_run(run, evaluator=evaluator)
+    ctx = CalibrationContext.from_run(run, evaluator=evaluator, book=book)
     cfg = run.config
     seed = cfg.seed if seed is None else int(seed)
     _check_options(seed, n_samples, folds, sets_per_fold, std_correction)

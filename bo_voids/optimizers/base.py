@@ -297,7 +297,6 @@ class BaseOptimizer(ABC):
         obs = book.observations()
         proposal = self.propose(obs, batch_size)
         best = proposal.ranking(obs, self.top_k)
-        pooled = book.pooled_embeddings([b["uid"] for b in best]) if best else np.zeros((0, 1))
         rows = np.array(
             [i for i, m in enumerate(all_metadata) if m.get("dataset_type") not in TARGET_TYPES],
             dtype=np.intp,
@@ -309,9 +308,7 @@ class BaseOptimizer(ABC):
             "next_params": list(proposal.next_params),
             "current_best": best,
             "scores": {
-                "distribution_similarity": float(book.scorer.score(pooled))
-                if len(pooled) >= 2
-                else math.nan,
+                "distribution_similarity": book.pooled_similarity([b["uid"] for b in best]),
                 "per_sample_distances": dists,
                 "per_sample_rows": rows,
                 "per_set": [s.to_record() for s in book.all_sets()],

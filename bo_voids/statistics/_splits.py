@@ -11,7 +11,24 @@ import itertools
 
 import numpy as np
 
-__all__ = ["all_splits", "random_splits", "split_mmd2"]
+from bo_voids.metrics import BandwidthSpec, _rbf_from_sq, _resolve_from_sq, _sq_dists
+
+__all__ = ["all_splits", "pooled_gram", "random_splits", "split_mmd2"]
+
+
+def pooled_gram(Z: np.ndarray, bandwidth: BandwidthSpec) -> np.ndarray:
+    """The RBF kernel matrix of a pooled sample, a bandwidth rule resolved on its distances.
+
+    Args:
+        Z: `(N, D)` pooled sample.
+        bandwidth: A rule (``"median"``, ``"multi"``) resolved on the pooled distances, or
+            bandwidths already fixed (a scorer's).
+
+    Returns:
+        `(N, N)` kernel matrix (mean over the bandwidths).
+    """
+    d2 = _sq_dists(Z, Z, same=True)
+    return _rbf_from_sq(d2, _resolve_from_sq(bandwidth, d2))
 
 
 def split_mmd2(K: np.ndarray, A: np.ndarray, n: int | np.ndarray, unbiased: bool) -> np.ndarray:

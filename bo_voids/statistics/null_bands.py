@@ -26,14 +26,11 @@ from bo_voids.metrics import (
     MMDScorer,
     _as_2d,
     _generator,
-    _rbf_from_sq,
-    _resolve_from_sq,
-    _sq_dists,
     _units,
     rbf_kernel,
 )
 
-from ._splits import all_splits, random_splits, split_mmd2
+from ._splits import all_splits, pooled_gram, random_splits, split_mmd2
 
 __all__ = [
     "NULL_BAND_SCHEMES",
@@ -421,14 +418,11 @@ def split_null_band(
             f"a split band for a judged sample of {s} × {r} needs at least {need} target "
             f"{what}, got {G}"
         )
-    d2 = _sq_dists(T, T, same=True)
     if scorer is not None:
         scorer._require_fitted()
         assert scorer.bandwidths_ is not None
-        bw, unbiased = scorer.bandwidths_, scorer.unbiased
-    else:
-        bw = _resolve_from_sq(bandwidth, d2)
-    K = _rbf_from_sq(d2, bw)
+        bandwidth, unbiased = scorer.bandwidths_, scorer.unbiased
+    K = pooled_gram(T, bandwidth)
     same = unit[:, None] == unit[None, :]
     k_cross = float(K[~same].mean())
     np.fill_diagonal(same, False)
@@ -620,7 +614,7 @@ def half_split_noise_floor(
         raise ValueError(f"n_splits must be >= 2, got {n_splits}")
     if m < (4 if scorer.unbiased else 2):
         raise ValueError(f"noise_floor needs at least 4 targets, got {m}")
-    K = _rbf_from_sq(_sq_dists(scorer._targets, scorer._targets, same=True), scorer.bandwidths_)
+    K = pooled_gram(scorer._targets, scorer.bandwidths_)
     gen = _generator(random_state, "noise_floor")
     half = m // 2
     vals = split_mmd2(K, random_splits(gen, m, half, int(n_splits)), half, scorer.unbiased)

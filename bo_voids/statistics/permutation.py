@@ -20,14 +20,11 @@ from bo_voids.metrics import (
     _as_2d,
     _check_same_dim,
     _generator,
-    _rbf_from_sq,
-    _resolve_from_sq,
-    _sq_dists,
     _units,
     rbf_kernel,
 )
 
-from ._splits import all_splits, random_splits, split_mmd2
+from ._splits import all_splits, pooled_gram, random_splits, split_mmd2
 
 __all__ = [
     "EXACT_PRODUCT_LIMIT",
@@ -163,8 +160,7 @@ def permutation_test(
     G = gx + gy
     clustered = G < N
     Z = np.vstack([Xa, Ya])
-    d2 = _sq_dists(Z, Z, same=True)
-    K = _rbf_from_sq(d2, _resolve_from_sq(bandwidth, d2))
+    K = pooled_gram(Z, bandwidth)
     n_all = math.comb(G, gx)
     exact = n_all <= P
     if exact:

@@ -138,11 +138,11 @@ class OptimizerContract:
     ) -> None:
         """Same history and seed: the same batch, bit for bit; another seed: another batch."""
         emb, meta, _ = synthetic_history(problem, 10)
-        a = make(problem.space, seed=7).recommend_next_batch(emb, meta, problem.targets, 8)
-        b = make(problem.space, seed=7).recommend_next_batch(emb, meta, problem.targets, 8)
+        a = make(problem.space, seed=7).recommend_next_batch(emb, meta, problem.targets, 4)
+        b = make(problem.space, seed=7).recommend_next_batch(emb, meta, problem.targets, 4)
         assert a["next_params"] == b["next_params"]  # bit-exact floats
         assert a["current_best"] == b["current_best"]
-        c = make(problem.space, seed=8).recommend_next_batch(emb, meta, problem.targets, 8)
+        c = make(problem.space, seed=8).recommend_next_batch(emb, meta, problem.targets, 4)
         assert c["next_params"] != a["next_params"]
 
     def test_global_rng_state_untouched(
