@@ -656,7 +656,7 @@ class ExperimentStore:
         self,
         observations: Sequence[ObservationRecord],
         records: Sequence[IterationRecord],
-        noise_floor: Mapping[str, Any],
+        noise_floor: Mapping[str, JsonValue],
     ) -> None:
         """Rebuild what derives from the iterations: ``history.csv`` and the manifest's progress.
 
