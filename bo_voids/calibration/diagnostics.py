@@ -23,11 +23,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
-from bo_voids._types import JsonObject
 from bo_voids.seeding import rng
 from bo_voids.space import ParamMapping
 from bo_voids.state import atomic_write_bytes
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CV_PLOT",
     "PAIRPLOT",
+    "CrossValidation",
     "surrogate_cross_validation",
     "write_cross_validation_plot",
     "write_psi_pairplot",
@@ -52,9 +52,27 @@ PAIRPLOT = Path("plots") / "psi_pairplot.png"
 _STREAM = "diagnostics"
 
 
+class CrossValidation(TypedDict):
+    """:func:`surrogate_cross_validation`'s result (``surrogate_cv`` of ``calibration.json``).
+
+    ``observed``, ``predicted`` and ``predictive_sd`` are ``n_sets x k`` (one column per summary);
+    ``per_summary`` holds ``r2``, ``coverage_2sd`` and ``rmse`` of each summary.
+    """
+
+    n_sets: int
+    n_folds: int
+    summaries: list[str]
+    set_ids: list[str]
+    observed: list[list[float]]
+    predicted: list[list[float]]
+    predictive_sd: list[list[float]]
+    per_summary: dict[str, dict[str, float]]
+    note: str
+
+
 def surrogate_cross_validation(
     emulator: Emulator, *, n_folds: int = 5, seed: int = 0
-) -> JsonObject:
+) -> CrossValidation:
     """K-fold cross-validation of the composite surrogate over the observed sets.
 
     Args:
@@ -119,7 +137,7 @@ def surrogate_cross_validation(
     }
 
 
-def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels: int = 16) -> Path:
+def write_cross_validation_plot(root: Path, cv: CrossValidation, *, max_panels: int = 16) -> Path:
     """Predicted against observed per summary, with ±2 sd bars, R² and coverage in each title.
 
     Args:
