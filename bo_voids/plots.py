@@ -702,7 +702,7 @@ def write_all_plots(experiment_dir: str | Path, run: ExperimentRun | None = None
     written: list[Path] = []
     if not run.iterations:
         return written
-    summaries = set_summaries(run)  # one scoring pass shared by the three figures that need it
+    summaries = set_summaries(run)  # the persisted per-set scores, read once for three figures
     for key, make in makers.items():
         fig = make(run) if key == "latent" else make(run, summaries=summaries)
         try:

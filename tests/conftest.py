@@ -24,3 +24,18 @@ def _offline_hf(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach for a model hub."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_live_plots(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs inside a test skip drawing the live plots, unless the test is marked ``plots``.
+
+    Drawing the four figures after every iteration is two thirds of a tiny run's time, and
+    most tests look at other things; the tests of the plots, the report and the end-to-end run
+    are marked ``plots`` and draw them. Session fixtures (the shared tiny runs) are built before
+    this patch applies, so their folders hold real plots.
+    """
+    if request.node.get_closest_marker("plots") is None:
+        import bo_voids.plots
+
+        monkeypatch.setattr(bo_voids.plots, "write_all_plots", lambda *a, **k: [])

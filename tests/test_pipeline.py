@@ -14,6 +14,7 @@ from bo_voids.testing import REAL_MEANS
 from bo_voids.testing.runs import tiny_config
 
 
+@pytest.mark.plots
 def test_end_to_end_writes_every_file(repo_root: Path, tmp_path: Path) -> None:
     cfg = tiny_config(repo_root, tmp_path, calibrate=True)
     summary = OptimizationPipeline(cfg).run_full_experiment()

@@ -32,6 +32,9 @@ from bo_voids.testing.runs import (
 EXPECTED_FILES = ("latent_pca.png", "convergence.png", "image_grid.png", "parameters.png")
 
 
+pytestmark = pytest.mark.plots
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_run(tmp_path_factory.getbasetemp())

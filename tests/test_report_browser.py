@@ -13,7 +13,7 @@ from PIL import Image
 from bo_voids.report import write_report
 from bo_voids.testing.runs import build_tiny_run
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.plots]
 
 
 def _chromium() -> str | None:
