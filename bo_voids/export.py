@@ -58,7 +58,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ from bo_voids.exceptions import (
     UserInputError,
 )
 from bo_voids.generation.voids import VoidGenerator
+from bo_voids.schema import ImagingSettings
 from bo_voids.seeding import derive_seed, rng
 from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.state import ExperimentStore
@@ -120,11 +121,17 @@ class GeneratorSettings:
     base_image_dir: str
     image_size: int
     edge_blur: float
+    #: The run's imaging chain: fixed values are applied to every image; nuisance parameters
+    #: come with each parameter set (ψ's draws, the recommendation).
+    imaging: ImagingSettings = field(default_factory=ImagingSettings)
 
     def build(self) -> VoidGenerator:
         """Load the base chips into a :class:`~bo_voids.generation.voids.VoidGenerator`."""
         return VoidGenerator(
-            self.base_image_dir, image_size=self.image_size, edge_blur=self.edge_blur
+            self.base_image_dir,
+            image_size=self.image_size,
+            edge_blur=self.edge_blur,
+            imaging=self.imaging,
         )
 
 
@@ -147,7 +154,9 @@ def generator_settings(
     size = config.image_size if image_size is None else int(image_size)
     if size < 8:
         raise ExportError(f"--image-size must be at least 8 px, got {size}")
-    return GeneratorSettings(str(config.base_image_dir), size, float(config.edge_blur))
+    return GeneratorSettings(
+        str(config.base_image_dir), size, float(config.edge_blur), imaging=config.imaging
+    )
 
 
 @dataclass(frozen=True)
@@ -307,12 +316,10 @@ def parameter_draws(
     space = SearchSpace.from_config(config)
     typed = None
     if plan.distribution is not None:
-        raw = config.to_dict()
-        named = raw["param_distributions"]
-        assert isinstance(named, Mapping)  # to_dict writes the distributions as a mapping
-        raw["param_distributions"] = {**named, "real": plan.distribution}
+        from bo_voids.calibration.distribution import typed_distribution
+
         try:
-            typed = config_from_dict(raw, check_paths=False).param_distributions["real"]
+            typed = typed_distribution(plan.distribution, config)
         except ConfigError as exc:
             raise ExportError(f"the {plan.source} distribution is not valid: {exc}") from exc
     out = []

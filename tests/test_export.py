@@ -229,3 +229,25 @@ def test_export_speed_benchmark_writes_its_files(
     record = json.loads((tmp_path / "export_speed.json").read_text(encoding="utf-8"))
     assert record["rows"] == rows
     assert "| source | images |" in (tmp_path / "export_speed.md").read_text(encoding="utf-8")
+
+
+def test_exports_render_through_the_run_s_imaging_chain(repo_root: Path) -> None:
+    """A run with an imaging block exports images through it (fixed values and nuisance)."""
+    from bo_voids.config import config_from_dict, load_config
+    from bo_voids.export import ExportPlan, generator_settings, parameter_draws
+
+    cfg = load_config(repo_root / "configs" / "quickstart.yaml", check_paths=False)
+    with_imaging = config_from_dict(
+        {**cfg.to_dict(), "imaging": {"psf_sigma": [0.0, 3.0], "gamma": 1.5}}, check_paths=False
+    )
+    settings = generator_settings(with_imaging, image_size=48)
+    assert settings.imaging == with_imaging.imaging
+    psi = {**PSI, "imaging_psf_sigma": {"mean": 2.0, "std": 0.5}}
+    plan = ExportPlan("exp", "psi", 2, 0, settings, psi, None, {})
+    draws = parameter_draws(plan, with_imaging, range(2))
+    assert all(0.0 <= p["imaging_psf_sigma"] <= 3.0 for _, p, _ in draws)
+    _, params, seed = draws[0]
+    through = settings.build().render(params, seed).image
+    plain = generator_settings(cfg, image_size=48).build()
+    design = {k: v for k, v in params.items() if not k.startswith("imaging_")}
+    assert not np.array_equal(through, plain.render(design, seed).image)

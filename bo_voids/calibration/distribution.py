@@ -32,10 +32,13 @@ from bo_voids.config import (
     PARAMETER_NAMES,
     CategoricalBounds,
     ExperimentConfig,
+    NormalDistribution,
     ParameterBounds,
     ParameterDistribution,
     config_from_dict,
 )
+from bo_voids.exceptions import ConfigError
+from bo_voids.schema import NUISANCE_PREFIX
 from bo_voids.space import ParamMapping
 
 __all__ = [
@@ -186,11 +189,34 @@ def typed_distribution(
     distribution: Mapping[str, ParameterDistribution | Mapping[str, float]],
     config: ExperimentConfig,
 ) -> Mapping[str, ParameterDistribution]:
-    """Typed distributions from a config-form or already typed mapping."""
-    typed = {k: v for k, v in distribution.items() if not isinstance(v, Mapping)}
-    if len(typed) == len(distribution):
-        return typed
-    return distribution_from_yaml(distribution, config)
+    """Typed distributions from a config-form or already typed mapping.
+
+    The design parameters are validated through the config loader
+    (:func:`distribution_from_yaml`); imaging nuisance parameters (a population fit ψ of a run
+    with an ``imaging:`` block holds them) become normal distributions, clipped to their bounds
+    when drawn.
+
+    Raises:
+        ConfigError: An invalid distribution, or a nuisance parameter the config lacks.
+    """
+    already = {k: v for k, v in distribution.items() if not isinstance(v, Mapping)}
+    if len(already) == len(distribution):
+        return already
+    nuisance_bounds = config.imaging.nuisance_bounds()
+    nuisance = {k: v for k, v in distribution.items() if k.startswith(NUISANCE_PREFIX)}
+    unknown = sorted(set(nuisance) - set(nuisance_bounds))
+    if unknown:
+        raise ConfigError(
+            f"unknown imaging parameter(s) {unknown}; the experiment's nuisance parameters are "
+            f"{sorted(nuisance_bounds)}"
+        )
+    design = {k: v for k, v in distribution.items() if k not in nuisance}
+    typed: dict[str, ParameterDistribution] = dict(distribution_from_yaml(design, config))
+    for name, d in nuisance.items():
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{name} must be given as {{mean, std}} here, got {d!r}")
+        typed[name] = NormalDistribution(float(d["mean"]), float(d["std"]))
+    return typed
 
 
 def _plain(obj: Any) -> Any:

@@ -525,7 +525,7 @@ def write_marginals_plot(
             lo, hi = (intervals.get(p.name) or {}).get("mean", (None, None))
             if lo is not None:
                 ax.axvspan(lo, hi, color="#1f77b4", alpha=0.12, label="ψ mean interval")
-            if mixture is not None:
+            if mixture is not None and p.name in mixture:  # the mixture has no nuisance
                 m = mixture[p.name]
                 ax.plot(
                     x,

@@ -137,3 +137,24 @@ def test_distribution_errors(cfg) -> None:
     err = distribution_errors(other, truth, cfg.param_bounds)
     assert err["per_parameter"]["base_size"]["mean_error"] == pytest.approx(0.1)
     assert err["shape_tv"] == pytest.approx(1.0 - truth["void_shape"]["circle"])
+
+
+def test_a_psi_with_imaging_nuisance_is_drawn_with_it(cfg) -> None:
+    """ψ of a run with an imaging block holds nuisance components: drawn, clipped, validated."""
+    from bo_voids.calibration.distribution import typed_distribution
+    from bo_voids.exceptions import ConfigError
+
+    with_imaging = config_from_dict(
+        {**cfg.to_dict(), "imaging": {"psf_sigma": [0.0, 3.0], "gamma": 1.2}}, check_paths=False
+    )
+    psi = {
+        "void_shape": {"circle": 0.2, "ellipse": 0.5, "irregular": 0.3},
+        **{k: {"mean": float(v), "std": 0.0} for k, v in REAL_MEANS.items() if k != "void_shape"},
+        "imaging_psf_sigma": {"mean": 5.0, "std": 0.5},
+    }
+    typed = typed_distribution(psi, with_imaging)
+    assert typed["imaging_psf_sigma"] == NormalDistribution(5.0, 0.5)
+    draws = SearchSpace.from_config(with_imaging).sample(typed, 20, 0)
+    assert all(d["imaging_psf_sigma"] == 3.0 for d in draws)  # clipped to its bounds
+    with pytest.raises(ConfigError, match="imaging_gamma"):
+        typed_distribution({**psi, "imaging_gamma": {"mean": 1.0, "std": 0.1}}, with_imaging)
