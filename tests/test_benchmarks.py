@@ -76,12 +76,21 @@ def test_peer_is_stateless_over_a_loop(name: str) -> None:
     assert fresh.recommend_next_batch(emb2, meta2, problem.targets, 4)["next_params"] == second
 
 
-def test_smoke_run(tmp_path: Path) -> None:
+SMOKE = ["--smoke", "--targets", "real", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], dict]:
+    """One smoke run of two methods: its output folder, work folder, arguments and summary."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    out, work = tmp / "out", tmp / "work"
+    argv = [*SMOKE, "--methods", "random,composite_ei", "--out", str(out), "--work-dir", str(work)]
+    return out, work, argv, bench.main(argv)
+
+
+def test_smoke_run(smoke: tuple[Path, Path, list[str], dict]) -> None:
     """--smoke: tiny images, 2 seeds, 2 iterations; paired iteration 0, tables, tests, resume."""
-    out, work = tmp_path / "out", tmp_path / "work"
-    argv = ["--smoke", "--targets", "real", "--methods", "random,composite_ei"]
-    argv += ["--out", str(out), "--work-dir", str(work), "--workers", "1"]
-    summary = bench.main(argv)
+    out, _, argv, summary = smoke
     assert summary["pairing"]["ok"]
     with (out / "runs_real.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -103,11 +112,31 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert again["targets"]["real"]["table"] == real["table"]
 
 
-def test_smoke_skips_a_method_whose_optional_package_is_missing(
-    tmp_path: Path, monkeypatch, capsys
+def test_a_complete_run_without_its_result_file_is_judged_again(
+    smoke: tuple[Path, Path, list[str], dict], tmp_path: Path
 ) -> None:
-    """On the `dev` install (no sbi) the smoke run skips sbi_npe with one line naming the extra."""
+    """A run folder that is complete but lost its result file is judged without re-running."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(smoke[1], work)
+    for result in (work / "real" / "random").rglob("bench_result.json"):
+        result.unlink()
+    argv = [*SMOKE, "--methods", "random", "--out", str(tmp_path / "out"), "--work-dir", str(work)]
+    again = bench.main(argv)["targets"]["real"]["table"]
+    before = [r for r in smoke[3]["targets"]["real"]["table"] if r["method"] == "random"]
+    assert [r for r in again if r["method"] == "random"] == before
+
+
+def test_smoke_skips_a_method_whose_optional_package_is_missing(
+    smoke: tuple[Path, Path, list[str], dict], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """On the `dev` install (no sbi) the smoke run skips sbi_npe with one line naming the extra.
+
+    It runs in a copy of the smoke run's work folder, so random search's runs are reused.
+    """
     import importlib.util
+    import shutil
 
     real_find_spec = importlib.util.find_spec
 
@@ -116,7 +145,9 @@ def test_smoke_skips_a_method_whose_optional_package_is_missing(
 
     monkeypatch.setattr(importlib.util, "find_spec", no_sbi)
     out, work = tmp_path / "out", tmp_path / "work"
-    argv = ["--smoke", "--targets", "real", "--methods", "random,sbi_npe", "--workers", "1"]
+    shutil.copytree(smoke[1], work)
+    argv = [*SMOKE, "--methods", "random,sbi_npe"]
+    capsys.readouterr()
     summary = bench.main([*argv, "--out", str(out), "--work-dir", str(work)])
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if line.startswith("skipping")]

@@ -98,8 +98,16 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
                     "mmd2_in_sample": b["mmd2"],
                     "n_images": b["n_images"],
                 }
-    assert pipe.book is not None and pipe.evaluator is not None
-    evaluator, scorer = pipe.evaluator, pipe.book.scorer
+    if pipe.book is None or pipe.evaluator is None:
+        # the folder held a complete run (its result file lost or stale): nothing was rendered,
+        # so the scorer is the one stored with the run and the evaluator is built here
+        from bo_voids.calibration import CalibrationContext
+        from bo_voids.evaluation import EvaluatorSpec
+
+        evaluator = EvaluatorSpec.from_config(cfg).build()
+        scorer = CalibrationContext.from_run(spec.run_dir).scorer
+    else:
+        evaluator, scorer = pipe.evaluator, pipe.book.scorer
     real_sets = _realised_sets(pipe.records[0].metadata)
     truth = _true_means(cfg, spec.target)
     realised = _mean_point(real_sets)

@@ -115,8 +115,12 @@ class RunSpec:
         return Path(self.work_dir) / self.target / self.method / f"seed_{self.seed}"
 
     def fingerprint(self) -> str:
-        """A hash of the spec and the method's definition (a changed method reruns)."""
-        blob = json.dumps({**asdict(self), "def": METHODS[self.method]}, sort_keys=True)
+        """A hash of the spec and the method's definition (a changed method reruns).
+
+        The work folder is left out: a moved or copied work folder holds the same runs.
+        """
+        spec = {k: v for k, v in asdict(self).items() if k != "work_dir"}
+        blob = json.dumps({**spec, "def": METHODS[self.method]}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
