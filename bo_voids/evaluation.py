@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.config import DATASET_TYPES, ExperimentConfig, ImagingSettings
 from bo_voids.embedding import Embedder, make_embedder
 from bo_voids.generation.voids import ImageRecord, VoidGenerator, image_record
 from bo_voids.seeding import derive_seed, rng
-from bo_voids.space import SearchSpace
+from bo_voids.space import ParamMapping, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class EvaluatorSpec:
             imaging=cfg.imaging,
         )
 
-    def generator_settings(self) -> dict[str, Any]:
+    def generator_settings(self) -> JsonObject:
         """What the rendered images depend on (for fingerprints of cached renders)."""
         chips = sorted(Path(self.base_image_dir).glob("*"))
         return {
@@ -335,7 +336,7 @@ def initial_tasks(config: ExperimentConfig, space: SearchSpace) -> list[Evaluati
 
 
 def batch_tasks(
-    config: ExperimentConfig, space: SearchSpace, k: int, param_sets: Sequence[Mapping[str, Any]]
+    config: ExperimentConfig, space: SearchSpace, k: int, param_sets: Sequence[ParamMapping]
 ) -> list[EvaluationTask]:
     """Iteration ``k ≥ 1``: the batch the optimiser proposed after iteration ``k - 1``."""
     reps = config.replications_per_iteration

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bo_voids import reference_design
+from bo_voids._types import JsonObject
 from bo_voids.config import DATASET_TYPES, ExperimentConfig
 from bo_voids.evaluation import (
     EvaluationResult,
@@ -394,7 +395,7 @@ class OptimizationPipeline:
     # ---- private: setup ---------------------------------------------------------------------
 
     @property
-    def embedder_info(self) -> dict[str, Any]:
+    def embedder_info(self) -> JsonObject:
         """Identity of the embedder (name, dim, fingerprint, settings); builds it on first use."""
         if self._embedder_info is None:
             self._embedder_info = self._evaluator().embedder.identity()

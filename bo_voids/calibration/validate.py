@@ -41,6 +41,7 @@ import numpy as np
 from bo_voids._types import JsonObject
 from bo_voids.config import ParameterDistribution
 from bo_voids.exceptions import CalibrationError
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.metrics import MMDScorer
 from bo_voids.scoring import Observation
 from bo_voids.seeding import derive_seed, rng
@@ -322,9 +323,15 @@ def render_requests(
             replications=req.replications,
             embeddings=emb,
             groups=groups,
-            render_seeds=[int(rec["render_seed"]) for r in mine for rec in r.records],
+            render_seeds=[_render_seed(rec) for r in mine for rec in r.records],
         )
     return out
+
+
+def _render_seed(record: ImageRecord) -> int:
+    seed = record["render_seed"]
+    assert seed is not None, "a rendered image records its render seed"
+    return int(seed)
 
 
 # ---------------------------------------------------------------------------------------------
