@@ -39,20 +39,20 @@ def embedded_figure(png: Path, key: str, title: str, caption: str) -> str:
     )
 
 
-def e(value: Any) -> str:
+def e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def num(value: Any) -> float:
+def num(value: object) -> float:
     if value is None or value == "" or isinstance(value, bool):
         return math.nan
     try:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]  # anything: refused below
     except (TypeError, ValueError):
         return math.nan
 
 
-def fmt(value: Any) -> str:
+def fmt(value: object) -> str:
     """Compact, stable formatting of scores and parameters (``—`` for missing)."""
     if value is None or value == "":
         return "—"
@@ -73,12 +73,12 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def seconds(value: Any) -> str:
+def seconds(value: object) -> str:
     v = num(value)
     return f"{v:.2f}" if math.isfinite(v) else "—"
 
 
-def pct(value: Any) -> str:
+def pct(value: object) -> str:
     v = num(value)
     return f"{100 * v:.0f}%" if math.isfinite(v) else "—"
 
@@ -106,7 +106,7 @@ def table(
     return f"<table{ident}><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: object) -> str:
     if isinstance(value, float | int) and not isinstance(value, bool):
         return fmt(value)
     if isinstance(value, Mapping | list | tuple):
@@ -114,7 +114,7 @@ def _scalar(value: Any) -> str:
     return fmt(value)
 
 
-def render_value(value: Any, depth: int = 0) -> str:
+def render_value(value: object, depth: int = 0) -> str:
     """Render arbitrary JSON generically: mappings and record lists as tables, scalars as text."""
     if isinstance(value, Mapping):
         if not value:

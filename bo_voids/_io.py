@@ -14,8 +14,9 @@ Saved models (:class:`~bo_voids.projection.PCAProjector`, :class:`~bo_voids.summ
 are ``.npz`` files of plain arrays and a ``format_version``, written by :func:`write_npz` and read
 back by :func:`read_npz` with ``allow_pickle=False``, so loading a file never runs code from it.
 
-This module depends on numpy and :mod:`bo_voids.exceptions` only, so that low-level modules
-(generation, projection, embedders) can write files without importing the experiment store.
+This module depends on numpy, :mod:`bo_voids.exceptions` and :mod:`bo_voids._types` only, so
+that low-level modules (generation, projection, embedders) can write files without importing the
+experiment store.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.exceptions import DamagedFileError, StateError
 
 __all__ = [
@@ -128,7 +131,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def to_jsonable(obj: Any) -> Any:
+def to_jsonable(obj: object) -> JsonValue:
     """Convert numpy scalars/arrays, paths and tuples to JSON types; non-finite floats to ``None``.
 
     Args:
@@ -153,10 +156,10 @@ def to_jsonable(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
         return None  # JSON has no NaN/inf: store null
-    return obj
+    return obj  # type: ignore[return-value]  # a JSON scalar, or left for json.dumps to refuse
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
+def atomic_write_json(path: str | Path, obj: object) -> None:
     """Write JSON atomically (numpy types converted, non-finite floats stored as ``null``)."""
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False, sort_keys=False)
     atomic_write_text(path, text + "\n")
@@ -169,7 +172,7 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_npz(path: str | Path, arrays: Mapping[str, Any], *, format_version: int) -> Path:
+def write_npz(path: str | Path, arrays: Mapping[str, ArrayLike], *, format_version: int) -> Path:
     """Save named arrays and a format version as an ``.npz`` file atomically, without pickle.
 
     The file is written through :func:`atomic_open`, so the name is used exactly as given (no
@@ -282,7 +285,7 @@ class JsonLines:
             by a crash); that line is never read, and not counted in ``skipped``.
     """
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[JsonObject] = field(default_factory=list)
     skipped: int = 0
     incomplete: bool = False
 

@@ -198,7 +198,7 @@ def report_failure(exc: BaseException, *, hint: str = "") -> ExitCode:
     return ExitCode.USAGE if isinstance(exc, UserInputError) else ExitCode.FAILURE
 
 
-def call_guarded(func: Callable[..., Any], argv: Sequence[str], **kwargs: Any) -> int:
+def call_guarded(func: Callable[..., int | None], argv: Sequence[str], **kwargs: object) -> int:
     """Call a command's ``main`` and map whatever it ends with onto :class:`ExitCode`.
 
     ``SystemExit`` (argparse) keeps its code; Ctrl-C gives 130, ``SIGTERM`` 143; any other
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return call_guarded(func, rest, **kwargs)
 
 
-def run_module(func: Callable[..., Any]) -> None:
+def run_module(func: Callable[..., int | None]) -> None:
     """The ``if __name__ == "__main__"`` of a ``python -m`` alias: the same policy as ``bo-voids``.
 
     Args:

@@ -12,13 +12,14 @@ instance map into annotations; :func:`coco_document` assembles the file's conten
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy import ndimage
 
 __all__ = [
     "VOID_CATEGORY",
+    "Rle",
     "box_rle",
     "coco_document",
     "mask_to_rle",
@@ -27,10 +28,17 @@ __all__ = [
 ]
 
 #: The COCO category of every annotation.
-VOID_CATEGORY = {"id": 1, "name": "void", "supercategory": "defect"}
+VOID_CATEGORY: dict[str, int | str] = {"id": 1, "name": "void", "supercategory": "defect"}
 
 
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+class Rle(TypedDict):
+    """COCO uncompressed run-length encoding of a binary mask."""
+
+    size: list[int]
+    counts: list[int]
+
+
+def mask_to_rle(mask: np.ndarray) -> Rle:
     """A binary mask as COCO uncompressed RLE (column-major run lengths, zeros first).
 
     Args:
@@ -47,7 +55,7 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
-def box_rle(labels: np.ndarray, label: int, box: tuple[slice, slice]) -> dict[str, Any]:
+def box_rle(labels: np.ndarray, label: int, box: tuple[slice, slice]) -> Rle:
     """:func:`mask_to_rle` of ``labels == label``, computed inside its bounding box only.
 
     Equal to ``mask_to_rle(labels == label)`` when ``box`` holds every pixel of the label (the
@@ -74,7 +82,7 @@ def box_rle(labels: np.ndarray, label: int, box: tuple[slice, slice]) -> dict[st
     return {"size": [int(h), int(w)], "counts": counts}
 
 
-def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
+def rle_to_mask(rle: Rle) -> np.ndarray:
     """Decode :func:`mask_to_rle`'s form back to a boolean mask (the reference decoder)."""
     h, w = rle["size"]
     counts = np.asarray(rle["counts"], dtype=np.int64)
@@ -85,7 +93,7 @@ def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
     return flat.reshape((h, w), order="F")
 
 
-def void_annotations(labels: np.ndarray, voids: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def void_annotations(labels: np.ndarray, voids: list[dict[str, object]]) -> list[dict[str, object]]:
     """One COCO annotation per visible void of an instance map; adds area and bbox to ``voids``.
 
     Args:
@@ -98,7 +106,7 @@ def void_annotations(labels: np.ndarray, voids: list[dict[str, Any]]) -> list[di
         ``category_id``, ``segmentation`` (uncompressed RLE), ``area``, ``bbox``, ``iscrowd``,
         ``void_index``.
     """
-    anns = []
+    anns: list[dict[str, object]] = []
     objects = _find_objects(labels, len(voids))
     for k, void in enumerate(voids):
         sl = objects[k]
@@ -129,12 +137,12 @@ def _find_objects(labels: np.ndarray, n: int) -> list[Any]:
 
 
 def coco_document(
-    images: Sequence[Mapping[str, Any]],
-    annotations: Sequence[Mapping[str, Any]],
+    images: Sequence[Mapping[str, object]],
+    annotations: Sequence[Mapping[str, object]],
     *,
     description: str,
     version: str,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The content of a COCO instances file with the one ``void`` category.
 
     Args:

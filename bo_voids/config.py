@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from bo_voids._io import read_regular_file
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import ConfigError
 from bo_voids.schema import IMAGING_IDENTITY as IMAGING_IDENTITY
 from bo_voids.schema import IMAGING_LIMITS as IMAGING_LIMITS
@@ -216,7 +217,7 @@ class ExperimentConfig:
             raise KeyError(f"unknown dataset {name!r}; expected one of {DATASET_TYPES}")
         return getattr(self, name)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """Return the plain YAML/JSON form; ``config_from_dict(cfg.to_dict())`` gives ``cfg``."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -237,13 +238,13 @@ class ExperimentConfig:
             out[f.name] = value
         return out
 
-    def replace(self, **changes: Any) -> ExperimentConfig:
+    def replace(self, **changes: object) -> ExperimentConfig:
         """Return a validated copy with top-level keys changed (e.g. CLI overrides).
 
         Raises:
             ConfigError: If a changed value is invalid.
         """
-        raw = self.to_dict()
+        raw: dict[str, object] = dict(self.to_dict())
         for key, value in changes.items():
             raw[key] = str(value) if isinstance(value, Path) else value
         return config_from_dict(raw, check_paths=False)
@@ -294,7 +295,7 @@ _StrictLoader.add_implicit_resolver(
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path) -> dict[str, object]:
     """Read a YAML mapping strictly (duplicate keys rejected, errors with ``file:line:col``).
 
     Args:
@@ -340,7 +341,7 @@ def _make_loader(name: str) -> type[_StrictLoader]:
 
 
 def load_config(
-    path: str | Path, *, overrides: Mapping[str, Any] | None = None, check_paths: bool = True
+    path: str | Path, *, overrides: Mapping[str, object] | None = None, check_paths: bool = True
 ) -> ExperimentConfig:
     """Load and validate an experiment config.
 
@@ -396,7 +397,7 @@ def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(
-    raw: Mapping[str, Any], *, check_paths: bool = True, source: str = "config"
+    raw: Mapping[str, object], *, check_paths: bool = True, source: str = "config"
 ) -> ExperimentConfig:
     """Validate a plain mapping (as read from YAML) into an :class:`ExperimentConfig`.
 

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.config import DATASET_TYPES, ExperimentConfig, ImagingSettings
 from bo_voids.embedding import Embedder, make_embedder
-from bo_voids.generation.voids import VoidGenerator, image_record
+from bo_voids.generation.voids import ImageRecord, VoidGenerator, image_record
 from bo_voids.seeding import derive_seed, rng
-from bo_voids.space import SearchSpace
+from bo_voids.space import ParamMapping, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class EvaluationResult:
     images: np.ndarray  # `R x H x W` float32
     masks: np.ndarray  # `R x H x W` bool
     embeddings: np.ndarray  # `R x D` float32
-    records: list[dict[str, Any]]
+    records: list[ImageRecord]
     render_seconds: float = 0.0
     embed_seconds: float = 0.0
     error: str | None = None
@@ -126,7 +127,7 @@ class EvaluatorSpec:
             imaging=cfg.imaging,
         )
 
-    def generator_settings(self) -> dict[str, Any]:
+    def generator_settings(self) -> JsonObject:
         """What the rendered images depend on (for fingerprints of cached renders)."""
         chips = sorted(Path(self.base_image_dir).glob("*"))
         return {
@@ -161,7 +162,7 @@ class Evaluator:
     embedder: Embedder
     embed_batch_size: int | None = None
 
-    def render(self, task: EvaluationTask) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    def render(self, task: EvaluationTask) -> tuple[np.ndarray, np.ndarray, list[ImageRecord]]:
         """Render one task's replications: images, masks and per-image records."""
         images, masks, records = [], [], []
         for r, seed in enumerate(task.seeds):
@@ -225,7 +226,7 @@ class Evaluator:
         return out
 
 
-def target_records(folder: Path, ids: Sequence[str]) -> list[dict[str, Any]]:
+def target_records(folder: Path, ids: Sequence[str]) -> list[ImageRecord]:
     """Metadata records of real target images loaded from a folder."""
     return [
         image_record(
@@ -255,7 +256,7 @@ class IterationImages:
     images: list[np.ndarray]
     masks: list[np.ndarray | None]
     embeddings: np.ndarray
-    metadata: list[dict[str, Any]]
+    metadata: list[ImageRecord]
 
 
 def assemble_iteration(
@@ -274,18 +275,18 @@ def assemble_iteration(
     """
     images: list[np.ndarray] = []
     masks: list[np.ndarray | None] = []
-    metadata: list[dict[str, Any]] = []
+    metadata: list[ImageRecord] = []
     parts: list[np.ndarray] = []
     for p in prefix:
         images.extend(p.images)
         masks.extend(p.masks)
-        metadata.extend(dict(m) for m in p.metadata)
+        metadata.extend(m.copy() for m in p.metadata)
         parts.append(p.embeddings)
     for res in results:
         images.extend(res.images)
         masks.extend(res.masks)
         parts.append(res.embeddings)
-        metadata.extend(dict(m) for m in res.records)
+        metadata.extend(m.copy() for m in res.records)
     counters: dict[str, int] = {}
     for m in metadata:  # sample ids per (iteration, dataset_type), as in the design
         n = counters.get(m["dataset_type"], 0)
@@ -335,7 +336,7 @@ def initial_tasks(config: ExperimentConfig, space: SearchSpace) -> list[Evaluati
 
 
 def batch_tasks(
-    config: ExperimentConfig, space: SearchSpace, k: int, param_sets: Sequence[Mapping[str, Any]]
+    config: ExperimentConfig, space: SearchSpace, k: int, param_sets: Sequence[ParamMapping]
 ) -> list[EvaluationTask]:
     """Iteration ``k ≥ 1``: the batch the optimiser proposed after iteration ``k - 1``."""
     reps = config.replications_per_iteration

@@ -66,6 +66,7 @@ import numpy as np
 from PIL import Image
 
 from bo_voids._io import atomic_write_json, atomic_write_text
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.coco import coco_document, void_annotations
 from bo_voids.config import ExperimentConfig, config_from_dict, load_config
 from bo_voids.exceptions import (
@@ -78,7 +79,7 @@ from bo_voids.exceptions import (
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.schema import ImagingSettings
 from bo_voids.seeding import derive_seed, rng
-from bo_voids.space import SearchSpace
+from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.state import ExperimentStore
 
 __all__ = [
@@ -183,7 +184,7 @@ class ExportPlan:
     params: dict[str, Any] | None
     origin: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The JSON form stored in ``export.json`` (``plan``)."""
         return asdict(self)
 
@@ -261,7 +262,7 @@ def plan_export(
                 "export --source recommendation or --source real instead"
             )
         distribution = population["psi"]
-        origin = {"file": "calibration.json", "key": "population.psi"}
+        origin: dict[str, JsonValue] = {"file": "calibration.json", "key": "population.psi"}
     elif source == "recommendation":
         best = manifest.get("current_best") or []
         if not best:
@@ -298,7 +299,7 @@ def plan_export(
 
 def parameter_draws(
     plan: ExportPlan, config: ExperimentConfig, indices: Iterable[int]
-) -> list[tuple[int, dict[str, Any], int]]:
+) -> list[tuple[int, ParamSet, int]]:
     """``(index, params, render_seed)`` of each image, each from its own seeded stream.
 
     Args:

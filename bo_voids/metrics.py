@@ -46,7 +46,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from bo_voids._types import JsonObject, Labels
 from bo_voids.exceptions import StateError
 from bo_voids.seeding import derive_seed
 
@@ -79,7 +81,7 @@ _SERIAL_VERSION = 1
 # --------------------------------------------------------------------------------------------
 # Input validation and randomness
 # --------------------------------------------------------------------------------------------
-def _as_2d(X: Any, name: str, *, min_samples: int = 1) -> np.ndarray:
+def _as_2d(X: ArrayLike, name: str, *, min_samples: int = 1) -> np.ndarray:
     """Return ``X`` as a finite ``float64`` array of shape `(n, d)`, or raise ``ValueError``."""
     try:
         arr = np.asarray(X, dtype=np.float64)
@@ -137,7 +139,7 @@ def _sq_dists(X: np.ndarray, Y: np.ndarray, same: bool = False) -> np.ndarray:
     return d2
 
 
-def pairwise_sq_dists(X: Any, Y: Any | None = None) -> np.ndarray:
+def pairwise_sq_dists(X: ArrayLike, Y: ArrayLike | None = None) -> np.ndarray:
     """Squared Euclidean distances between the rows of two arrays.
 
     Uses ``‖x‖² + ‖y‖² - 2 x·y`` (one matrix product), clipped at 0; when ``Y`` is omitted the
@@ -180,7 +182,7 @@ def _median_from_sq(d2: np.ndarray) -> float:
     return 1.0  # every sample is identical: any σ gives the same kernel matrix
 
 
-def median_bandwidth(X: Any, Y: Any | None = None) -> float:
+def median_bandwidth(X: ArrayLike, Y: ArrayLike | None = None) -> float:
     """Median heuristic: the median pairwise Euclidean distance of the pooled samples.
 
     The diagonal (zero self-distances) is excluded. If that median is 0 (more than half of the
@@ -235,7 +237,9 @@ def _resolve_from_sq(bandwidth: BandwidthSpec, pooled_sq: np.ndarray) -> tuple[f
     return _check_bandwidths(bandwidth)
 
 
-def resolve_bandwidths(bandwidth: BandwidthSpec, X: Any, Y: Any | None = None) -> tuple[float, ...]:
+def resolve_bandwidths(
+    bandwidth: BandwidthSpec, X: ArrayLike, Y: ArrayLike | None = None
+) -> tuple[float, ...]:
     """Turn a bandwidth specification into concrete σ values.
 
     Args:
@@ -283,7 +287,9 @@ def _rbf_from_sq(d2: np.ndarray, bandwidths: Sequence[float]) -> np.ndarray:
     return out
 
 
-def rbf_kernel(X: Any, Y: Any | None, bandwidths: float | Sequence[float]) -> np.ndarray:
+def rbf_kernel(
+    X: ArrayLike, Y: ArrayLike | None, bandwidths: float | Sequence[float]
+) -> np.ndarray:
     """Gaussian RBF kernel matrix, averaged over several bandwidths.
 
     ``K[i, j] = mean_σ exp(-‖x_i - y_j‖² / (2σ²))``; the mean (not the sum) keeps
@@ -316,8 +322,8 @@ def _mmd2_from_blocks(Kxx: np.ndarray, Kyy: np.ndarray, Kxy: np.ndarray, unbiase
 
 
 def mmd2(
-    X: Any,
-    Y: Any,
+    X: ArrayLike,
+    Y: ArrayLike,
     *,
     bandwidth: BandwidthSpec = "median",
     unbiased: bool = True,
@@ -365,7 +371,7 @@ def mmd2(
     return _mmd2_from_blocks(Kxx, Kyy, Kxy, unbiased)
 
 
-def kid(X: Any, Y: Any) -> float:
+def kid(X: ArrayLike, Y: ArrayLike) -> float:
     """Kernel Inception Distance: unbiased MMD² with the cubic polynomial kernel.
 
     ``k(x, y) = (x·y / d + 1)³`` with ``d`` the number of features (Bińkowski et al. 2018).
@@ -394,7 +400,7 @@ def kid(X: Any, Y: Any) -> float:
 # --------------------------------------------------------------------------------------------
 # Cluster labels
 # --------------------------------------------------------------------------------------------
-def _units(groups: Any | None, n: int, name: str) -> tuple[np.ndarray, int]:
+def _units(groups: Labels | None, n: int, name: str) -> tuple[np.ndarray, int]:
     """Map per-row cluster labels to unit indices ``0..g-1`` (order of first appearance).
 
     ``None`` makes every row its own unit (iid images).
@@ -468,7 +474,7 @@ class MMDScorer:
         """Whether :meth:`fit` has been called."""
         return self._targets is not None
 
-    def fit(self, target_embeddings: Any) -> MMDScorer:
+    def fit(self, target_embeddings: ArrayLike) -> MMDScorer:
         """Learn the bandwidths from the real targets and cache the target kernel term.
 
         Args:
@@ -505,7 +511,7 @@ class MMDScorer:
         if not self.fitted:
             raise StateError("MMDScorer is not fitted: call fit(target_embeddings) first")
 
-    def score(self, X: Any) -> float:
+    def score(self, X: ArrayLike) -> float:
         """MMD² between a synthetic set and the fitted targets.
 
         Args:
@@ -535,7 +541,7 @@ class MMDScorer:
         kxx = _off_diag_mean(Kxx) if self.unbiased else float(Kxx.mean())
         return kxx + self._target_term - 2.0 * kxy
 
-    def score_many(self, sets: Iterable[Any]) -> np.ndarray:
+    def score_many(self, sets: Iterable[ArrayLike]) -> np.ndarray:
         """Score several synthetic sets.
 
         Args:
@@ -546,7 +552,7 @@ class MMDScorer:
         """
         return np.array([self.score(X) for X in sets], dtype=np.float64)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable description of the fitted kernel (the targets are not included).
 
         Returns:
@@ -570,7 +576,7 @@ class MMDScorer:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], targets: Any | None = None) -> MMDScorer:
+    def from_dict(cls, data: Mapping[str, Any], targets: ArrayLike | None = None) -> MMDScorer:
         """Rebuild a scorer whose bandwidths are fixed to the stored ones.
 
         Args:
@@ -611,7 +617,7 @@ class MMDScorer:
 # --------------------------------------------------------------------------------------------
 # Per-set / pooled helpers
 # --------------------------------------------------------------------------------------------
-def _group_rows(set_ids: Any, n: int) -> dict[Hashable, np.ndarray]:
+def _group_rows(set_ids: Labels, n: int) -> dict[Hashable, np.ndarray]:
     ids = list(np.asarray(set_ids).tolist()) if not isinstance(set_ids, list) else set_ids
     if len(ids) != n:
         raise ValueError(f"set_ids has {len(ids)} entries but embeddings has {n} rows")
@@ -622,7 +628,9 @@ def _group_rows(set_ids: Any, n: int) -> dict[Hashable, np.ndarray]:
     return {k: np.asarray(v, dtype=np.intp) for k, v in groups.items()}
 
 
-def per_set_mmd2(embeddings: Any, set_ids: Any, scorer: MMDScorer) -> dict[Hashable, float]:
+def per_set_mmd2(
+    embeddings: ArrayLike, set_ids: Labels, scorer: MMDScorer
+) -> dict[Hashable, float]:
     """MMD² of each parameter set's embeddings (all its replications) against the targets.
 
     Args:
@@ -643,8 +651,8 @@ def per_set_mmd2(embeddings: Any, set_ids: Any, scorer: MMDScorer) -> dict[Hasha
 
 
 def pooled_mmd2(
-    embeddings: Any,
-    set_ids: Any,
+    embeddings: ArrayLike,
+    set_ids: Labels,
     scorer: MMDScorer,
     include: Iterable[Hashable] | None = None,
 ) -> float:
@@ -681,7 +689,9 @@ def pooled_mmd2(
 # --------------------------------------------------------------------------------------------
 # Per-sample scores
 # --------------------------------------------------------------------------------------------
-def nearest_real_distances(synthetic: Any, real: Any, *, chunk_size: int = 4096) -> np.ndarray:
+def nearest_real_distances(
+    synthetic: ArrayLike, real: ArrayLike, *, chunk_size: int = 4096
+) -> np.ndarray:
     """Euclidean distance from each synthetic embedding to its nearest real embedding.
 
     Args:
@@ -707,7 +717,7 @@ def nearest_real_distances(synthetic: Any, real: Any, *, chunk_size: int = 4096)
 
 
 def epsilon_from_real(
-    real: Any, quantile: float | str = 0.5, *, groups: Any | None = None
+    real: ArrayLike, quantile: float | str = 0.5, *, groups: Labels | None = None
 ) -> float:
     """ε from the real set's own leave-one-out nearest-neighbour distances.
 
@@ -753,11 +763,11 @@ def epsilon_from_real(
 
 
 def epsilon_ball_share(
-    synthetic: Any,
-    real: Any,
+    synthetic: ArrayLike,
+    real: ArrayLike,
     epsilon: float | None = None,
     *,
-    real_groups: Any | None = None,
+    real_groups: Labels | None = None,
 ) -> float:
     """Share of synthetic samples within ε (inclusive) of some real sample.
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.config import ExperimentConfig
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
 from bo_voids.scoring import MMDScorer
@@ -92,7 +92,7 @@ def measure_noise_floor(
     scorer: MMDScorer,
     n_targets: int,
     evaluate: Evaluate,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The null band of the recommendation's fresh score, with the stop threshold it implies.
 
     Args:
@@ -122,7 +122,7 @@ def measure_noise_floor(
     return {**band.to_dict(), "stop_threshold": threshold.to_dict()}
 
 
-def stop_threshold(config: ExperimentConfig, noise_floor: Mapping[str, Any]) -> StopThreshold:
+def stop_threshold(config: ExperimentConfig, noise_floor: Mapping[str, object]) -> StopThreshold:
     """The stop rule's threshold: the user's margin, else the one stored with the null band."""
     if config.stop_margin is not None:
         return threshold_from_margin(config.stop_margin)

@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from bo_voids.config import (
     EMBEDDERS,
     NUISANCE_PREFIX,
     OPTIMIZERS,
+    ExperimentConfig,
     load_config,
 )
 from bo_voids.exceptions import (
@@ -54,6 +55,7 @@ from bo_voids.exceptions import (
     UserInputError,
 )
 from bo_voids.ownership import check_log_file, check_run_paths
+from bo_voids.run_events import RunSummary
 
 
 def build_parser(prog: str = "python -m bo_voids.optimize") -> argparse.ArgumentParser:
@@ -134,7 +136,7 @@ def _fmt_param(name: str, value: Any) -> str:
     return f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
 
 
-def format_summary(summary: Any, config: Any = None) -> str:
+def format_summary(summary: RunSummary, config: ExperimentConfig | None = None) -> str:
     """A human-readable end-of-run summary: the answer (verdict, ψ) first, then the details.
 
     Args:
@@ -158,7 +160,7 @@ def format_summary(summary: Any, config: Any = None) -> str:
             f"Distribution similarity (top-k pooled MMD²): {last.distribution_similarity:.4f}"
         )
         threshold = last.stop_threshold or summary.noise_floor.get("stop_threshold")
-        if threshold:
+        if threshold and isinstance(threshold, Mapping):
             lines.append(f"Stop rule: {threshold.get('description')}")
     rec = summary.scores[-1].recommendation if summary.scores else None
     if rec is not None:

@@ -31,13 +31,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from bo_voids import reference_design
+from bo_voids._types import JsonObject
 from bo_voids.config import DATASET_TYPES, ExperimentConfig
 from bo_voids.evaluation import (
     EvaluationResult,
@@ -58,6 +59,7 @@ from bo_voids.failure_policy import (
     check_failure_budget,
     evaluate_isolating_failures,
 )
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.noise_floor import measure_noise_floor, stop_threshold
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.ownership import check_run_paths
@@ -393,7 +395,7 @@ class OptimizationPipeline:
     # ---- private: setup ---------------------------------------------------------------------
 
     @property
-    def embedder_info(self) -> dict[str, Any]:
+    def embedder_info(self) -> JsonObject:
         """Identity of the embedder (name, dim, fingerprint, settings); builds it on first use."""
         if self._embedder_info is None:
             self._embedder_info = self._evaluator().embedder.identity()
@@ -501,7 +503,7 @@ class OptimizationPipeline:
     # ---- private: scoring ---------------------------------------------------------------------
 
     def _start_scoring(
-        self, embeddings: np.ndarray, metadata: Sequence[Mapping[str, Any]], n_failed: int
+        self, embeddings: np.ndarray, metadata: Sequence[ImageRecord], n_failed: int
     ) -> None:
         """Fix the targets, the kernel, the noise floor and the PCA from iteration 0."""
         self.book = ScoreBook.from_iteration0(

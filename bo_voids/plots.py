@@ -501,13 +501,27 @@ def _iteration_ticks(ax: Any, iterations: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_image_grid(run: ExperimentRun, **kwargs: Any) -> Figure:
+def plot_image_grid(
+    run: ExperimentRun,
+    *,
+    n: int = 6,
+    max_sets: int = 4,
+    summaries: list[SetSummary] | None = None,
+    max_target_rows: int = 2,
+) -> Figure:
     """Real targets beside the best sets' images (:func:`bo_voids.image_grid.plot_image_grid`).
 
     Drawn at :data:`DPI`, the resolution :func:`figure_to_png` saves at, so the mosaic's
     pixels are the PNG's.
     """
-    return image_grid.plot_image_grid(run, dpi=DPI, **kwargs)
+    return image_grid.plot_image_grid(
+        run,
+        n=n,
+        max_sets=max_sets,
+        summaries=summaries,
+        max_target_rows=max_target_rows,
+        dpi=DPI,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

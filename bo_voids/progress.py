@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from bo_voids._io import atomic_write_text, read_jsonl, to_jsonable
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import StateError
 
 if TYPE_CHECKING:  # the pipeline calls this module; only its types are needed here
@@ -170,7 +171,7 @@ def event_record(
     *,
     wall_seconds: float | None = None,
     stage_seconds: Mapping[str, float] | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The ``events.jsonl`` record of one :class:`~bo_voids.run_events.IterationEvent`.
 
     Args:
@@ -219,7 +220,7 @@ def _dumps(record: Mapping[str, Any]) -> str:
     return json.dumps(to_jsonable(record), allow_nan=False, separators=(",", ":")) + "\n"
 
 
-def read_events(path: str | Path) -> list[dict[str, Any]]:
+def read_events(path: str | Path) -> list[JsonObject]:
     """The records of an ``events.jsonl`` (a running experiment's too).
 
     A last line without its newline (being written, or cut by a crash) and any line that is not a
@@ -294,7 +295,7 @@ class EventLog:
         """
         existing = read_events(path)
         first = int(event.iteration)
-        kept: dict[int, dict[str, Any]] = {}
+        kept: dict[int, JsonObject] = {}
         for rec in existing:
             it = rec.get("iteration")
             if isinstance(it, int) and 0 <= it < first and it not in kept:

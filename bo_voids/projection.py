@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.decomposition import PCA
 
 from bo_voids._io import read_npz, write_npz
@@ -31,7 +31,7 @@ _KEYS = (
 )
 
 
-def _as_2d(X: Any, name: str = "X") -> np.ndarray:
+def _as_2d(X: ArrayLike, name: str = "X") -> np.ndarray:
     try:
         arr = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -80,7 +80,7 @@ class PCAProjector:
         """Whether the projection has been fitted (or loaded)."""
         return self.components_ is not None
 
-    def fit(self, X: Any) -> PCAProjector:
+    def fit(self, X: ArrayLike) -> PCAProjector:
         """Fit the principal axes.
 
         Args:
@@ -107,7 +107,7 @@ class PCAProjector:
         self.n_features_in_ = d
         return self
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """Project embeddings on the fitted axes: ``(X - mean_) @ components_.T``.
 
         Args:
@@ -134,7 +134,7 @@ class PCAProjector:
             )
         return (Xa - self.mean_) @ self.components_.T
 
-    def fit_transform(self, X: Any) -> np.ndarray:
+    def fit_transform(self, X: ArrayLike) -> np.ndarray:
         """Fit on ``X`` (iteration 0) and return its projection.
 
         Args:

@@ -30,18 +30,23 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import qmc
 
 from bo_voids._io import read_npz, write_npz
+from bo_voids._types import JsonValue
 from bo_voids.config import ExperimentConfig
 from bo_voids.exceptions import StateError
 from bo_voids.seeding import derive_seed
 from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.state import REFERENCE_DESIGN
 from bo_voids.summaries import SummaryMap, head_targets
+
+if TYPE_CHECKING:
+    from bo_voids.evaluation import Evaluator
+    from bo_voids.optimizers.base import BaseOptimizer
 
 __all__ = ["REFERENCE_FILE", "ReferenceDesign", "attach", "design_fingerprint", "load_or_build"]
 
@@ -112,7 +117,7 @@ class ReferenceDesign:
 
 def design_fingerprint(
     space: SearchSpace,
-    generator: Mapping[str, Any],
+    generator: Mapping[str, JsonValue],
     embedder_fingerprint: str,
     n_sets: int,
     replications: int,
@@ -159,7 +164,7 @@ def sobol_sets(space: SearchSpace, n_sets: int, seed: int) -> list[ParamSet]:
 
 def render_design(
     space: SearchSpace,
-    evaluator: Any,
+    evaluator: Evaluator,
     *,
     n_sets: int,
     replications: int,
@@ -221,12 +226,12 @@ def load(path: str | Path, fingerprint: str | None = None) -> ReferenceDesign:
 def load_or_build(
     path: str | Path,
     space: SearchSpace,
-    evaluator: Any,
+    evaluator: Evaluator,
     *,
     n_sets: int,
     replications: int,
     seed: int,
-    generator_settings: Mapping[str, Any],
+    generator_settings: Mapping[str, JsonValue],
     embedder_fingerprint: str,
 ) -> ReferenceDesign:
     """The cached design at ``path`` when its fingerprint matches, else render and cache it.
@@ -260,13 +265,13 @@ def load_or_build(
 
 
 def attach(
-    optimizer: Any,
+    optimizer: BaseOptimizer,
     root: Path,
     config: ExperimentConfig,
     space: SearchSpace,
-    evaluator: Callable[[], Any],
-    generator_settings: Mapping[str, Any],
-    embedder_info: Callable[[], Mapping[str, Any]],
+    evaluator: Callable[[], Evaluator],
+    generator_settings: Mapping[str, JsonValue],
+    embedder_info: Callable[[], Mapping[str, JsonValue]],
     log: Callable[[str], None],
 ) -> bool:
     """Give a run's optimiser its reference design (cached in the experiment folder ``root``).

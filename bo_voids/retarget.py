@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from bo_voids._types import JsonValue
 from bo_voids.cli import ExitCode, call_guarded
 from bo_voids.config import ExperimentConfig, load_config
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
@@ -192,17 +193,20 @@ class StoredEvaluations(EvaluationExecutor):
             )
         it = self.run.iterations[task.iteration]
         meta = [it.metadata[i] for i in rows]
-        seeds = tuple(int(m.get("render_seed", -1)) for m in meta)
-        if not self.space.same(meta[0]["params"], task.params) or seeds != tuple(task.seeds):
+        seeds = tuple(-1 if (s := m.get("render_seed")) is None else int(s) for m in meta)
+        first = meta[0]["params"]
+        if first is None or not self.space.same(first, task.params) or seeds != tuple(task.seeds):
             raise UserInputError(
                 f"cannot re-target: {where} was rendered with params {meta[0]['params']} and "
                 f"seeds {seeds}, a fresh run would render {dict(task.params)} with seeds "
                 f"{tuple(task.seeds)}: the settings that decide the renders differ"
             )
         folder = it.folder or self.run.root / f"iteration_{task.iteration}"
-        images = np.stack([_read_png(folder / "images" / m["image_file"]) for m in meta])
+        images = np.stack([_read_png(folder / "images" / str(m["image_file"])) for m in meta])
         masks = [
-            _read_png(folder / "images" / m["mask_file"]) > 0 if m.get("mask_file") else None
+            _read_png(folder / "images" / mask_file) > 0
+            if (mask_file := m.get("mask_file"))
+            else None
             for m in meta
         ]
         return EvaluationResult(
@@ -210,7 +214,7 @@ class StoredEvaluations(EvaluationExecutor):
             images,
             masks,  # type: ignore[arg-type]  # the pipeline reads it as a sequence
             np.asarray(it.embeddings[rows], dtype=np.float32),
-            [dict(m) for m in meta],
+            [m.copy() for m in meta],
         )
 
 
@@ -237,7 +241,13 @@ class ReplayOptimizer(BaseOptimizer):
         self.source = source
         self.calls = 0
 
-    def propose(self, observations: ObservationSet, *args: Any, **kwargs: Any) -> Proposal:
+    def propose(
+        self,
+        observations: ObservationSet,
+        batch_size: int = 8,
+        seed: int | None = None,
+        warm_state: Mapping[str, JsonValue] | None = None,
+    ) -> Proposal:
         """The next stored batch (the observations and every other argument are ignored)."""
         k = self.calls
         self.calls += 1
@@ -307,10 +317,12 @@ def retarget_config(
     base = config or source
     old, new = source.to_dict(), base.to_dict()
     for d in (old, new):  # one folder spelled two ways is the same chips
-        d["base_image_dir"] = str(Path(d["base_image_dir"]).resolve())
+        d["base_image_dir"] = str(Path(str(d["base_image_dir"])).resolve())
     diffs = [k for k in RENDER_KEYS if old.get(k) != new.get(k)]
+    old_named, new_named = old["param_distributions"], new["param_distributions"]
+    assert isinstance(old_named, Mapping) and isinstance(new_named, Mapping)  # as to_dict writes
     for dtype in ("close", "far"):
-        if old["param_distributions"].get(dtype) != new["param_distributions"].get(dtype):
+        if old_named.get(dtype) != new_named.get(dtype):
             diffs.append(f"param_distributions.{dtype}")
     if diffs:
         detail = "; ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in diffs[:6]) + (

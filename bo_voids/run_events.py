@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bo_voids._types import JsonObject
 from bo_voids.config import ExperimentConfig
 from bo_voids.optimizers import Proposal
 from bo_voids.run_scores import RunScores
@@ -29,14 +30,14 @@ class RunSummary:
     stop_reason: str
     current_best: list[RankedSet]
     scores: list[RunScores]
-    noise_floor: dict[str, float]
+    noise_floor: JsonObject
     embedder: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     #: ``calibration.json`` when the run calibrated (the verdict and ψ lead the summary).
     calibration: dict[str, Any] | None = None
 
     @property
-    def best(self) -> RankedSet | dict[str, Any]:
+    def best(self) -> RankedSet | dict[str, object]:
         """The recommended parameter set (the best by the package's one ranking)."""
         return self.current_best[0] if self.current_best else {}
 

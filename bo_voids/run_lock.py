@@ -111,7 +111,7 @@ def lock_is_held(folder: str | Path) -> bool | None:
     return False
 
 
-def effective_status(folder: str | Path, manifest: Mapping[str, Any]) -> str:
+def effective_status(folder: str | Path, manifest: Mapping[str, object]) -> str:
     """The run's status: the manifest's, with a stale ``running`` read as ``interrupted``.
 
     A manifest that says ``running`` while no process holds the lock was left by a run that died

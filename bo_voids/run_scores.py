@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bo_voids._types import JsonObject
+
 if TYPE_CHECKING:
     from bo_voids.scoring import ObservationRecord, RankedSet
     from bo_voids.space import ParamSet
@@ -50,7 +52,7 @@ class FreshScore:
     confirm_mmd2: float | None = None
     confirm_seed_stream: tuple[Any, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (``recommendation`` of ``scores.json``)."""
         return {
             "uid": self.uid,
@@ -191,7 +193,7 @@ class RunScores:
             **{k: float(v) for k, v in self.extra.items() if _is_number(v)},
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The ``scores.json`` form (keeps the first release's flat keys)."""
         top = self.top
         out: dict[str, Any] = {

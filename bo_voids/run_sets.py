@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bo_voids.scoring import TARGET_TYPES
+from bo_voids.scoring import TARGET_TYPES, RankedSet
 from bo_voids.state import ExperimentRun
 
 __all__ = ["SetSummary", "best_sets", "ranking_score_label", "set_summaries"]
@@ -100,7 +100,7 @@ def set_summaries(run: ExperimentRun) -> list[SetSummary]:
     return out + list(targets.values())
 
 
-def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
+def best_sets(run: ExperimentRun, k: int = 5) -> list[RankedSet]:
     """The best parameter sets of a run, best first, exactly as the run ranked them.
 
     A completed run's ranking is ``current_best`` in ``experiment.json``; while a run goes on (or
@@ -117,8 +117,8 @@ def best_sets(run: ExperimentRun, k: int = 5) -> list[dict[str, Any]]:
         and ``n_images``.
     """
     if run.manifest.get("status") == "completed" and run.current_best:
-        return [dict(rec) for rec in run.current_best[:k]]
-    return [dict(rec) for rec in (run.scores[-1].best if run.iterations else [])[:k]]
+        return [rec.copy() for rec in run.current_best[:k]]
+    return [rec.copy() for rec in (run.scores[-1].best if run.iterations else [])[:k]]
 
 
 def ranking_score_label(run: ExperimentRun) -> str | None:

@@ -33,12 +33,14 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
+from bo_voids._types import Labels
 from bo_voids.evaluation import EvaluationResult, EvaluationTask
 from bo_voids.exceptions import BoVoidsError, ConfigError, FailureBudgetError, FallbackWarning
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.metrics import (
     MMDScorer,
     epsilon_ball_share,
@@ -48,7 +50,10 @@ from bo_voids.metrics import (
 )
 from bo_voids.run_scores import FreshScore, RunScores
 from bo_voids.seeding import derive_seed
-from bo_voids.space import ParamSet, SearchSpace
+from bo_voids.space import ParamMapping, ParamSet, ParamValue, SearchSpace
+
+if TYPE_CHECKING:
+    from bo_voids.state import IterationRecord
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +95,7 @@ class Observation:
     """
 
     uid: str
-    key: tuple[Any, ...]
+    key: tuple[ParamValue, ...]
     dataset_type: str
     params: ParamSet
     iterations: tuple[int, ...]
@@ -149,7 +154,7 @@ class ObservationRecord(TypedDict):
     iterations: list[int]
     param_set_ids: list[str]
     dataset_type: str
-    params: dict[str, Any]
+    params: ParamSet
     mmd2: float
     mmd2_var: float
     n_images: int
@@ -202,7 +207,7 @@ class RankedSet(TypedDict):
     uid: str
     param_set_id: str
     iteration: int
-    params: dict[str, Any]
+    params: ParamSet
     mmd2: float
     mmd2_var: float
     predicted_mmd2: float
@@ -250,7 +255,7 @@ def ranked_records(
 def fresh_mmd2(
     evaluate: Callable[[Sequence[EvaluationTask]], Sequence[EvaluationResult]],
     scorer: MMDScorer,
-    params: Mapping[str, Any],
+    params: ParamMapping,
     *,
     seed: int,
     iteration: int,
@@ -357,7 +362,7 @@ class ScoreBook:
         space: SearchSpace,
         targets: np.ndarray,
         *,
-        target_groups: Sequence[Any] | np.ndarray | None = None,
+        target_groups: Labels | None = None,
         bandwidth: str | MMDScorer = "multi",
         top_k: int = 5,
         epsilon: float | None = None,
@@ -394,7 +399,7 @@ class ScoreBook:
         cls,
         space: SearchSpace,
         embeddings: np.ndarray,
-        metadata: Sequence[Mapping[str, Any]],
+        metadata: Sequence[ImageRecord],
         *,
         n_failed: int,
         bandwidth: str | MMDScorer,
@@ -445,7 +450,7 @@ class ScoreBook:
     def add(
         self,
         embeddings: np.ndarray,
-        metadata: Sequence[Mapping[str, Any]],
+        metadata: Sequence[ImageRecord],
         iteration: int | None = None,
     ) -> list[Observation]:
         """Add images; new sets are scored, sets evaluated again are merged and re-scored.
@@ -503,7 +508,10 @@ class ScoreBook:
             except (ConfigError, TypeError, ValueError) as exc:
                 changed.append(self._exclude_new(psid, dtype, first, it, rows, base, exc))
                 continue
-            if any(not self.space.same(metadata[r]["params"], params) for r in idx[1:]):
+            if any(
+                (other := metadata[r]["params"]) is None or not self.space.same(other, params)
+                for r in idx[1:]
+            ):
                 changed.append(
                     self._exclude_new(
                         psid, dtype, first, it, rows, base, "its images disagree on the params"
@@ -705,7 +713,7 @@ class ScoreBook:
         return out
 
 
-def target_clusters(metadata: Sequence[Mapping[str, Any]]) -> np.ndarray:
+def target_clusters(metadata: Sequence[ImageRecord]) -> np.ndarray:
     """Cluster label of each target image (rows of a target ``dataset_type``, in order).
 
     Simulated targets are clustered by their parameter set (renders of one set are exchangeable
@@ -720,7 +728,7 @@ def target_clusters(metadata: Sequence[Mapping[str, Any]]) -> np.ndarray:
 
 def score_book_from_iterations(
     space: SearchSpace,
-    iterations: Sequence[Any],
+    iterations: Sequence[IterationRecord],
     *,
     bandwidth: str | MMDScorer = "multi",
     top_k: int = 5,
@@ -729,8 +737,7 @@ def score_book_from_iterations(
 
     Args:
         space: The search space.
-        iterations: Objects with ``iteration``, ``embeddings`` and ``metadata`` (e.g.
-            :class:`~bo_voids.state.IterationRecord`), iteration 0 first.
+        iterations: The persisted iterations, iteration 0 first.
         bandwidth: Kernel bandwidth of the MMD².
         top_k: Sets pooled for the distribution similarity.
 

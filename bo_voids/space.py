@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bo_voids.config import (
     PARAMETER_KINDS,
@@ -49,7 +49,12 @@ from bo_voids.config import (
 )
 from bo_voids.exceptions import ConfigError
 
-ParamSet = dict[str, Any]
+ParamValue = int | float | str
+"""One parameter's value: a category name, an integer or a continuous number."""
+ParamSet = dict[str, ParamValue]
+"""A parameter set as the space makes it: values by parameter name."""
+ParamMapping = Mapping[str, ParamValue]
+"""A parameter set as readers take it (read-only)."""
 RandomState = int | np.random.Generator | None
 
 
@@ -137,11 +142,11 @@ class SearchSpace:
         """The nuisance parameters (the imaging chain's), reported apart from the design's."""
         return tuple(p.name for p in self.parameters[len(PARAMETER_NAMES) :])
 
-    def design_part(self, params: Mapping[str, Any]) -> ParamSet:
+    def design_part(self, params: ParamMapping) -> ParamSet:
         """The six design parameters of a parameter set."""
         return {n: params[n] for n in PARAMETER_NAMES}
 
-    def nuisance_part(self, params: Mapping[str, Any]) -> ParamSet:
+    def nuisance_part(self, params: ParamMapping) -> ParamSet:
         """The nuisance parameters of a parameter set (empty without nuisance)."""
         return {n: params[n] for n in self.nuisance_names if n in params}
 
@@ -196,7 +201,7 @@ class SearchSpace:
 
     # ---- validation ----------------------------------------------------------------------------
 
-    def validate(self, params: Mapping[str, Any]) -> ParamSet:
+    def validate(self, params: Mapping[str, object]) -> ParamSet:
         """Check a parameter set and return it with plain Python types.
 
         Raises:
@@ -232,7 +237,7 @@ class SearchSpace:
 
     # ---- encodings -----------------------------------------------------------------------------
 
-    def to_raw(self, params: Mapping[str, Any]) -> np.ndarray:
+    def to_raw(self, params: ParamMapping) -> np.ndarray:
         """Encode one parameter set in raw units (category index, integer, values): ``(d,)``."""
         params = self.validate(params)
         return np.array(
@@ -264,7 +269,7 @@ class SearchSpace:
         """Number of values of a categorical or integer parameter (its unit-cube cells)."""
         return round(p.high - p.low) + 1
 
-    def encode(self, params: Mapping[str, Any]) -> np.ndarray:
+    def encode(self, params: ParamMapping) -> np.ndarray:
         """Encode one parameter set into the unit cube: ``(d,)`` with values in ``[0, 1]``.
 
         Continuous values are scaled by their bounds; a categorical or integer value ``i``
@@ -311,16 +316,16 @@ class SearchSpace:
         """Names of the feature columns (``void_shape=circle``, ..., ``void_count``, ...)."""
         return feature_names(self.parameters)
 
-    def raw_to_features(self, X_raw: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    def raw_to_features(self, X_raw: ArrayLike) -> np.ndarray:
         """Model features of raw points (see :func:`raw_to_features`): ``(n, d_f)``."""
         return raw_to_features(self.parameters, X_raw)
 
-    def to_features(self, param_sets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def to_features(self, param_sets: Sequence[ParamMapping]) -> np.ndarray:
         """Model features of parameter sets: ``(n, d_f)``, one row per set."""
         raw = np.array([self.to_raw(p) for p in param_sets]).reshape(len(param_sets), self.dim)
         return self.raw_to_features(raw)
 
-    def loose_raw(self, params: Mapping[str, Any]) -> np.ndarray:
+    def loose_raw(self, params: Mapping[str, object]) -> np.ndarray:
         """Raw encoding of a possibly invalid parameter set.
 
         An unknown category reads as the first, a missing or non-numeric value as the lower
@@ -338,7 +343,7 @@ class SearchSpace:
                     out.append(float(p.low))
         return np.array(out)
 
-    def same(self, a: Mapping[str, Any], b: Mapping[str, Any], rtol: float = 1e-9) -> bool:
+    def same(self, a: ParamMapping, b: ParamMapping, rtol: float = 1e-9) -> bool:
         """Whether two parameter sets are equal (continuous values within ``rtol`` of the range)."""
         for p in self.parameters:
             if p.kind == "continuous":
@@ -348,7 +353,7 @@ class SearchSpace:
                 return False
         return True
 
-    def key(self, params: Mapping[str, Any], decimals: int = 9) -> tuple[Any, ...]:
+    def key(self, params: ParamMapping, decimals: int = 9) -> tuple[ParamValue, ...]:
         """A hashable identity of a parameter set, for duplicate detection."""
         return tuple(
             params[p.name] if p.kind != "continuous" else round(float(params[p.name]), decimals)
@@ -356,7 +361,7 @@ class SearchSpace:
         )
 
     def normalized_distance(
-        self, a: Mapping[str, Any], b: Mapping[str, Any], shape_weight: float = 1.0
+        self, a: ParamMapping, b: ParamMapping, shape_weight: float = 1.0
     ) -> float:
         """Euclidean distance with numeric parameters divided by their range.
 
@@ -388,7 +393,9 @@ class SearchSpace:
             out.append(params)
         return out
 
-    def distribution(self, name: str | Mapping[str, ParameterDistribution]) -> Mapping[str, Any]:
+    def distribution(
+        self, name: str | Mapping[str, ParameterDistribution]
+    ) -> Mapping[str, ParameterDistribution]:
         """Look a named distribution up (or pass a mapping through)."""
         if isinstance(name, str):
             if name not in self.distributions:
@@ -444,7 +451,9 @@ class SearchSpace:
             out.append(params)
         return out
 
-    def distribution_means(self, distribution: str | Mapping[str, Any]) -> ParamSet:
+    def distribution_means(
+        self, distribution: str | Mapping[str, ParameterDistribution]
+    ) -> ParamSet:
         """The centre of a distribution: means of numeric parameters, the modal category."""
         dist = self.distribution(distribution)
         out: ParamSet = {}
@@ -472,9 +481,7 @@ def feature_names(parameters: Sequence[Parameter]) -> list[str]:
     return names
 
 
-def raw_to_features(
-    parameters: Sequence[Parameter], X_raw: np.ndarray | Sequence[Sequence[float]]
-) -> np.ndarray:
+def raw_to_features(parameters: Sequence[Parameter], X_raw: ArrayLike) -> np.ndarray:
     """The model features of raw points: one-hot categories, numeric columns scaled to [0, 1].
 
     The one encoding every model of the package reads (the composite surrogate, the summaries'

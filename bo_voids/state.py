@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -61,6 +61,7 @@ from bo_voids._io import (
     to_jsonable,
     utc_timestamp,
 )
+from bo_voids._types import JsonObject, JsonScalar, JsonValue
 from bo_voids.config import PARAMETER_NAMES, ExperimentConfig, config_from_dict
 from bo_voids.exceptions import (
     BoVoidsWarning,
@@ -69,10 +70,11 @@ from bo_voids.exceptions import (
     ResumeMismatchError,
     StateError,
 )
-from bo_voids.generation.voids import save_png
+from bo_voids.generation.voids import ImageRecord, save_png
 from bo_voids.run_lock import FLOCK, LOCK, ExperimentLock, effective_status, lock_is_held
 from bo_voids.run_scores import RunScores
-from bo_voids.scoring import TARGET_TYPES, ObservationRecord
+from bo_voids.scoring import TARGET_TYPES, ObservationRecord, RankedSet
+from bo_voids.space import ParamSet
 
 __all__ = [
     "EXPERIMENT_ENTRIES",
@@ -91,6 +93,7 @@ __all__ = [
     "ExperimentRun",
     "ExperimentStore",
     "IterationRecord",
+    "Manifest",
     "atomic_save_npy",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -161,13 +164,49 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 # ---------------------------------------------------------------------------------------------
 
 
+class Manifest(TypedDict, total=False):
+    """``experiment.json``: what a run is, where it stands and what it found.
+
+    Written by :meth:`ExperimentStore.create` and :meth:`ExperimentStore.update_manifest`; every
+    key but ``config`` may be missing from a manifest of an older or an interrupted run.
+    """
+
+    experiment_name: str
+    status: str
+    created: str
+    updated: str
+    seed: int
+    #: The embedder's identity (:meth:`~bo_voids.embedding.base.Embedder.identity`).
+    embedder: JsonObject
+    #: Versions of the packages that determine results (:func:`package_versions`).
+    versions: dict[str, str]
+    #: The config snapshot (:meth:`~bo_voids.config.ExperimentConfig.to_dict`).
+    config: JsonObject
+    layout_version: int
+    iterations_completed: int
+    failed_evaluations: int
+    #: The null band's record, with its ``stop_threshold``.
+    noise_floor: JsonObject
+    #: The last iteration's run-level scores (``scores.json`` less ``scorer`` and ``per_set``).
+    latest_scores: JsonObject
+    current_best: list[RankedSet]
+    next_params: list[ParamSet]
+    #: Seconds spent per stage.
+    timings: dict[str, float]
+    stop_reason: str
+    #: Why a run failed (``status`` ``failed``).
+    error: str
+    #: Where a re-targeted run's evaluations come from (:mod:`bo_voids.retarget`).
+    retargeted_from: JsonObject
+
+
 @dataclass
 class IterationRecord:
     """Everything persisted for one iteration."""
 
     iteration: int
     embeddings: np.ndarray
-    metadata: list[dict[str, Any]]
+    metadata: list[ImageRecord]
     pca_2d: np.ndarray
     scores: RunScores = field(default_factory=lambda: RunScores.from_dict({}))
     proposals: dict[str, Any] | None = None
@@ -185,7 +224,9 @@ class IterationRecord:
     def image_path(self, index: int) -> Path:
         """Path of the ``index``-th image of this iteration."""
         assert self.folder is not None
-        return self.folder / "images" / self.metadata[index]["image_file"]
+        name = self.metadata[index]["image_file"]
+        assert name is not None, f"image {index} of iteration {self.iteration} has no file"
+        return self.folder / "images" / name
 
 
 def package_versions() -> dict[str, str]:
@@ -208,12 +249,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def describe_embedder(info: Mapping[str, Any]) -> str:
+def describe_embedder(info: Mapping[str, object]) -> str:
     """An embedder record (``experiment.json``'s ``embedder``) as ``'name' (fingerprint)``."""
     return f"{info.get('name')!r} ({info.get('fingerprint')})"
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def config_differences(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
     """Top-level keys whose values differ (ignoring :data:`RESUMABLE_CHANGES`)."""
     keys = sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
     return [k for k in keys if to_jsonable(old.get(k)) != to_jsonable(new.get(k))]
@@ -245,7 +286,7 @@ class ExperimentStore:
         """Whether an experiment was started in this folder."""
         return self.manifest_path.exists()
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self) -> Manifest:
         """Read ``experiment.json``."""
         if not self.exists():
             raise StateError(f"{self.root} is not an experiment folder (no {MANIFEST})")
@@ -257,24 +298,24 @@ class ExperimentStore:
             )
         return manifest
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
         """Write ``experiment.json`` (atomically), stamping ``updated``."""
         atomic_write_json(self.manifest_path, {**manifest, "updated": utc_timestamp()})
 
-    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+    def update_manifest(self, **fields: Unpack[Manifest]) -> Manifest:
         """Merge ``fields`` into the manifest and write it back."""
-        manifest = {**self.read_manifest(), **fields}
+        manifest: Manifest = {**self.read_manifest(), **fields}
         self.write_manifest(manifest)
         return manifest
 
     def create(
         self,
         config: ExperimentConfig,
-        embedder_info: Mapping[str, Any],
+        embedder_info: Mapping[str, JsonValue],
         *,
         overwrite: bool = False,
-        extra: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        extra: Manifest | None = None,
+    ) -> Manifest:
         """Start a new experiment folder.
 
         Raises:
@@ -313,7 +354,7 @@ class ExperimentStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
-        manifest = {
+        manifest: Manifest = {
             "experiment_name": config.experiment_name,
             "status": "running",
             "created": utc_timestamp(),
@@ -329,8 +370,8 @@ class ExperimentStore:
         return manifest
 
     def check_resumable(
-        self, config: ExperimentConfig, embedder_info: Mapping[str, Any]
-    ) -> dict[str, Any]:
+        self, config: ExperimentConfig, embedder_info: Mapping[str, JsonValue]
+    ) -> Manifest:
         """Check that ``config`` and the embedder match the stored experiment.
 
         Raises:
@@ -540,10 +581,11 @@ class ExperimentStore:
         with self.writing_iteration(k) as tmp:
             for img, mask, m in zip(images, masks, metadata, strict=True):
                 # the folder is renamed into place as a whole: no per-file atomicity needed
+                assert m["image_file"] is not None, "write_iteration needs each image's file name"
                 save_png(tmp / "images" / m["image_file"], img, atomic=False, compress_level=1)
                 if mask is not None:
-                    m["mask_file"] = f"{m['sample_id']}_mask.png"
-                    save_png(tmp / "images" / m["mask_file"], mask, atomic=False, compress_level=1)
+                    mask_file = m["mask_file"] = f"{m['sample_id']}_mask.png"
+                    save_png(tmp / "images" / mask_file, mask, atomic=False, compress_level=1)
             atomic_save_npy(tmp / "embeddings.npy", record.embeddings)
             atomic_save_npy(tmp / "pca_2d.npy", record.pca_2d)
             if pca_model is not None:
@@ -593,7 +635,7 @@ class ExperimentStore:
     def write_history(
         self,
         observations: Sequence[ObservationRecord],
-        first_metadata: Sequence[Mapping[str, Any]],
+        first_metadata: Sequence[ImageRecord],
     ) -> None:
         """Write ``history.csv``: one row per evaluated parameter set, then the simulated targets.
 
@@ -614,7 +656,7 @@ class ExperimentStore:
         self,
         observations: Sequence[ObservationRecord],
         records: Sequence[IterationRecord],
-        noise_floor: Mapping[str, Any],
+        noise_floor: Mapping[str, JsonValue],
     ) -> None:
         """Rebuild what derives from the iterations: ``history.csv`` and the manifest's progress.
 
@@ -742,7 +784,7 @@ class ExperimentRun:
     """
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     config: ExperimentConfig
     iterations: list[IterationRecord]
     history: list[dict[str, str]]
@@ -758,16 +800,16 @@ class ExperimentRun:
         return [it.scores for it in self.iterations]
 
     @property
-    def noise_floor(self) -> dict[str, float]:
+    def noise_floor(self) -> JsonObject:
         """MMD² between random halves of the real set (mean, std, q05, q95)."""
         return self.manifest.get("noise_floor") or self.iterations[0].scores.noise_floor or {}
 
     @property
-    def current_best(self) -> list[dict[str, Any]]:
+    def current_best(self) -> list[RankedSet]:
         """The best parameter sets as ranked by the optimiser at the end of the run."""
         return self.manifest.get("current_best", [])
 
-    def all_embeddings(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def all_embeddings(self) -> tuple[np.ndarray, list[ImageRecord]]:
         """Embeddings and metadata of every iteration, concatenated."""
         emb = np.concatenate([it.embeddings for it in self.iterations], axis=0)
         return emb, [m for it in self.iterations for m in it.metadata]
@@ -802,10 +844,10 @@ def load_experiment(path: str | Path) -> ExperimentRun:
 
 
 def history_rows(
-    observations: Sequence[ObservationRecord], first_metadata: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
+    observations: Sequence[ObservationRecord], first_metadata: Sequence[ImageRecord]
+) -> list[dict[str, JsonScalar]]:
     """The rows of ``history.csv`` (see :meth:`ExperimentStore.write_history`)."""
-    rows: list[dict[str, Any]] = [
+    rows: list[dict[str, JsonScalar]] = [
         {
             "iteration": rec["iteration"],
             "param_set_id": rec["uid"],
@@ -819,19 +861,20 @@ def history_rows(
         }
         for rec in observations
     ]
-    real_sets: dict[str, Mapping[str, Any]] = {}
+    real_sets: dict[str, tuple[str, ParamSet]] = {}
     counts: dict[str, int] = {}
     for m in first_metadata:
-        if m["dataset_type"] in TARGET_TYPES and m["params"] is not None:
-            real_sets.setdefault(m["param_set_id"], m)
+        params = m["params"]
+        if m["dataset_type"] in TARGET_TYPES and params is not None:
+            real_sets.setdefault(m["param_set_id"], (m["dataset_type"], params))
             counts[m["param_set_id"]] = counts.get(m["param_set_id"], 0) + 1
-    for ps_id, m in real_sets.items():
+    for ps_id, (dataset_type, params) in real_sets.items():
         rows.append(
             {
                 "iteration": 0,
                 "param_set_id": ps_id,
-                "dataset_type": m["dataset_type"],
-                **{name: m["params"][name] for name in PARAMETER_NAMES},
+                "dataset_type": dataset_type,
+                **{name: params[name] for name in PARAMETER_NAMES},
                 "mmd2": math.nan,
                 "n_images": counts[ps_id],
                 "mean_nearest_real": math.nan,

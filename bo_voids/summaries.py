@@ -57,10 +57,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
 from bo_voids._io import read_npz, write_npz
+from bo_voids._types import JsonObject, Labels
 from bo_voids.exceptions import StateError
+from bo_voids.space import ParamMapping, SearchSpace
 
 __all__ = [
     "KINDS",
@@ -82,7 +85,7 @@ _WHITEN_RIDGE = 1e-6
 _FALLBACK_RIDGE = 1e-3
 
 
-def _as_2d(X: Any, name: str) -> np.ndarray:
+def _as_2d(X: ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(X, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array, got shape {arr.shape}")
@@ -91,7 +94,7 @@ def _as_2d(X: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _group_index(groups: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _group_index(groups: Labels, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels (sorted unique) and the `(n,)` index of each row's label."""
     g = np.asarray(groups).reshape(-1)
     if g.shape[0] != n:
@@ -112,7 +115,7 @@ def _within(X: np.ndarray, inverse: np.ndarray, n_groups: int) -> tuple[np.ndarr
     return resid.T @ resid / df, df
 
 
-def within_covariance(X: Any, groups: Any) -> tuple[np.ndarray, int]:
+def within_covariance(X: ArrayLike, groups: Labels) -> tuple[np.ndarray, int]:
     """Pooled within-group covariance `(p, p)` of the rows of ``X`` and its degrees of freedom.
 
     Args:
@@ -270,9 +273,9 @@ class SummaryMap:
     @classmethod
     def fit(
         cls,
-        embeddings: Any,
-        groups: Any,
-        params_encoded: Any | None = None,
+        embeddings: ArrayLike,
+        groups: Labels,
+        params_encoded: ArrayLike | None = None,
         kinds: str | Sequence[str] = ("pca", "head"),
         n_components: int = 8,
         seed: int = 0,
@@ -321,9 +324,9 @@ class SummaryMap:
     @classmethod
     def _fit(
         cls,
-        embeddings: Any,
-        groups: Any,
-        params_encoded: Any | None,
+        embeddings: ArrayLike,
+        groups: Labels,
+        params_encoded: ArrayLike | None,
         kinds: str | Sequence[str],
         n_components: int,
         seed: int,
@@ -473,7 +476,7 @@ class SummaryMap:
         """Number of summaries ``k``."""
         return int(self.matrix.shape[0])
 
-    def transform(self, embeddings: Any) -> np.ndarray:
+    def transform(self, embeddings: ArrayLike) -> np.ndarray:
         """Apply the map.
 
         Args:
@@ -510,7 +513,7 @@ class SummaryMap:
         h.update(json.dumps(self.settings, sort_keys=True).encode())
         return f"summaries:{h.hexdigest()}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """A small JSON-serialisable description (no arrays beyond per-summary diagnostics)."""
         return {
             "fingerprint": self.fingerprint(),
@@ -521,7 +524,7 @@ class SummaryMap:
             **{k: v for k, v in self.settings.items() if k != "format_version"},
         }
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> JsonObject:
         """The whole map as strict JSON (nested float lists, ``NaN`` as ``null``), exact.
 
         Python floats survive a JSON round trip bit for bit, so :meth:`from_state_dict` of it
@@ -635,8 +638,8 @@ class FeatureLift:
 
     def __init__(
         self,
-        mean: Any,
-        scale: Any,
+        mean: ArrayLike,
+        scale: ArrayLike,
         gamma: float,
         n_random: int,
         seed: int,
@@ -686,7 +689,7 @@ class FeatureLift:
         phi = np.sqrt(2.0 / self.n_random) * np.cos(Z @ self._weights + self._offset)
         return np.hstack([E, phi])
 
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> JsonObject:
         """JSON form (stored in the map's settings)."""
         return {
             "mean": self.mean.tolist(),
@@ -720,7 +723,7 @@ def _nan_to_none(values: np.ndarray) -> list[float | None]:
 
 
 def head_targets(
-    space: Any, param_sets: Sequence[Mapping[str, Any]]
+    space: SearchSpace, param_sets: Sequence[ParamMapping]
 ) -> tuple[np.ndarray, list[str]]:
     """Regression targets of the parameter head: one-hot categories, range-normalised numbers.
 
@@ -756,7 +759,7 @@ class SetStatistics:
     pooled_df: int
 
 
-def set_means(summaries: Any, groups: Any) -> np.ndarray:
+def set_means(summaries: ArrayLike, groups: Labels) -> np.ndarray:
     """Per-set mean summaries, rows in the order of ``np.unique(groups)``.
 
     Args:
@@ -774,10 +777,10 @@ def set_means(summaries: Any, groups: Any) -> np.ndarray:
 
 
 def set_statistics(
-    summaries: Any,
-    groups: Any,
+    summaries: ArrayLike,
+    groups: Labels,
     prior_df: float = 4.0,
-    pooled_var: Any | None = None,
+    pooled_var: ArrayLike | None = None,
 ) -> SetStatistics:
     """Per-set means and the variance of each mean, moderated towards the pooled variance.
 

@@ -116,7 +116,7 @@ _FINAL_FILES = (
 )
 
 
-def flatten_params(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+def flatten_params(value: object, prefix: str = "") -> Iterator[tuple[str, str]]:
     """``(dotted.key, text)`` pairs of a nested mapping, for MLflow params.
 
     Args:

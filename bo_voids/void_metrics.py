@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
 
+from bo_voids._types import JsonObject
 from bo_voids.generation.voids import unit_float
 from bo_voids.seeding import derive_seed
 
@@ -204,7 +205,7 @@ def detector_accuracy(
     settings: DetectorSettings | None = None,
     *,
     detected: Sequence[np.ndarray] | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The detector's error on images with known void masks (synthetic images).
 
     Args:
@@ -249,7 +250,7 @@ def detector_accuracy(
     }
 
 
-def summarize_metrics(metrics: Sequence[ImageVoidMetrics]) -> dict[str, Any]:
+def summarize_metrics(metrics: Sequence[ImageVoidMetrics]) -> JsonObject:
     """Quartiles of each figure and the pooled size distribution of a group of images.
 
     Returns:
@@ -285,7 +286,7 @@ def compare_void_metrics(
     n_images: int = 24,
     seed: int | None = None,
     settings: DetectorSettings | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Void metrics of the real targets next to the recommendation's and ψ's fresh renders.
 
     The targets are the real images of iteration 0 (a folder of real images or the simulated

@@ -117,7 +117,7 @@ def _cell(summary: Mapping[str, Any], figure: str) -> str:
         return "-"
 
 
-def void_metrics_section(comparison: Any) -> str:
+def void_metrics_section(comparison: object) -> str:
     """The report's HTML section (empty when ``calibration.json`` holds no void metrics).
 
     Args:

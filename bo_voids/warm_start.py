@@ -16,6 +16,7 @@ import numpy as np
 from bo_voids.config import ExperimentConfig
 from bo_voids.evaluation import IterationImages
 from bo_voids.exceptions import ResumeMismatchError
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.scoring import TARGET_TYPES
 from bo_voids.state import ExperimentRun, load_experiment
 
@@ -25,7 +26,7 @@ __all__ = ["WARM_START_KEYS", "check_warm_start", "warm_start_images"]
 WARM_START_KEYS: tuple[str, ...] = ("image_size", "edge_blur", "base_image_dir", "param_bounds")
 
 
-def check_warm_start(config: ExperimentConfig, embedder: Mapping[str, Any]) -> ExperimentRun:
+def check_warm_start(config: ExperimentConfig, embedder: Mapping[str, object]) -> ExperimentRun:
     """Load the ``warm_start`` experiment; refuse one embedded or rendered differently.
 
     Args:
@@ -72,7 +73,7 @@ def warm_start_images(old: ExperimentRun, log: Callable[[str], None]) -> Iterati
     images: list[np.ndarray] = []
     masks: list[np.ndarray | None] = []
     rows: list[np.ndarray] = []
-    meta: list[dict[str, Any]] = []
+    meta: list[ImageRecord] = []
     for it in old.iterations:
         for i, m in enumerate(it.metadata):
             if not _observed(m):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,11 @@ from bo_voids.metrics import MMDScorer
 from bo_voids.scoring import TARGET_TYPES, Observation, ScoreBook, score_book_from_iterations
 from bo_voids.space import ParamSet, SearchSpace
 from bo_voids.state import ExperimentRun, load_experiment
+
+if TYPE_CHECKING:
+    from bo_voids.evaluation import Evaluator
+
+from bo_voids._types import JsonObject
 
 from .distribution import (
     implied_distribution,
@@ -69,7 +74,7 @@ class TargetDesign:
         """The permutation scheme a validation against these targets uses."""
         return "cluster" if self.clustered else "image"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form."""
         return {
             "source": self.source,
@@ -110,13 +115,13 @@ class CalibrationContext:
     observations: tuple[Observation, ...]
     set_seeds: dict[str, tuple[int | None, ...]]
     used_seeds: set[int]
-    evaluator: Any = None
+    evaluator: Evaluator | None = None
 
     @classmethod
     def from_run(
         cls,
         run: ExperimentRun | str | Path,
-        evaluator: Any = None,
+        evaluator: Evaluator | None = None,
         book: ScoreBook | None = None,
     ) -> CalibrationContext:
         """Collect everything calibration needs from a run (or its folder).
@@ -171,10 +176,10 @@ class CalibrationContext:
             for o in observations
         }
         used = {
-            int(m["render_seed"])
+            int(seed)
             for it in run.iterations
             for m in it.metadata
-            if m.get("render_seed") is not None
+            if (seed := m.get("render_seed")) is not None
         }
         source = "folder" if cfg.target_image_dir is not None else "simulated"
         return cls(
@@ -210,7 +215,7 @@ class CalibrationContext:
                 return o
         raise KeyError(uid)
 
-    def get_evaluator(self) -> Any:
+    def get_evaluator(self) -> Evaluator:
         """The run's generator + embedder (built on first use, fingerprint checked).
 
         Raises:
@@ -254,8 +259,8 @@ class CalibrationContext:
         """The parameter sets of the simulated targets (empty for a target folder)."""
         seen: dict[str, ParamSet] = {}
         for m in self.run.iterations[0].metadata:
-            if m["dataset_type"] in TARGET_TYPES and m.get("params") is not None:
-                seen.setdefault(str(m["param_set_id"]), dict(m["params"]))
+            if m["dataset_type"] in TARGET_TYPES and (params := m.get("params")) is not None:
+                seen.setdefault(str(m["param_set_id"]), dict(params))
         return list(seen.values())
 
 

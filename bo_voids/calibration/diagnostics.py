@@ -23,16 +23,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
 from bo_voids.seeding import rng
+from bo_voids.space import ParamMapping
 from bo_voids.state import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from bo_voids.calibration.context import CalibrationContext
+    from bo_voids.optimizers.composite_gp import Emulator
 
 __all__ = [
     "CV_PLOT",
     "PAIRPLOT",
+    "CrossValidation",
     "surrogate_cross_validation",
     "write_cross_validation_plot",
     "write_psi_pairplot",
@@ -46,7 +52,27 @@ PAIRPLOT = Path("plots") / "psi_pairplot.png"
 _STREAM = "diagnostics"
 
 
-def surrogate_cross_validation(emulator: Any, *, n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
+class CrossValidation(TypedDict):
+    """:func:`surrogate_cross_validation`'s result (``surrogate_cv`` of ``calibration.json``).
+
+    ``observed``, ``predicted`` and ``predictive_sd`` are ``n_sets x k`` (one column per summary);
+    ``per_summary`` holds ``r2``, ``coverage_2sd`` and ``rmse`` of each summary.
+    """
+
+    n_sets: int
+    n_folds: int
+    summaries: list[str]
+    set_ids: list[str]
+    observed: list[list[float]]
+    predicted: list[list[float]]
+    predictive_sd: list[list[float]]
+    per_summary: dict[str, dict[str, float]]
+    note: str
+
+
+def surrogate_cross_validation(
+    emulator: Emulator, *, n_folds: int = 5, seed: int = 0
+) -> CrossValidation:
     """K-fold cross-validation of the composite surrogate over the observed sets.
 
     Args:
@@ -111,7 +137,7 @@ def surrogate_cross_validation(emulator: Any, *, n_folds: int = 5, seed: int = 0
     }
 
 
-def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels: int = 16) -> Path:
+def write_cross_validation_plot(root: Path, cv: CrossValidation, *, max_panels: int = 16) -> Path:
     """Predicted against observed per summary, with ±2 sd bars, R² and coverage in each title.
 
     Args:
@@ -163,11 +189,11 @@ def write_cross_validation_plot(root: Path, cv: Mapping[str, Any], *, max_panels
 
 def write_psi_pairplot(
     root: Path,
-    context: Any,
-    psi: Mapping[str, Any],
+    context: CalibrationContext,
+    psi: Mapping[str, Mapping[str, float]],
     *,
-    realised: Sequence[Mapping[str, Any]] = (),
-    best_point: Mapping[str, Any] | None = None,
+    realised: Sequence[ParamMapping] = (),
+    best_point: ParamMapping | None = None,
     n_draws: int = 400,
     seed: int = 0,
 ) -> Path:
@@ -198,7 +224,9 @@ def write_psi_pairplot(
     numeric = [p for p in space.parameters if p.kind != "categorical"]
     shape = next((p for p in space.parameters if p.kind == "categorical"), None)
     palette = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
-    colors = {c: palette[i % len(palette)] for i, c in enumerate(shape.choices if shape else [])}
+    colors: dict[object, str] = {
+        c: palette[i % len(palette)] for i, c in enumerate(shape.choices if shape else [])
+    }
     point_colors = [colors.get(d.get(shape.name), "#0072B2") if shape else "#0072B2" for d in draws]
     d = len(numeric)
     fig = Figure(figsize=(2.1 * d + 0.4, 2.1 * d + 0.8))

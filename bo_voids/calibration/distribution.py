@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.config import (
     PARAMETER_NAMES,
     CategoricalBounds,
@@ -38,6 +39,7 @@ from bo_voids.config import (
 )
 from bo_voids.exceptions import ConfigError
 from bo_voids.schema import NUISANCE_PREFIX
+from bo_voids.space import ParamMapping
 
 __all__ = [
     "STD_CORRECTIONS",
@@ -81,7 +83,7 @@ def _round_probabilities(probs: Mapping[str, float], decimals: int) -> dict[str,
 
 
 def implied_distribution(
-    components: Sequence[tuple[Mapping[str, Any], float]],
+    components: Sequence[tuple[ParamMapping, float]],
     bounds: Mapping[str, ParameterBounds],
     *,
     std_floor: float = 0.0,
@@ -144,7 +146,7 @@ def implied_distribution(
 
 
 def point_distribution(
-    params: Mapping[str, Any], bounds: Mapping[str, ParameterBounds]
+    params: ParamMapping, bounds: Mapping[str, ParameterBounds]
 ) -> dict[str, dict[str, float]]:
     """A single parameter set as a (degenerate) config-form distribution."""
     out: dict[str, dict[str, float]] = {}
@@ -158,7 +160,7 @@ def point_distribution(
 
 
 def distribution_from_yaml(
-    distribution: Mapping[str, Mapping[str, float]], config: ExperimentConfig
+    distribution: Mapping[str, object], config: ExperimentConfig
 ) -> dict[str, ParameterDistribution]:
     """Validate a ``param_distributions``-style mapping through the config loader.
 
@@ -177,13 +179,16 @@ def distribution_from_yaml(
         ConfigError: If the mapping is not a valid distribution for these bounds.
     """
     raw = config.to_dict()
-    raw["param_distributions"] = {**raw["param_distributions"], "real": _plain(distribution)}
+    named = raw["param_distributions"]
+    assert isinstance(named, Mapping)  # to_dict writes the distributions as a mapping
+    raw["param_distributions"] = {**named, "real": _plain(distribution)}
     return config_from_dict(raw, check_paths=False).param_distributions["real"]
 
 
 def typed_distribution(
-    distribution: Mapping[str, Any], config: ExperimentConfig
-) -> Mapping[str, Any]:
+    distribution: Mapping[str, ParameterDistribution | Mapping[str, float]],
+    config: ExperimentConfig,
+) -> Mapping[str, ParameterDistribution]:
     """Typed distributions from a config-form or already typed mapping.
 
     The design parameters are validated through the config loader
@@ -194,8 +199,9 @@ def typed_distribution(
     Raises:
         ConfigError: An invalid distribution, or a nuisance parameter the config lacks.
     """
-    if all(not isinstance(v, Mapping) for v in distribution.values()):
-        return distribution
+    already = {k: v for k, v in distribution.items() if not isinstance(v, Mapping)}
+    if len(already) == len(distribution):
+        return already
     nuisance_bounds = config.imaging.nuisance_bounds()
     nuisance = {k: v for k, v in distribution.items() if k.startswith(NUISANCE_PREFIX)}
     unknown = sorted(set(nuisance) - set(nuisance_bounds))
@@ -205,8 +211,10 @@ def typed_distribution(
             f"{sorted(nuisance_bounds)}"
         )
     design = {k: v for k, v in distribution.items() if k not in nuisance}
-    typed: dict[str, Any] = dict(distribution_from_yaml(design, config))
+    typed: dict[str, ParameterDistribution] = dict(distribution_from_yaml(design, config))
     for name, d in nuisance.items():
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{name} must be given as {{mean, std}} here, got {d!r}")
         typed[name] = NormalDistribution(float(d["mean"]), float(d["std"]))
     return typed
 
@@ -240,7 +248,7 @@ def distribution_errors(
     estimate: Mapping[str, Mapping[str, float]],
     truth: Mapping[str, Mapping[str, float]],
     bounds: Mapping[str, ParameterBounds],
-) -> dict[str, Any]:
+) -> JsonObject:
     """Errors of a config-form distribution against a known one.
 
     Args:

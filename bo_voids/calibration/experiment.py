@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from bo_voids.state import (
     load_experiment,
     utc_timestamp,
 )
+
+if TYPE_CHECKING:
+    from bo_voids.evaluation import Evaluator
 
 from .diagnostics import (
     surrogate_cross_validation,
@@ -93,7 +96,7 @@ def calibrate_experiment(
     folds: int = 5,
     sets_per_fold: int | None = None,
     plot: bool = True,
-    evaluator: Any = None,
+    evaluator: Evaluator | None = None,
     population: bool = True,
     void_metric_images: int = 16,
     book: ScoreBook | None = None,

@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 
 from bo_voids._io import atomic_write_bytes
+from bo_voids._types import JsonObject, JsonScalar
 from bo_voids.config import NumericBounds
 from bo_voids.exceptions import StateError
 from bo_voids.optimizers.composite_gp import CompositeGPOptimizer, Emulator
 from bo_voids.scoring import ObservationSet
 from bo_voids.seeding import derive_seed, rng
+from bo_voids.space import ParamMapping
 from bo_voids.statistics import NullBand
 from bo_voids.statistics.verdict import Verdict, bound_notes, make_verdict, summary_checks
 from bo_voids.surrogates.population import (
@@ -111,7 +113,7 @@ class PopulationFoldFit:
     n_train_clusters: int
     n_train_images: int
 
-    def fold_summary(self) -> dict[str, Any]:
+    def fold_summary(self) -> JsonObject:
         """What the fold reports of this fit."""
         return {
             "n_train_images": self.n_train_images,
@@ -285,8 +287,8 @@ def score_population(
     pool: Rendered | None,
     sets_per_fold: int,
     seed: int,
-    comparators: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
+    comparators: Mapping[str, Mapping[str, JsonScalar]] | None = None,
+) -> JsonObject:
     """The ``population`` section of ``calibration.json``.
 
     Args:
@@ -470,7 +472,7 @@ def write_marginals_plot(
     context: CalibrationContext,
     population: Mapping[str, Any],
     mixture: Mapping[str, Mapping[str, float]] | None = None,
-    best_point: Mapping[str, Any] | None = None,
+    best_point: ParamMapping | None = None,
 ) -> Path:
     """Plot ψ's marginals (and intervals of the means) against the mixture and the truth.
 

@@ -38,11 +38,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bo_voids._types import JsonObject
+from bo_voids.config import ParameterDistribution
 from bo_voids.exceptions import CalibrationError
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.metrics import MMDScorer
 from bo_voids.scoring import Observation
 from bo_voids.seeding import derive_seed, rng
-from bo_voids.space import ParamSet
+from bo_voids.space import ParamMapping, ParamSet
 from bo_voids.state import ExperimentRun
 from bo_voids.statistics import (
     POOL_NULL_DRAWS,
@@ -149,7 +152,7 @@ class ImpliedFit:
     std_factor: float
     n_targets: int
 
-    def fold_summary(self) -> dict[str, Any]:
+    def fold_summary(self) -> JsonObject:
         """What a held-out fold reports of the fit on its training part."""
         return {
             "n_train_images": self.n_targets,
@@ -163,7 +166,7 @@ class ImpliedFit:
 class FoldFit(Protocol):
     """A fit on a fold's training part (:class:`ImpliedFit` or a population fit)."""
 
-    def fold_summary(self) -> dict[str, Any]:
+    def fold_summary(self) -> JsonObject:
         """JSON figures of the fit, for the fold's record."""
         ...
 
@@ -320,9 +323,15 @@ def render_requests(
             replications=req.replications,
             embeddings=emb,
             groups=groups,
-            render_seeds=[int(rec["render_seed"]) for r in mine for rec in r.records],
+            render_seeds=[_render_seed(rec) for r in mine for rec in r.records],
         )
     return out
+
+
+def _render_seed(record: ImageRecord) -> int:
+    seed = record["render_seed"]
+    assert seed is not None, "a rendered image records its render seed"
+    return int(seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +418,7 @@ class ValidationResult:
             return None
         return float((self.mmd2 - self.band.mean) / self.band.std)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (without the embeddings)."""
         return {
             "label": self.label,
@@ -476,7 +485,7 @@ def score_sample(
 
 def validate_param_sets(
     context: CalibrationContext,
-    param_sets: Sequence[Mapping[str, Any]],
+    param_sets: Sequence[ParamMapping],
     *,
     replications: int | None = None,
     seed: int,
@@ -511,7 +520,7 @@ def validate_param_sets(
 
 def validate_distribution(
     context: CalibrationContext | ExperimentRun | str | Path,
-    distribution: Mapping[str, Any],
+    distribution: Mapping[str, ParameterDistribution | Mapping[str, float]],
     *,
     n_sets: int | None = None,
     replications: int | None = None,
@@ -692,7 +701,7 @@ class FoldResult:
     mmd2: float
     sample: Rendered
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (without embeddings)."""
         return {
             "fold": self.fold.index,
@@ -756,7 +765,7 @@ class HeldOutResult:
         """A result that says why no held-out validation was possible."""
         return cls(None, [], math.nan, None, None, sets_per_fold, replications, reason)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (NaN figures and a ``reason`` when unavailable)."""
         band = self.band
         return {

@@ -12,10 +12,10 @@ import abc
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.exceptions import EmbeddingError
 
 __all__ = ["Embedder", "ImageBatch", "as_image_list", "short_hash"]
@@ -96,10 +96,10 @@ class Embedder(abc.ABC):
         """
 
     @abc.abstractmethod
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         """Return a JSON-serialisable description for the experiment record."""
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> JsonObject:
         """The record an experiment keeps of its embedder: name, dim, fingerprint, settings.
 
         A resume, a warm start or a re-targeting refuses an experiment whose identity differs.
@@ -163,7 +163,7 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return (img @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
 
 
-def short_hash(obj: Any, n: int = 12) -> str:
+def short_hash(obj: object, n: int = 12) -> str:
     """Return the first ``n`` hex digits of the SHA-256 of ``obj``'s canonical JSON."""
     payload = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:n]

@@ -41,16 +41,22 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.embedding.base import Embedder, short_hash
 from bo_voids.exceptions import EmbeddingError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import Dinov2Config
 
 __all__ = [
     "BF16_MIN_COSINE",
     "DINOV2_VARIANTS",
+    "DinoOptions",
     "DinoV2Embedder",
     "DinoV2Variant",
     "convert_original_state_dict",
@@ -71,6 +77,16 @@ BF16_MIN_COSINE = 0.999
 
 #: CPU flags (``/proc/cpuinfo``) that mean native bfloat16 dot products on x86-64.
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class DinoOptions(TypedDict, total=False):
+    """Further :class:`DinoV2Embedder` arguments that :func:`make_embedder` passes on."""
+
+    crop_size: int
+    resize_size: int | None
+    batch_size: int
+    cache_dir: str | os.PathLike[str] | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,7 @@ DINOV2_VARIANTS: dict[str, DinoV2Variant] = {
 }
 
 
-def dinov2_config(variant: str) -> Any:
+def dinov2_config(variant: str) -> Dinov2Config:
     """Return the ``transformers.Dinov2Config`` of a released variant, without any download.
 
     Args:
@@ -272,7 +288,7 @@ class DinoV2Embedder(Embedder):
         self,
         model: str = "dinov2_vitb14",
         *,
-        weights: str | os.PathLike[str] | Any | None = None,
+        weights: str | os.PathLike[str] | torch.nn.Module | None = None,
         device: str = "auto",
         dtype: str = "auto",
         crop_size: int = 224,
@@ -327,7 +343,7 @@ class DinoV2Embedder(Embedder):
 
     # ------------------------------------------------------------------ public API
 
-    def preprocess(self, images: list[np.ndarray]) -> Any:
+    def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """Turn validated images into a normalised `B x 3 x crop x crop` float32 tensor."""
         import torch
         import torch.nn.functional as F
@@ -401,7 +417,7 @@ class DinoV2Embedder(Embedder):
             f":cls:crop{self.crop_size}-resize{self.resize_size}-{settings}:{self.dtype_name}"
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         """Return the embedder's identity and settings for ``experiment.json``."""
         return {
             "name": self.name,
@@ -577,7 +593,7 @@ def _state_dict_hash(model: Any) -> str:
 _ORIG_BLOCK = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")
 
 
-def convert_original_state_dict(sd: dict[str, Any]) -> dict[str, Any]:
+def convert_original_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert a facebookresearch/dinov2 state dict to Hugging Face (``transformers`` 4.x) keys.
 
     Keys already in Hugging Face layout pass through unchanged; ``transformers`` maps 4.x names

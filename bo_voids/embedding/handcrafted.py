@@ -52,16 +52,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from bo_voids._io import atomic_write_text
+from bo_voids._types import JsonObject
 from bo_voids.embedding.base import Embedder, as_image_list, short_hash, to_gray
 from bo_voids.exceptions import EmbeddingError
+from bo_voids.space import ParamMapping
 
 if TYPE_CHECKING:
+    from skimage.measure._regionprops import RegionProperties
+
     from bo_voids.space import SearchSpace
 
 __all__ = [
@@ -75,6 +79,7 @@ __all__ = [
     "PARAM_HEAD",
     "HandcraftedConstants",
     "HandcraftedEmbedder",
+    "HandcraftedOverrides",
     "HandcraftedSettings",
     "calibrate_scaling",
     "constants_path",
@@ -316,13 +321,31 @@ class HandcraftedSettings:
                 f"expected {sorted(DEFAULT_GROUP_WEIGHTS)}"
             )
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         """Plain-dict form (for fingerprints and the experiment record)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["group_weights"] = {
             g: float(self.group_weights.get(g, 1.0)) for g in DEFAULT_GROUP_WEIGHTS
         }
         return d
+
+
+class HandcraftedOverrides(TypedDict, total=False):
+    """Keyword overrides of :class:`HandcraftedSettings` (any subset of its fields)."""
+
+    work_size: int
+    smooth_sigma: float
+    background_size: float
+    wire_size: float
+    low_threshold: float
+    high_threshold: float
+    min_area: float
+    max_area: float
+    min_axis_ratio: float
+    group_weights: Mapping[str, float]
+    raw_weight: float
+    head_weight: float
+    shape_weight: float
 
 
 class HandcraftedEmbedder(Embedder):
@@ -360,11 +383,13 @@ class HandcraftedEmbedder(Embedder):
         *,
         scaling: Mapping[str, tuple[float, float]] | None = None,
         head: Mapping[str, Sequence[float]] | None = None,
-        **overrides: Any,
+        **overrides: Unpack[HandcraftedOverrides],
     ) -> None:
         base = settings or HandcraftedSettings()
         if overrides:
-            base = HandcraftedSettings(**{**base.as_dict(), **overrides})
+            # through as_dict: the group weights are completed with their defaults
+            fields: dict[str, Any] = {**base.as_dict(), **overrides}
+            base = HandcraftedSettings(**fields)
         self.settings = base
         self.scaling = dict(_packaged().scaling if scaling is None else scaling)
         head = _packaged().head if head is None else head
@@ -432,7 +457,7 @@ class HandcraftedEmbedder(Embedder):
         }
         return f"handcrafted:{FEATURE_VERSION}:{short_hash(payload, 16)}"
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         """Return the embedder's identity and settings for ``experiment.json``."""
         return {
             "name": self.name,
@@ -589,7 +614,7 @@ def void_features(
 
 def segment_voids(
     image: np.ndarray, settings: HandcraftedSettings | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any], np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RegionProperties], np.ndarray]:
     """Find void candidates in one image (the first stage of :func:`void_features`).
 
     Args:
@@ -737,7 +762,7 @@ def calibrate_scaling(raw: np.ndarray) -> dict[str, tuple[float, float]]:
 
 def fit_param_head(
     raw: np.ndarray,
-    params: Sequence[Mapping[str, Any]],
+    params: Sequence[ParamMapping],
     bounds: Mapping[str, tuple[float, float]],
     scaling: Mapping[str, tuple[float, float]],
     ridge: float = 3.0,
@@ -834,7 +859,10 @@ def refit_constants(
     space: SearchSpace,
     base_image_dir: str | Path,
     path: str | Path | None = None,
-    **kwargs: Any,
+    *,
+    n_images: int = 1200,
+    sizes: Sequence[int] = CALIBRATION_SIZES,
+    seed: int = 0,
 ) -> HandcraftedConstants:
     """Fit the constants (:func:`fit_constants`) and write them to ``path``.
 
@@ -842,12 +870,14 @@ def refit_constants(
         space: Search space of the reference sample (the design's bounds).
         base_image_dir: Base chip images of the generator.
         path: Output file; default the package data of this version (:func:`constants_path`).
-        **kwargs: Passed to :func:`fit_constants` (``n_images``, ``sizes``, ``seed``).
+        n_images: Images of the reference sample (see :func:`fit_constants`).
+        sizes: Image sizes the sample is rendered at.
+        seed: Seed of the sample.
 
     Returns:
         The constants written.
     """
-    constants = fit_constants(space, base_image_dir, **kwargs)
+    constants = fit_constants(space, base_image_dir, n_images=n_images, sizes=sizes, seed=seed)
     write_constants(constants_path() if path is None else path, constants)
     if path is None:
         _packaged.cache_clear()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import Unpack
 
 from bo_voids.config import EMBEDDERS as _NAMES
 from bo_voids.embedding.base import Embedder
-from bo_voids.embedding.dinov2 import DINOV2_VARIANTS, DinoV2Embedder
-from bo_voids.embedding.handcrafted import HandcraftedEmbedder
+from bo_voids.embedding.dinov2 import DINOV2_VARIANTS, DinoOptions, DinoV2Embedder
+from bo_voids.embedding.handcrafted import HandcraftedEmbedder, HandcraftedOverrides
 from bo_voids.exceptions import EmbeddingError, FallbackWarning
 
 __all__ = ["available_embedders", "make_embedder"]
@@ -28,8 +28,8 @@ def make_embedder(
     device: str = "auto",
     dtype: str = "auto",
     allow_network: bool | None = None,
-    handcrafted: dict[str, Any] | None = None,
-    **dino_kwargs: Any,
+    handcrafted: HandcraftedOverrides | None = None,
+    **dino_kwargs: Unpack[DinoOptions],
 ) -> Embedder:
     """Build an embedder by name.
 

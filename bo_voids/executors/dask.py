@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.evaluation import EvaluationResult, EvaluationTask, Evaluator, EvaluatorSpec
 from bo_voids.exceptions import BoVoidsError, ConfigError, WorkerLostError
 from bo_voids.executors.base import EvaluationExecutor
@@ -97,7 +98,7 @@ def _warm_up(spec: EvaluatorSpec) -> dict[str, Any]:
     return worker_cache_info()
 
 
-def worker_cache_info() -> dict[str, Any]:
+def worker_cache_info() -> JsonObject:
     """Diagnostics of this process's evaluator cache (run on workers with ``client.run``).
 
     Returns:
@@ -255,7 +256,7 @@ class DaskEvaluationExecutor(EvaluationExecutor):
                 "--nthreads 1`"
             ) from exc
 
-    def warm_up(self) -> dict[str, dict[str, Any]]:
+    def warm_up(self) -> dict[str, JsonObject]:
         """Build the evaluator once on every connected worker (in its task thread).
 
         Returns:
@@ -305,7 +306,7 @@ class DaskEvaluationExecutor(EvaluationExecutor):
             return "<closed>"
         return str(self._client.scheduler.address)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         """Scheduler address, worker count and whether the cluster was started here."""
         return {
             "scheduler_address": self.scheduler_address,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -91,7 +90,7 @@ class ImagingChain:
         """Whether the chain never changes an image (all fixed at their identity values)."""
         return self.settings.is_identity
 
-    def split(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], ImagingValues]:
+    def split(self, params: Mapping[str, object]) -> tuple[dict[str, object], ImagingValues]:
         """Separate a parameter set into its design parameters and the chain's values.
 
         Args:

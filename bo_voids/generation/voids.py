@@ -53,7 +53,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 from PIL import Image
@@ -65,6 +65,9 @@ from bo_voids.exceptions import ConfigError
 from bo_voids.generation.base_chips import load_base_images, write_png_atomic
 from bo_voids.generation.imaging import ImagingChain, ImagingValues
 from bo_voids.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from bo_voids.space import ParamMapping, ParamSet
 
 __all__ = [
     "PARAM_KEYS",
@@ -140,7 +143,7 @@ class RenderedImage:
         return path
 
 
-def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def validate_params(params: Mapping[str, object]) -> ParamSet:
     """Check a parameter dict and return it with plain Python types in canonical key order.
 
     Args:
@@ -172,7 +175,7 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if not float(count).is_integer() or count < 0:
         raise ConfigError(f"void_count must be a non-negative integer, got {count!r}")
 
-    out: dict[str, Any] = {"void_shape": shape, "void_count": int(count)}
+    out: ParamSet = {"void_shape": shape, "void_count": int(count)}
     limits = {
         "base_size": (0.0, math.inf, False),
         "brightness_factor": (0.0, 1.0, True),
@@ -236,6 +239,39 @@ def save_png(
     return path
 
 
+class _Geometry(TypedDict, total=False):
+    """The keys a rendered image adds to its :class:`ImageRecord`."""
+
+    voids: list[dict[str, object]]
+    void_area_pct: float
+
+
+class ImageRecord(TypedDict):
+    """The metadata record of one image (a ``metadata.json`` row), made by :func:`image_record`.
+
+    ``voids`` and ``void_area_pct`` are present for a rendered image, ``source_file`` for a real
+    image loaded from a folder.
+    """
+
+    sample_id: str | None
+    iteration: int
+    dataset_type: str
+    param_set_id: str
+    replication_seed: int | None
+    render_seed: int | None
+    base_image_id: str | None
+    params: ParamSet | None
+    uncontrolled_params: dict[str, float] | None
+    timestamp: str
+    voids: NotRequired[list[dict[str, object]]]
+    void_area_pct: NotRequired[float]
+    image_file: str | None
+    mask_file: str | None
+    source_file: NotRequired[str]
+    #: A set carried over by a warm start: ``{"experiment", "iteration"}`` it came from.
+    warm_start_from: NotRequired[dict[str, str | int]]
+
+
 def image_record(
     *,
     iteration: int,
@@ -243,13 +279,13 @@ def image_record(
     param_set_id: str,
     replication_seed: int | None,
     render_seed: int | None = None,
-    params: Mapping[str, Any] | None = None,
+    params: ParamMapping | None = None,
     rendered: RenderedImage | None = None,
     sample_id: str | None = None,
     image_file: str | None = None,
     mask_file: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
+    source_file: str | None = None,
+) -> ImageRecord:
     """The metadata record of one image, in the design's schema (``metadata.json`` rows).
 
     Every record bo_voids writes is built here: by :meth:`VoidGenerator.generate_batch`, by the
@@ -267,15 +303,20 @@ def image_record(
         sample_id: The image's id (the pipeline numbers its images when it writes them).
         image_file: File name of the saved image, relative to its folder.
         mask_file: File name of the saved mask, relative to its folder.
-        **extra: Further keys appended at the end (e.g. ``source_file``).
+        source_file: The file a loaded image was read from (appended at the end when given).
 
     Returns:
         ``sample_id``, ``iteration``, ``dataset_type``, ``param_set_id``, ``replication_seed``,
         ``render_seed``, ``base_image_id``, ``params``, ``uncontrolled_params``, ``timestamp``
         (UTC, to the second), then ``voids`` and ``void_area_pct`` for a rendered image, then
-        ``image_file``, ``mask_file`` and ``extra``.
+        ``image_file``, ``mask_file`` and ``source_file``.
     """
-    record: dict[str, Any] = {
+    geometry: _Geometry = (
+        {"voids": rendered.voids, "void_area_pct": float(rendered.void_area_pct)}
+        if rendered is not None
+        else {}
+    )
+    record: ImageRecord = {
         "sample_id": sample_id,
         "iteration": int(iteration),
         "dataset_type": dataset_type,
@@ -288,11 +329,12 @@ def image_record(
             dict(rendered.uncontrolled_params) if rendered is not None else None
         ),
         "timestamp": utc_timestamp(),
+        **geometry,
+        "image_file": image_file,
+        "mask_file": mask_file,
     }
-    if rendered is not None:
-        record["voids"] = rendered.voids
-        record["void_area_pct"] = float(rendered.void_area_pct)
-    record.update(image_file=image_file, mask_file=mask_file, **extra)
+    if source_file is not None:
+        record["source_file"] = source_file
     return record
 
 
@@ -345,7 +387,7 @@ class VoidGenerator:
         self.imaging = ImagingChain(imaging)
         self.base_images, self.base_image_ids = load_base_images(base_image_dir, self.image_size)
 
-    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def check_params(self, params: ParamMapping) -> ParamSet:
         """Validate a parameter set: the six design parameters and this chain's nuisance ones.
 
         Raises:
@@ -369,9 +411,7 @@ class VoidGenerator:
 
     # ------------------------------------------------------------------ public API
 
-    def render(
-        self, params: Mapping[str, Any], seed: int, *, instances: bool = False
-    ) -> RenderedImage:
+    def render(self, params: ParamMapping, seed: int, *, instances: bool = False) -> RenderedImage:
         """Render one image: pick a base chip with the seed's generator and draw the voids.
 
         Args:
@@ -395,9 +435,7 @@ class VoidGenerator:
         )
         return self._imaged(rendered, values, seed)
 
-    def generate_single(
-        self, base_chip: np.ndarray, params: Mapping[str, Any], seed: int
-    ) -> np.ndarray:
+    def generate_single(self, base_chip: np.ndarray, params: ParamMapping, seed: int) -> np.ndarray:
         """Render voids on a given base chip (the design's signature).
 
         The random stream is the same as :meth:`render`'s (the chip-choice draw is made and
@@ -427,7 +465,7 @@ class VoidGenerator:
         return self._imaged(self._render(chip, "<given>", p, gen), values, seed).image
 
     def render_many(
-        self, items: Sequence[tuple[Mapping[str, Any], int]], *, progress: bool = False
+        self, items: Sequence[tuple[ParamMapping, int]], *, progress: bool = False
     ) -> list[RenderedImage]:
         """Render several ``(params, seed)`` pairs in order.
 
@@ -447,7 +485,7 @@ class VoidGenerator:
 
     def generate_batch(
         self,
-        param_sets: Sequence[Mapping[str, Any]],
+        param_sets: Sequence[ParamMapping],
         replications: int = 3,
         save_dir: str | Path | None = None,
         *,
@@ -456,7 +494,7 @@ class VoidGenerator:
         dataset_type: str = "synthetic",
         iteration: int = 0,
         sample_prefix: str | None = None,
-    ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    ) -> tuple[list[np.ndarray], list[ImageRecord]]:
         """Render ``replications`` images of each parameter set, with design-schema metadata.
 
         Images are ordered parameter set by parameter set, replication by replication, and
@@ -503,7 +541,7 @@ class VoidGenerator:
         out_dir = Path(save_dir) if save_dir is not None else None
 
         images: list[np.ndarray] = []
-        metadata: list[dict[str, Any]] = []
+        metadata: list[ImageRecord] = []
         index = 0
         for i, p in enumerate(validated):
             ps_id = param_set_ids[i] if param_set_ids is not None else f"ps_{i:03d}"

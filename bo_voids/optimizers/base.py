@@ -40,7 +40,9 @@ from typing import Any, ClassVar, TypedDict
 import numpy as np
 import torch
 
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.exceptions import ConfigError, FallbackWarning
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.scoring import (
     TARGET_TYPES,
     ObservationRecord,
@@ -51,7 +53,7 @@ from bo_voids.scoring import (
     ranked_records,
 )
 from bo_voids.seeding import derive_seed
-from bo_voids.space import ParamSet, SearchSpace
+from bo_voids.space import ParamMapping, ParamSet, ParamValue, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ class Proposal:
         """The ``k`` best observed sets under this proposal's model (see ``rank_observations``)."""
         return ranked_records(observations.sets, self.predicted_mmd2, k)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON form (``proposals.json`` of the iteration it was made after)."""
         return {
             "next_params": [dict(p) for p in self.next_params],
@@ -168,7 +170,7 @@ class BaseOptimizer(ABC):
         *,
         seed: int = 0,
         top_k: int = 5,
-        **options: Any,
+        **options: object,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise ConfigError(f"space must be a SearchSpace, got {type(space).__name__}")
@@ -198,7 +200,7 @@ class BaseOptimizer(ABC):
         observations: ObservationSet,
         batch_size: int = 8,
         seed: int | None = None,
-        warm_state: Mapping[str, Any] | None = None,
+        warm_state: Mapping[str, JsonValue] | None = None,
     ) -> Proposal:
         """Propose the next batch from the scored observations.
 
@@ -255,7 +257,7 @@ class BaseOptimizer(ABC):
     def recommend_next_batch(
         self,
         all_embeddings: np.ndarray,
-        all_metadata: Sequence[Mapping[str, Any]],
+        all_metadata: Sequence[ImageRecord],
         target_embeddings: np.ndarray,
         batch_size: int = 8,
         *,
@@ -333,7 +335,7 @@ class BaseOptimizer(ABC):
 
     # ---- shared helpers ------------------------------------------------------------------------
 
-    def sobol_batch(self, n: int, seed: int, skip: int = 0) -> list[dict[str, Any]]:
+    def sobol_batch(self, n: int, seed: int, skip: int = 0) -> list[ParamSet]:
         """A scrambled Sobol batch over the unit cube, decoded through the space.
 
         Args:
@@ -351,7 +353,7 @@ class BaseOptimizer(ABC):
         return self.space.decode_many(u)
 
     def sobol_fallback(
-        self, reason: str, batch_size: int, seed: int, info: dict[str, Any], warn: bool = True
+        self, reason: str, batch_size: int, seed: int, info: dict[str, object], warn: bool = True
     ) -> Proposal:
         """A Sobol batch instead of a model's proposal, with the reason recorded and warned.
 
@@ -417,7 +419,7 @@ class BaseOptimizer(ABC):
         return out, replaced
 
     def _perturb(
-        self, params: Mapping[str, Any], seen: set[tuple[Any, ...]], rng: np.random.Generator
+        self, params: ParamMapping, seen: set[tuple[ParamValue, ...]], rng: np.random.Generator
     ) -> dict[str, Any]:
         """A nearby point not in ``seen``: jitter the numeric columns, widening each try."""
         raw = self.space.to_raw(params)

@@ -90,6 +90,7 @@ from bo_voids.exceptions import ConfigError
 from bo_voids.optimizers.base import BaseOptimizer, Proposal, ProposalRequest
 from bo_voids.scoring import Observation
 from bo_voids.seeding import derive_seed
+from bo_voids.space import SearchSpace
 
 #: Options of every GP optimiser that the ``bo:`` section also sets, with its defaults (one
 #: place: :class:`~bo_voids.config.BOSettings` and the experiment's ``acquisition_function``).
@@ -167,8 +168,10 @@ class BoTorchOptimizer(BaseOptimizer):
         "nei_max_baseline": 128,
     }
 
-    def __init__(self, space: Any, **kwargs: Any) -> None:
-        super().__init__(space, **kwargs)
+    def __init__(
+        self, space: SearchSpace, *, seed: int = 0, top_k: int = 5, **options: object
+    ) -> None:
+        super().__init__(space, seed=seed, top_k=top_k, **options)
         o = self.options
         for key, allowed in (
             ("acquisition", ACQUISITIONS),

@@ -48,6 +48,8 @@ from bo_voids.summaries import SummaryMap, head_targets, set_statistics
 
 if TYPE_CHECKING:
     from bo_voids.reference_design import ReferenceDesign
+from bo_voids._types import JsonValue
+from bo_voids.space import SearchSpace
 from bo_voids.surrogates.composite import CompositeSurrogate
 from bo_voids.surrogates.population import (
     PopulationFit,
@@ -187,8 +189,10 @@ class CompositeGPOptimizer(BaseOptimizer):
         "population_slots": BOSettings.population_slots,
     }
 
-    def __init__(self, space: Any, **kwargs: Any) -> None:
-        super().__init__(space, **kwargs)
+    def __init__(
+        self, space: SearchSpace, *, seed: int = 0, top_k: int = 5, **options: object
+    ) -> None:
+        super().__init__(space, seed=seed, top_k=top_k, **options)
         #: A space-filling design the summaries are fitted on (see :meth:`use_reference_design`).
         self.reference_design: tuple[ReferenceDesign, int] | None = None
         o = self.options
@@ -280,7 +284,7 @@ class CompositeGPOptimizer(BaseOptimizer):
         observations: ObservationSet,
         *,
         seed: int,
-        warm_state: Mapping[str, Any] | None = None,
+        warm_state: Mapping[str, JsonValue] | None = None,
     ) -> Emulator:
         """Fit the summaries (or reuse the stored map) and the composite GP to the observations.
 
@@ -299,7 +303,7 @@ class CompositeGPOptimizer(BaseOptimizer):
         o = self.options
         warm = dict(warm_state or {})
         sets = tuple(observations.sets)
-        smap = self._summary_map(sets, warm.get("summary_map"), seed)
+        smap = self._summary_map(sets, _part(warm, "summary_map"), seed)
         S, groups = self.image_summaries(sets, smap)
         X, Y, Yvar = self.training_data(sets, smap, summaries=(S, groups))
         ST = smap.transform(observations.targets)
@@ -312,7 +316,7 @@ class CompositeGPOptimizer(BaseOptimizer):
             mc_samples=int(o["mc_samples"]),
             maxiter=int(o["maxiter"]),
         )
-        surrogate.fit(X, Y, Yvar, ST.mean(axis=0), warm_state=warm.get("surrogate"), seed=seed)
+        surrogate.fit(X, Y, Yvar, ST.mean(axis=0), warm_state=_part(warm, "surrogate"), seed=seed)
         means, sizes = cluster_means(ST, observations.target_groups)
         return Emulator(
             summary_map=smap,
@@ -432,3 +436,11 @@ class CompositeGPOptimizer(BaseOptimizer):
             return SummaryMap.fit(
                 E, groups, theta, kinds=kinds, n_components=n_comp, seed=seed, param_names=names
             )
+
+
+def _part(warm: Mapping[str, JsonValue], key: str) -> Mapping[str, JsonValue] | None:
+    """One model's state in a warm state (``None`` when it holds none)."""
+    part = warm.get(key)
+    if part is not None and not isinstance(part, Mapping):
+        raise ValueError(f"warm_state[{key!r}] is not a state record: {part!r}")
+    return part

@@ -24,13 +24,17 @@ OPTIMIZERS: dict[str, type[BaseOptimizer]] = {
 }
 
 
-def make_optimizer(name: str, space: SearchSpace, **kwargs: Any) -> BaseOptimizer:
+def make_optimizer(
+    name: str, space: SearchSpace, *, seed: int = 0, top_k: int = 5, **options: object
+) -> BaseOptimizer:
     """Build a registered optimiser by name.
 
     Args:
         name: A key of :data:`OPTIMIZERS` (``"random"``, ``"botorch"``).
         space: The search space.
-        **kwargs: Passed to the optimiser (``seed``, ``top_k``, options).
+        seed: The optimiser's seed.
+        top_k: How many best sets it reports.
+        **options: The optimiser's options (checked by the optimiser).
 
     Returns:
         The optimiser.
@@ -44,7 +48,7 @@ def make_optimizer(name: str, space: SearchSpace, **kwargs: Any) -> BaseOptimize
         raise ConfigError(
             f"unknown optimizer {name!r}; valid optimizers: {sorted(OPTIMIZERS)}"
         ) from None
-    return cls(space, **kwargs)
+    return cls(space, seed=seed, top_k=top_k, **options)
 
 
 def optimizer_from_config(cfg: ExperimentConfig, space: SearchSpace) -> BaseOptimizer:

@@ -18,9 +18,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import beta
 
 __all__ = [
@@ -45,7 +45,9 @@ def dirichlet_weights(n_units: int, n_replicates: int, seed: int) -> np.ndarray:
     return gen.dirichlet(np.ones(int(n_units)), size=int(n_replicates)) * n_units
 
 
-def one_step_bootstrap(unit_scores: Any, covariance: Any, weights: Any) -> np.ndarray:
+def one_step_bootstrap(
+    unit_scores: ArrayLike, covariance: ArrayLike, weights: ArrayLike
+) -> np.ndarray:
     """First-order refits of an M-estimator under bootstrap weights.
 
     Args:
@@ -64,7 +66,7 @@ def one_step_bootstrap(unit_scores: Any, covariance: Any, weights: Any) -> np.nd
     return ((W - 1.0) @ S) @ C.T
 
 
-def quantile_intervals(draws: Any, level: float) -> tuple[np.ndarray, np.ndarray]:
+def quantile_intervals(draws: ArrayLike, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Central ``level`` quantile range of each column of `(n, dim)` draws."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")

@@ -20,7 +20,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from bo_voids._types import JsonObject, Labels
 from bo_voids.metrics import (
     BandwidthSpec,
     MMDScorer,
@@ -74,7 +76,7 @@ def null_variance_factor(n: int, m: int) -> float:
     return 1.0 / (n * (n - 1)) + 2.0 / (n * m) + 1.0 / (m * (m - 1))
 
 
-def rescale_noise_floor(noise_floor: Mapping[str, Any], n: int, m: int) -> dict[str, float]:
+def rescale_noise_floor(noise_floor: Mapping[str, float], n: int, m: int) -> dict[str, float]:
     """Rescale a half-split noise floor to a comparison of ``n`` synthetic vs ``m`` real samples.
 
     :meth:`MMDScorer.noise_floor` measures real-vs-real MMD² between halves of the target set
@@ -179,7 +181,7 @@ class NullBand:
             return None
         return bool(value <= self.q95)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable copy (NaN stays ``float('nan')``; ``n_judged`` added)."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["split"] = None if self.split is None else list(self.split)
@@ -243,7 +245,7 @@ def _judged_size(n_sets: int, n_reps: int | None) -> tuple[int, int]:
 
 
 def null_band_from_statistics(
-    stats: Any,
+    stats: ArrayLike,
     *,
     n_sets: int,
     n_reps: int | None = None,
@@ -315,8 +317,8 @@ def _null_mean(
 
 
 def split_null_band(
-    targets: Any,
-    groups: Any | None,
+    targets: ArrayLike,
+    groups: Labels | None,
     n_sets: int,
     n_reps: int | None = None,
     *,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from bo_voids._types import JsonObject, Labels
 from bo_voids.metrics import (
     BandwidthSpec,
     _as_2d,
@@ -83,21 +84,21 @@ class PermutationResult:
         """Whether "same distribution" is rejected at level ``alpha`` (``p_value <= alpha``)."""
         return self.p_value <= alpha
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable copy of every field."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def permutation_test(
-    X: Any,
-    Y: Any,
+    X: ArrayLike,
+    Y: ArrayLike,
     n_permutations: int = 1000,
     random_state: int | np.random.Generator | None = 0,
     *,
     bandwidth: BandwidthSpec = "median",
     unbiased: bool = True,
-    x_groups: Any | None = None,
-    y_groups: Any | None = None,
+    x_groups: Labels | None = None,
+    y_groups: Labels | None = None,
 ) -> PermutationResult:
     """Permutation test of "X and Y come from the same distribution" with MMD².
 
@@ -208,7 +209,7 @@ def permutation_test(
 
 
 def stratified_permutation_test(
-    strata: Sequence[tuple[np.ndarray, np.ndarray, Any | None, Any | None]],
+    strata: Sequence[tuple[np.ndarray, np.ndarray, Labels | None, Labels | None]],
     n_permutations: int = 1000,
     random_state: int | np.random.Generator | None = 0,
     *,

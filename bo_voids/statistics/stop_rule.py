@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 from scipy.stats import binom
 
+from bo_voids._types import JsonObject
 from bo_voids.config import ExperimentConfig
 from bo_voids.run_scores import RunScores
 
@@ -113,15 +113,17 @@ class StopThreshold:
         """Whether the rule can judge (a finite threshold)."""
         return bool(math.isfinite(self.value))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable copy."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> StopThreshold:
+    def from_dict(cls, data: object) -> StopThreshold:
         """Rebuild from :meth:`to_dict`; a missing or malformed record cannot judge."""
         if not data:
             return cannot_judge("no stop threshold recorded")
+        if not isinstance(data, Mapping):
+            return cannot_judge("unreadable stop threshold record")
         names = {f.name for f in fields(cls)}
         try:
             kwargs = {k: v for k, v in data.items() if k in names}

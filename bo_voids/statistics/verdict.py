@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 from scipy.stats import ttest_ind
+
+from bo_voids._types import JsonObject, Labels
 
 __all__ = [
     "VERDICT_ALPHA",
@@ -106,7 +107,7 @@ class SummaryCheck:
     message: str | None
 
 
-def _unit_means(X: np.ndarray, groups: Sequence[Any] | np.ndarray | None) -> np.ndarray:
+def _unit_means(X: np.ndarray, groups: Labels | None) -> np.ndarray:
     """Mean of each exchangeable unit (cluster, or image when ``groups`` is ``None``)."""
     if groups is None:
         return X
@@ -119,8 +120,8 @@ def summary_checks(
     generated: np.ndarray,
     names: Sequence[str],
     *,
-    real_groups: Sequence[Any] | np.ndarray | None = None,
-    generated_groups: Sequence[Any] | np.ndarray | None = None,
+    real_groups: Labels | None = None,
+    generated_groups: Labels | None = None,
     alpha: float = VERDICT_ALPHA,
 ) -> list[SummaryCheck]:
     """Posterior predictive checks of the mean of every summary (Welch tests on unit means).
@@ -258,7 +259,7 @@ class Verdict:
             return f"{self.headline} " + " ".join(f"{s}." for s in self.what_is_off[:3])
         return None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-serialisable form."""
         out = asdict(self)
         out["checks"] = [

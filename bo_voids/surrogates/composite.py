@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,9 +91,12 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
+from numpy.typing import ArrayLike
 from torch import Tensor
 
+from bo_voids._types import JsonObject, JsonValue
 from bo_voids.exceptions import OptimizerError
+from bo_voids.space import SearchSpace
 from bo_voids.surrogates.exact_posterior import (
     ExactPosterior,
     ExpectedObjective,
@@ -115,7 +118,7 @@ _DTYPE = torch.float64
 # ---------------------------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: Any, low: int = 1) -> int:
+def _positive_int(name: str, value: ArrayLike, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
@@ -162,7 +165,7 @@ class CompositeSurrogate:
 
     def __init__(
         self,
-        space: Any,
+        space: SearchSpace,
         acquisition: str = "ei",
         *,
         ucb_beta: float = 2.0,
@@ -228,12 +231,12 @@ class CompositeSurrogate:
 
     def fit(
         self,
-        X_raw: Any,
-        Y: Any,
-        Yvar: Any,
-        target: Any,
-        weights: Any | None = None,
-        warm_state: Mapping[str, Any] | None = None,
+        X_raw: ArrayLike,
+        Y: ArrayLike,
+        Yvar: ArrayLike,
+        target: ArrayLike,
+        weights: ArrayLike | None = None,
+        warm_state: Mapping[str, JsonValue] | None = None,
         seed: int = 0,
     ) -> CompositeSurrogate:
         """Fit the multi-output GP to the observed sets.
@@ -316,7 +319,9 @@ class CompositeSurrogate:
         }
         return self
 
-    def _check_data(self, X_raw: Any, Y: Any, Yvar: Any) -> tuple[Tensor, Tensor, Tensor]:
+    def _check_data(
+        self, X_raw: ArrayLike, Y: ArrayLike, Yvar: ArrayLike
+    ) -> tuple[Tensor, Tensor, Tensor]:
         X = np.asarray(X_raw, dtype=np.float64)
         Ya = np.asarray(Y, dtype=np.float64)
         Yv = np.asarray(Yvar, dtype=np.float64)
@@ -340,14 +345,14 @@ class CompositeSurrogate:
         )
 
     @staticmethod
-    def _check_target(target: Any, k: int) -> Tensor:
+    def _check_target(target: ArrayLike, k: int) -> Tensor:
         t = np.asarray(target, dtype=np.float64).reshape(-1)
         if t.shape != (k,) or not np.all(np.isfinite(t)):
             raise ValueError(f"target must be {k} finite values, got shape {t.shape}")
         return torch.as_tensor(t, dtype=_DTYPE)
 
     @staticmethod
-    def _check_weights(weights: Any | None, k: int) -> Tensor:
+    def _check_weights(weights: ArrayLike | None, k: int) -> Tensor:
         if weights is None:
             return torch.eye(k, dtype=_DTYPE)
         w = np.asarray(weights, dtype=np.float64)
@@ -393,7 +398,7 @@ class CompositeSurrogate:
 
     # ---- warm start ----------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> JsonObject:
         """The fitted hyper-parameters as a JSON-serialisable dict (nested lists of floats).
 
         Floats survive ``json.dumps`` / ``json.loads`` exactly, so a warm start from a persisted
@@ -453,7 +458,7 @@ class CompositeSurrogate:
         mean, cov = post.moments(Z.unsqueeze(-2))
         return mean.squeeze(-1), cov.squeeze(-1).squeeze(-1)
 
-    def predict(self, X_raw: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, X_raw: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and variance of the summary means at raw points.
 
         Args:
@@ -492,7 +497,7 @@ class CompositeSurrogate:
         return var
 
     def function_samples(
-        self, anchors_raw: Any, n_samples: int, seed: int = 0
+        self, anchors_raw: ArrayLike, n_samples: int, seed: int = 0
     ) -> list[Callable[[Tensor], Tensor]]:
         """Approximate posterior sample paths of ``f``, differentiable in the features.
 
@@ -538,7 +543,7 @@ class CompositeSurrogate:
 
         return [path(b) for b in range(n_samples)]
 
-    def predict_objective(self, X_raw: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict_objective(self, X_raw: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the objective ``-D`` at raw points.
 
         Args:
@@ -617,7 +622,10 @@ class CompositeSurrogate:
         )
 
     def propose(
-        self, q: int = 8, seed: int = 0, X_pending: Any | None = None
+        self,
+        q: int = 8,
+        seed: int = 0,
+        X_pending: np.ndarray | Sequence[Sequence[float]] | None = None,
     ) -> tuple[np.ndarray, float]:
         """Optimise a ``q``-batch jointly, make it valid, improve it locally and re-score it.
 

@@ -8,13 +8,13 @@ package's one encoding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
-from bo_voids.space import raw_to_features
+from bo_voids.space import SearchSpace, raw_to_features
 
 __all__ = ["FeatureEncoder"]
 
@@ -43,7 +43,7 @@ class FeatureEncoder:
             ``low`` and ``high`` are used).
     """
 
-    def __init__(self, space: Any) -> None:
+    def __init__(self, space: SearchSpace) -> None:
         cols: list[_Column] = []
         start = 0
         for p in space.parameters:
@@ -70,7 +70,7 @@ class FeatureEncoder:
         """Feature columns of continuous parameters."""
         return [c.start for c in self._cols if c.kind == "continuous"]
 
-    def to_features(self, X_raw: Any) -> np.ndarray:
+    def to_features(self, X_raw: ArrayLike) -> np.ndarray:
         """Encode raw points.
 
         Args:
@@ -102,7 +102,7 @@ class FeatureEncoder:
                 out[..., c.start] = (v - c.low) / span
         return out
 
-    def to_raw(self, Z: Any) -> np.ndarray:
+    def to_raw(self, Z: ArrayLike) -> np.ndarray:
         """Decode features to raw points (rounding and clipping like ``round_features``).
 
         Args:

@@ -52,11 +52,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
+from numpy.typing import ArrayLike
+from scipy.optimize import OptimizeResult, minimize
 from scipy.stats import norm, qmc
 from torch import Tensor
 
+from bo_voids._types import Labels
 from bo_voids.config import CategoricalDistribution, NormalDistribution
+from bo_voids.space import ParamMapping, SearchSpace
 from bo_voids.statistics.intervals import dirichlet_weights, one_step_bootstrap
 from bo_voids.summaries import set_means, within_covariance
 
@@ -118,7 +121,9 @@ class PopulationParameters:
         return out
 
     @classmethod
-    def from_distribution(cls, distribution: Mapping[str, Any], space: Any) -> PopulationParameters:
+    def from_distribution(
+        cls, distribution: Mapping[str, object], space: SearchSpace
+    ) -> PopulationParameters:
         """Read the config form (``{name: {choice: p}}`` / ``{name: {"mean", "std"}}``).
 
         Raises:
@@ -203,9 +208,9 @@ class PopulationModel:
 
     def __init__(
         self,
-        space: Any,
+        space: SearchSpace,
         mean_fn: Callable[[Tensor], Tensor],
-        within_cov: Any,
+        within_cov: ArrayLike,
         *,
         n_draws: int = 128,
         seed: int = 0,
@@ -284,7 +289,7 @@ class PopulationModel:
             b.append(_logit((s - STD_MIN) / (STD_MAX - STD_MIN)))
         return np.asarray(out + a + b, dtype=np.float64)
 
-    def parameters(self, u: Any) -> PopulationParameters:
+    def parameters(self, u: ArrayLike) -> PopulationParameters:
         """Unconstrained coordinates → :class:`PopulationParameters`."""
         with torch.no_grad():
             probs, means, stds = self.unpack(torch.as_tensor(np.asarray(u), dtype=_DTYPE))
@@ -413,7 +418,7 @@ class PopulationFit:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def cluster_means(summaries: Any, groups: Any) -> tuple[np.ndarray, np.ndarray]:
+def cluster_means(summaries: ArrayLike, groups: Labels) -> tuple[np.ndarray, np.ndarray]:
     """Mean summary and size of every target cluster.
 
     Args:
@@ -427,7 +432,7 @@ def cluster_means(summaries: Any, groups: Any) -> tuple[np.ndarray, np.ndarray]:
     return set_means(summaries, groups), sizes.astype(np.float64)
 
 
-def pooled_within_covariance(summaries: Any, groups: Any) -> np.ndarray:
+def pooled_within_covariance(summaries: ArrayLike, groups: Labels) -> np.ndarray:
     """Pooled within-set covariance `(k, k)` of single-image summaries (sets of ≥ 2 images).
 
     Raises:
@@ -465,7 +470,7 @@ def _objective(
 
 def _minimise(
     fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, maxiter: int
-) -> Any:
+) -> OptimizeResult:
     return minimize(
         fun,
         x0,
@@ -479,12 +484,12 @@ def _minimise(
 
 def fit_population(
     model: PopulationModel,
-    means: Any,
-    sizes: Any,
+    means: ArrayLike,
+    sizes: ArrayLike,
     *,
     starts: Sequence[PopulationParameters] = (),
     default_start: bool = True,
-    weights: Any | None = None,
+    weights: ArrayLike | None = None,
     maxiter: int = 200,
     threads: int = 1,
 ) -> PopulationFit:
@@ -596,8 +601,8 @@ def _cluster_scores(model: PopulationModel, u: np.ndarray, M: Tensor, R: Tensor)
 def population_intervals(
     model: PopulationModel,
     fit: PopulationFit,
-    means: Any,
-    sizes: Any,
+    means: ArrayLike,
+    sizes: ArrayLike,
     *,
     paths: Sequence[Callable[[Tensor], Tensor]] = (),
     n_draws: int = 400,
@@ -692,7 +697,7 @@ def population_intervals(
 
 
 def starts_from_sets(
-    space: Any, params: Sequence[Mapping[str, Any]], min_std: float = 0.05
+    space: SearchSpace, params: Sequence[ParamMapping], min_std: float = 0.05
 ) -> PopulationParameters:
     """A starting ψ from observed parameter sets: their frequencies, means and stds.
 

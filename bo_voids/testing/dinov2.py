@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["TINY_DINOV2_CONFIG", "make_tiny_dinov2", "save_dinov2_state_dict"]
 
-TINY_DINOV2_CONFIG: dict[str, Any] = {
+TINY_DINOV2_CONFIG: dict[str, int | float] = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
@@ -25,7 +25,7 @@ TINY_DINOV2_CONFIG: dict[str, Any] = {
 }
 
 
-def make_tiny_dinov2(folder: str | Path, *, seed: int = 0, **overrides: Any) -> Path:
+def make_tiny_dinov2(folder: str | Path, *, seed: int = 0, **overrides: object) -> Path:
     """Save a tiny randomly initialised ``Dinov2Model`` as a Hugging Face-format folder.
 
     Args:
@@ -44,7 +44,8 @@ def make_tiny_dinov2(folder: str | Path, *, seed: int = 0, **overrides: Any) -> 
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = Dinov2Config(**{**TINY_DINOV2_CONFIG, **overrides})
+    fields: dict[str, Any] = {**TINY_DINOV2_CONFIG, **overrides}  # Dinov2Config checks them
+    cfg = Dinov2Config(**fields)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Dinov2Model(cfg)

@@ -19,17 +19,16 @@ not about how well the optimiser searches.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 import torch
 
 from bo_voids.exceptions import FallbackWarning
-from bo_voids.generation.voids import image_record
+from bo_voids.generation.voids import ImageRecord, image_record
 from bo_voids.optimizers.base import BaseOptimizer
-from bo_voids.space import SearchSpace
+from bo_voids.space import ParamMapping, ParamSet, SearchSpace
 from bo_voids.testing.synthetic import SyntheticProblem
 
 __all__ = ["ModelOptimizerContract", "OptimizerContract", "check_batch", "synthetic_history"]
@@ -40,7 +39,7 @@ OptimizerFactory = Callable[..., BaseOptimizer]
 
 def synthetic_history(
     problem: SyntheticProblem, n_sets: int, seed: int = 3, with_real: bool = True
-) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[np.ndarray, list[ImageRecord], list[ParamSet]]:
     """A two-iteration history of ``n_sets`` uniformly drawn parameter sets.
 
     Args:
@@ -77,8 +76,8 @@ def synthetic_history(
 
 def check_batch(
     space: SearchSpace,
-    batch: Sequence[Mapping[str, Any]],
-    evaluated: Sequence[Mapping[str, Any]],
+    batch: Sequence[ParamMapping],
+    evaluated: Sequence[ParamMapping],
     n: int,
 ) -> None:
     """Assert that ``batch`` holds ``n`` valid, distinct sets inside the bounds, none evaluated.

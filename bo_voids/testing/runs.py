@@ -8,11 +8,12 @@ from a checkout, as the tests and benchmarks do).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import shutil
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from PIL import Image
 
 from bo_voids.config import ExperimentConfig, load_config
 from bo_voids.evaluation import EvaluationResult, EvaluationTask, EvaluatorSpec, render_seeds
+from bo_voids.generation.voids import ImageRecord
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.seeding import rng
 from bo_voids.space import SearchSpace
@@ -48,7 +50,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOLATILE_RECORD_KEYS = frozenset({"timestamp"})
 
 
-def tiny_config(repo_root: Path, tmp_path: Path, **changes: Any) -> ExperimentConfig:
+def tiny_config(repo_root: Path, tmp_path: Path, **changes: object) -> ExperimentConfig:
     """The quickstart config shrunk to seconds: 64 px, random search, handcrafted embedder.
 
     Args:
@@ -79,7 +81,7 @@ def tiny_config(repo_root: Path, tmp_path: Path, **changes: Any) -> ExperimentCo
         calibrate=False,
         # few fresh images and null draws: the statistics are exercised, not measured
         metric={
-            **cfg.to_dict()["metric"],
+            **dataclasses.asdict(cfg.metric),
             "fresh_images": 3,
             "null_draws": 4,
             "noise_floor_splits": 10,
@@ -87,7 +89,9 @@ def tiny_config(repo_root: Path, tmp_path: Path, **changes: Any) -> ExperimentCo
         },
     )
     if "metric" in changes:
-        base["metric"] = {**base["metric"], **changes.pop("metric")}
+        metric = changes.pop("metric")
+        assert isinstance(metric, Mapping), f"metric changes must be a mapping, got {metric!r}"
+        base["metric"] = {**base["metric"], **metric}
     base.update(changes)
     return cfg.replace(**base)
 
@@ -120,7 +124,7 @@ def small_tasks(repo_root: Path, n: int = 6, replications: int = 2) -> list[Eval
     return tasks
 
 
-def _stable(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _stable(records: Sequence[ImageRecord]) -> list[dict[str, object]]:
     return [{k: v for k, v in r.items() if k not in VOLATILE_RECORD_KEYS} for r in records]
 
 
@@ -222,8 +226,10 @@ def build_running_copy(base: Path, name: str = "viz_running") -> Path:
     shutil.copytree(src, dst)
     store = ExperimentStore(dst)
     manifest = store.read_manifest()
-    for key in ("current_best", "next_params", "stop_reason", "timings"):
-        manifest.pop(key, None)
+    manifest.pop("current_best", None)
+    manifest.pop("next_params", None)
+    manifest.pop("stop_reason", None)
+    manifest.pop("timings", None)
     store.write_manifest({**manifest, "status": "running"})
     return dst
 

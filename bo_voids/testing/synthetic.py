@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bo_voids.config import VOID_SHAPES, CategoricalBounds, NumericBounds
-from bo_voids.generation.voids import image_record
+from bo_voids.generation.voids import ImageRecord, image_record
 from bo_voids.seeding import derive_seed, rng
-from bo_voids.space import SearchSpace
+from bo_voids.space import ParamMapping, SearchSpace
 
 if TYPE_CHECKING:
     from bo_voids.optimizers.base import BaseOptimizer
@@ -124,7 +124,7 @@ class SyntheticProblem:
 
     # ---- the model -----------------------------------------------------------------------------
 
-    def features(self, params: Mapping[str, Any]) -> np.ndarray:
+    def features(self, params: ParamMapping) -> np.ndarray:
         """Noise-free feature vector of a parameter set: `(dim,)`."""
         u = self.space.encode(params)
         cat = self.space.categorical_dims[0]
@@ -132,12 +132,12 @@ class SyntheticProblem:
         shape = self.space.parameters[cat].choices.index(params[self.space.parameter_names[cat]])
         return np.sin(num @ self._W + self._b) + self._shape[shape]
 
-    def embed(self, params: Mapping[str, Any], n: int, key: tuple[Any, ...]) -> np.ndarray:
+    def embed(self, params: ParamMapping, n: int, key: tuple[int | str, ...]) -> np.ndarray:
         """`(n, dim)` noisy embeddings of ``n`` images of one parameter set."""
         g = np.random.default_rng(derive_seed(self.seed, "render", *key))
         return self.features(params)[None, :] + self.noise * g.normal(size=(n, self.dim))
 
-    def distance(self, params: Mapping[str, Any]) -> float:
+    def distance(self, params: ParamMapping) -> float:
         """Normalised distance of a parameter set to the optimum (the regret measure)."""
         return self.space.normalized_distance(params, self.optimum)
 
@@ -145,10 +145,10 @@ class SyntheticProblem:
 
     def evaluate(
         self,
-        param_sets: Sequence[Mapping[str, Any]],
+        param_sets: Sequence[ParamMapping],
         iteration: int,
         dataset_type: str = "synthetic",
-    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    ) -> tuple[np.ndarray, list[ImageRecord]]:
         """Embeddings and metadata of ``replications`` images of each parameter set.
 
         Args:
@@ -160,7 +160,7 @@ class SyntheticProblem:
             `(len(param_sets) * replications, dim)` embeddings and one metadata record per row.
         """
         rows: list[np.ndarray] = []
-        meta: list[dict[str, Any]] = []
+        meta: list[ImageRecord] = []
         for j, params in enumerate(param_sets):
             params = self.space.validate(params)
             rows.append(self.embed(params, self.replications, key=(iteration, j)))
