@@ -344,3 +344,9 @@ def batch_tasks(
         _task(config, space, k, "synthetic", i, f"iter{k}_ps_{i:03d}", p, reps)
         for i, p in enumerate(param_sets)
     ]
+
+
+def describe_tasks(tasks: Sequence[EvaluationTask]) -> str:
+    """What a batch renders, in words: ``rendering 18 images (real, close, far)``."""
+    kinds = sorted({t.dataset_type for t in tasks}, key=DATASET_TYPES.index)
+    return f"rendering {sum(len(t.seeds) for t in tasks)} images ({', '.join(kinds)})"

@@ -39,7 +39,7 @@ import numpy as np
 
 from bo_voids import reference_design
 from bo_voids._types import JsonObject
-from bo_voids.config import DATASET_TYPES, ExperimentConfig
+from bo_voids.config import ExperimentConfig
 from bo_voids.evaluation import (
     EvaluationResult,
     EvaluationTask,
@@ -48,6 +48,7 @@ from bo_voids.evaluation import (
     IterationImages,
     assemble_iteration,
     batch_tasks,
+    describe_tasks,
     initial_tasks,
 )
 from bo_voids.exceptions import (
@@ -201,7 +202,9 @@ class OptimizationPipeline:
                 return self._summary()
             try:
                 if not self.records:
-                    self.step(0, self._initial_tasks())
+                    tasks = initial_tasks(self.config, self.space)
+                    self.log(f"iteration 0: {describe_tasks(tasks)}")
+                    self.step(0, tasks)
                 while (reason := stop_reason(self.scores, self.config, n_iter)) is None:
                     k = len(self.records)
                     assert self.proposal is not None
@@ -279,15 +282,6 @@ class OptimizationPipeline:
             listener(stage, k)
 
     # ---- the steps ----------------------------------------------------------------------------
-
-    def _initial_tasks(self) -> list[EvaluationTask]:
-        """Iteration 0: the config's real (unless a target folder is given), close and far sets."""
-        tasks = initial_tasks(self.config, self.space)
-        kinds = sorted({t.dataset_type for t in tasks}, key=DATASET_TYPES.index)
-        self.log(
-            f"iteration 0: rendering {sum(len(t.seeds) for t in tasks)} images ({', '.join(kinds)})"
-        )
-        return tasks
 
     def _ask(self, k: int) -> Proposal:
         """Propose the batch of iteration ``k + 1`` from every observation through ``k``."""

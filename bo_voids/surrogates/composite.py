@@ -113,12 +113,7 @@ _STATE_FORMAT = 1
 _DTYPE = torch.float64
 
 
-# ---------------------------------------------------------------------------------------------
-# The surrogate
-# ---------------------------------------------------------------------------------------------
-
-
-def _positive_int(name: str, value: ArrayLike, low: int = 1) -> int:
+def _positive_int(name: str, value: object, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
