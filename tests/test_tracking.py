@@ -49,6 +49,7 @@ def test_missing_mlflow_is_a_usage_error(monkeypatch, tmp_path: Path) -> None:
         MLflowCallback(tracking_uri=tmp_path / "mlruns").start()
 
 
+@pytest.mark.plots
 def test_logs_a_run_to_a_file_store_and_reads_it_back(repo_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
