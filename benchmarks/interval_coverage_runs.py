@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.summary_only or (scenario, seed) in done:
                 continue
             rec = run_one(scenario, seed, args.cache)
+            if not rec["fitted"]:  # not cached: a rerun tries again
+                print(scenario, seed, "no population fit (see the warnings above)")
+                continue
             with path.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             records.append(rec)
