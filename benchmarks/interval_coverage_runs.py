@@ -162,6 +162,35 @@ def _shape_tv(record: dict[str, Any], truth: str) -> float:
     return 0.5 * sum(abs(float(fitted.get(k, 0.0)) - float(target.get(k, 0.0))) for k in rw.SHAPES)
 
 
+def verdicts(records: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+    """The verdict's alarm rate per scenario, read from each run's ``calibration.json``.
+
+    On a well-specified folder an alarm is a false alarm; under an imaging mismatch that the
+    imaging block should absorb, the verdict should clear.
+    """
+    rows = []
+    for scenario in sorted({r["scenario"] for r in records}):
+        alarms = []
+        for r in records:
+            path = cache / "runs" / f"{scenario}_{r['seed']}" / "calibration.json"
+            if r["scenario"] == scenario and path.exists():
+                verdict = json.loads(path.read_text()).get("verdict") or {}
+                if verdict.get("reproduces") is not None:
+                    alarms.append(not verdict["reproduces"])
+        n, k = len(alarms), sum(alarms)
+        ci = binomtest(k, n).proportion_ci(0.95) if n else None
+        rows.append(
+            {
+                "scenario": scenario,
+                "runs": n,
+                "alarm_rate": k / n if n else float("nan"),
+                "ci_low": ci.low if ci else float("nan"),
+                "ci_high": ci.high if ci else float("nan"),
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -189,6 +218,22 @@ def main(argv: list[str] | None = None) -> int:
             records.append(rec)
             hits = sum(rec[f"cover_nominal_{k}"] for k in fr.NUMERIC)
             print(scenario, seed, f"covered {hits}/5 nominal means", f"{rec['seconds']:.0f} s")
+    verdict_rows = verdicts(records, args.cache)
+    print_table(verdict_rows, list(verdict_rows[0]) if verdict_rows else [])
+    write_results(
+        "verdict_runs",
+        verdict_rows,
+        out_dir=args.out,
+        meta={"args": cli_args(args)},
+        markdown_title="The verdict on whole runs: how often it says the generator cannot match",
+        notes=(
+            "The same end-to-end runs as interval_coverage_runs (imaging nuisance block on); "
+            "alarm_rate = share of runs whose calibration.json verdict says the generator does "
+            "not reproduce the folder, with a 95 % Clopper–Pearson interval. b-*: well specified "
+            "(an alarm is a false alarm); c-*: the independent renderer's imaging chain, which "
+            f"the imaging block should absorb. Seeds {args.seeds}."
+        ),
+    )
     rows = summarise(records)
     cols = ["scenario", "component", "truth", "runs", "coverage", "ci_low", "ci_high"]
     extra = ["median_width", "median_bias", "mean_error"]
