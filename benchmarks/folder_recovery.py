@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         markdown_title="Folders of i.i.d. images: recommendation error against the realised means",
         notes="error = mean |value − truth| / range over the five numeric parameters; "
         "fresh_mmd2 = 15 new renders of the recommendation vs 15 fresh draws of the population. "
-        f"Seeds {args.seeds} ({len({r['seed'] for r in records})} finished). Paired tests in "
+        f"Seeds {args.seeds} ({len({r['seed'] for r in records})} with records; each row's seeds "
+        "column says how many that method finished). Paired tests in "
         "the JSON's meta.tests (Holm within a scenario).",
     )
     write_results(

@@ -315,3 +315,14 @@ def test_relative_folder_message_says_where_it_looked(
     with pytest.raises(ConfigError) as exc:
         load_config(lonely)
     assert f"bo-voids chips --out {tmp_path / 'chips_here'}" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["experiment_config", "quickstart", "real_folder"])
+def test_every_shipped_config_loads(repo_root: Path, name: str) -> None:
+    cfg = load_config(repo_root / "configs" / f"{name}.yaml", check_paths=False)
+    if name == "real_folder":  # the settings the folder-recovery benchmark chose for real images
+        assert set(cfg.imaging.nuisance_bounds()) >= {"imaging_psf_sigma", "imaging_gamma"}
+        assert cfg.bo.reference_sets == 64
+    assert sorted(p.stem for p in (repo_root / "configs").glob("*.yaml")) == sorted(
+        ["experiment_config", "quickstart", "real_folder"]
+    )
