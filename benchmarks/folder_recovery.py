@@ -70,7 +70,7 @@ SCENARIOS = {
 METHODS = ("default", "no-nuisance", "today", "random", "close-mean", "centre", "oracle")
 
 
-def _config(method: str, folder: Path, out: Path, seed: int) -> Any:
+def method_config(method: str, folder: Path, out: Path, seed: int) -> Any:
     from bo_voids.config import config_from_dict, load_config
 
     raw = load_config(ROOT / "configs" / "quickstart.yaml", check_paths=False).to_dict()
@@ -93,7 +93,7 @@ def _config(method: str, folder: Path, out: Path, seed: int) -> Any:
     return config_from_dict(raw, check_paths=False)
 
 
-def _population_images(
+def population_images(
     renderer: str, population: str, n: int, seed: int
 ) -> tuple[list[np.ndarray], dict]:
     """``n`` i.i.d. images of a population and their realised truth."""
@@ -159,11 +159,11 @@ def run_one(scenario: str, seed: int, methods: list[str], cache: Path, done: set
 
     renderer, population = SCENARIOS[scenario]
     folder = cache / "folders" / f"{scenario}_{seed}"
-    images, truth = _population_images(renderer, population, N_IMAGES, seed)
+    images, truth = population_images(renderer, population, N_IMAGES, seed)
     for i, im in enumerate(images):
         if not (folder / f"t_{i:02d}.png").exists():
             save_png(folder / f"t_{i:02d}.png", im)
-    fresh_images, _ = _population_images(renderer, population, N_IMAGES, seed + 500_000)
+    fresh_images, _ = population_images(renderer, population, N_IMAGES, seed + 500_000)
     embedder = make_embedder("handcrafted")
     fresh_real = np.asarray(embedder.embed(fresh_images))
     out = []
@@ -171,7 +171,7 @@ def run_one(scenario: str, seed: int, methods: list[str], cache: Path, done: set
         if (scenario, seed, method) in done:
             continue
         t0 = time.perf_counter()
-        cfg = _config(method, folder, cache / "runs" / f"{scenario}_{seed}_{method}", seed)
+        cfg = method_config(method, folder, cache / "runs" / f"{scenario}_{seed}_{method}", seed)
         space = SearchSpace.from_config(cfg)
         if method == "oracle":
             params = {k: truth[k] for k in NUMERIC}

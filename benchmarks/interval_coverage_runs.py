@@ -49,11 +49,11 @@ def run_one(scenario: str, seed: int, cache: Path) -> dict[str, Any]:
 
     renderer, population = fr.SCENARIOS[scenario]
     folder = cache / "folders" / f"{scenario}_{seed}"
-    images, realised = fr._population_images(renderer, population, fr.N_IMAGES, seed)
+    images, realised = fr.population_images(renderer, population, fr.N_IMAGES, seed)
     for i, im in enumerate(images):
         if not (folder / f"t_{i:02d}.png").exists():
             save_png(folder / f"t_{i:02d}.png", im)
-    cfg = fr._config("default", folder, cache / "runs" / f"{scenario}_{seed}", seed)
+    cfg = fr.method_config("default", folder, cache / "runs" / f"{scenario}_{seed}", seed)
     cfg = cfg.replace(calibrate=True)
     t0 = time.perf_counter()
     summary = OptimizationPipeline(cfg, plots=False, overwrite=True).run_full_experiment()

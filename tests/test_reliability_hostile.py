@@ -47,7 +47,7 @@ from bo_voids.state import (
     load_experiment,
     read_json,
 )
-from bo_voids.testing.runs import tiny_config
+from bo_voids.testing.runs import run_config_file, tiny_config
 from bo_voids.tracking import check_tracking_uri, probe_tracking_server
 
 FAST = settings(
@@ -361,14 +361,7 @@ def _damage(data: bytes, cut: int, garbage: bytes) -> bytes:
 def finished_run(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("finished")
     cfg = tiny_config(repo_root, folder, max_iterations=1)
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    mp = pytest.MonkeyPatch()
-    mp.setattr(OptimizationPipeline, "_plot", lambda self: None)
-    try:
-        assert optimize.main(["--config", str(path), "--quiet", "--no-report"]) == 0
-    finally:
-        mp.undo()
+    run_config_file(cfg, folder)
     return Path(cfg.experiment_dir)
 
 
@@ -597,14 +590,7 @@ def _raise(kind: type[BaseException]):
 def reference_run(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("reference")
     cfg = tiny_config(repo_root, folder, max_iterations=2)
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    mp = pytest.MonkeyPatch()
-    mp.setattr(OptimizationPipeline, "_plot", lambda self: None)
-    try:
-        assert optimize.main(["--config", str(path), "--quiet", "--no-report"]) == 0
-    finally:
-        mp.undo()
+    run_config_file(cfg, folder)
     return cfg, load_experiment(cfg.experiment_dir)
 
 

@@ -33,7 +33,7 @@ from bo_voids.config import ExperimentConfig
 from bo_voids.pipeline import OptimizationPipeline
 from bo_voids.state import ExperimentStore, load_experiment
 from bo_voids.testing.faults import KILL_AT_ENV, PHASES
-from bo_voids.testing.runs import tiny_config
+from bo_voids.testing.runs import run_config_file, tiny_config
 
 MAX_ITER = 3
 #: The real CLI with the fault points of the environment installed, and plots off (they are
@@ -72,13 +72,8 @@ def make_config(repo_root: Path, folder: Path, **changes) -> tuple[ExperimentCon
 def reference(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """An uninterrupted run of the tiny config (in-process)."""
     folder = tmp_path_factory.mktemp("reference")
-    cfg, path = make_config(repo_root, folder)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(OptimizationPipeline, "_plot", lambda self: None)
-    try:
-        assert optimize.main(["--config", str(path), "--quiet", "--no-report"]) == 0
-    finally:
-        mp.undo()
+    cfg, _ = make_config(repo_root, folder)
+    run_config_file(cfg, folder)
     return load_experiment(cfg.experiment_dir)
 
 

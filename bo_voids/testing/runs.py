@@ -37,6 +37,7 @@ __all__ = [
     "build_running_copy",
     "build_target_run",
     "build_tiny_run",
+    "run_config_file",
     "small_spec",
     "small_tasks",
     "tiny_config",
@@ -94,6 +95,36 @@ def tiny_config(repo_root: Path, tmp_path: Path, **changes: object) -> Experimen
         base["metric"] = {**base["metric"], **metric}
     base.update(changes)
     return cfg.replace(**base)
+
+
+def run_config_file(config: ExperimentConfig, folder: Path) -> Path:
+    """Run ``config`` through the command line (``bo-voids run``), without the live plots.
+
+    The config is written to ``folder / "tiny.yaml"`` first, so the run reads it as a user's
+    would; the plots are skipped because the callers look at other things.
+
+    Returns:
+        The config file's path.
+
+    Raises:
+        RuntimeError: The command did not exit 0.
+    """
+    import yaml
+
+    from bo_voids import optimize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    original = OptimizationPipeline._plot
+    OptimizationPipeline._plot = lambda self: None  # type: ignore[method-assign]
+    try:
+        code = optimize.main(["--config", str(path), "--quiet", "--no-report"])
+    finally:
+        OptimizationPipeline._plot = original  # type: ignore[method-assign]
+    if code != 0:
+        raise RuntimeError(f"bo-voids run --config {path} exited {code}")
+    return path
 
 
 def small_spec(repo_root: Path, image_size: int = 64) -> EvaluatorSpec:

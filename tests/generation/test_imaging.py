@@ -15,18 +15,12 @@ from bo_voids.exceptions import ConfigError
 from bo_voids.generation.imaging import ImagingChain, ImagingValues
 from bo_voids.generation.voids import VoidGenerator
 from bo_voids.space import SearchSpace
+from bo_voids.testing.synthetic import DEFAULT_OPTIMUM
 
 REPO = Path(__file__).resolve().parents[2]
 CHIPS = REPO / "data" / "base_chips"
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
-PARAMS = {
-    "void_shape": "ellipse",
-    "void_count": 7,
-    "base_size": 18.5,
-    "brightness_factor": 0.55,
-    "size_std": 6.2,
-    "position_spread": 0.45,
-}
+PARAMS = dict(DEFAULT_OPTIMUM)  # the design's example parameter set
 NUISANCE = ImagingSettings(
     psf_sigma=NumericBounds(0.0, 3.0),
     gamma=NumericBounds(0.6, 1.6),

@@ -23,18 +23,12 @@ from bo_voids.generation.voids import (
     validate_params,
 )
 from bo_voids.seeding import derive_seed
+from bo_voids.testing.synthetic import DEFAULT_OPTIMUM
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CHIPS = REPO / "data" / "base_chips"
 
-PARAMS: dict[str, Any] = {
-    "void_shape": "ellipse",
-    "void_count": 7,
-    "base_size": 18.5,
-    "brightness_factor": 0.55,
-    "size_std": 6.2,
-    "position_spread": 0.45,
-}
+PARAMS = dict(DEFAULT_OPTIMUM)  # the design's example parameter set
 
 
 @pytest.fixture(scope="module")
