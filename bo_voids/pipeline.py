@@ -51,9 +51,7 @@ from bo_voids.evaluation import (
     describe_tasks,
     initial_tasks,
 )
-from bo_voids.exceptions import (
-    ExperimentExistsError,
-)
+from bo_voids.exceptions import ExperimentExistsError
 from bo_voids.executors import EvaluationExecutor, make_executor
 from bo_voids.failure_policy import (
     FailureRecord,
@@ -65,28 +63,18 @@ from bo_voids.noise_floor import measure_noise_floor, stop_threshold
 from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
-from bo_voids.run_events import (
-    Callback,
-    IterationEvent,
-    RunSummary,
-    finish_callbacks,
-    status_line,
-)
-from bo_voids.run_scores import FreshScore, RunScores
-from bo_voids.scoring import (
-    RankedSet,
-    ScoreBook,
-    recommendation_fresh_score,
-)
+from bo_voids.run_events import Callback, IterationEvent, RunSummary, finish_callbacks, status_line
+from bo_voids.run_scores import RunScores
+from bo_voids.scoring import ScoreBook, fresh_pool_similarity, recommendation_fresh_score
 from bo_voids.seeding import derive_seed
 from bo_voids.space import SearchSpace
-from bo_voids.state import (
-    ExperimentLock,
-    ExperimentRun,
-    ExperimentStore,
-    IterationRecord,
+from bo_voids.state import ExperimentLock, ExperimentRun, ExperimentStore, IterationRecord
+from bo_voids.statistics.stop_rule import (
+    StopThreshold,
+    convergence_candidate,
+    is_candidate,
+    stop_reason,
 )
-from bo_voids.statistics.stop_rule import StopThreshold, is_candidate, stop_reason
 from bo_voids.targets import TargetImages, embed_targets, load_targets
 from bo_voids.warm_start import check_warm_start, warm_start_images
 
@@ -252,7 +240,7 @@ class OptimizationPipeline:
         proposal = self._ask(k)
         scores = self._run_scores(k, self.book.scores(k, proposal.predicted_mmd2))
         self._stage("fresh score", k)
-        scores = replace(scores, recommendation=self._fresh_score(k, scores.best))
+        scores = self._fresh_scores(k, scores)
         self._stage("write", k)
         record = self._persist(k, batch, scores, proposal, failures)
         self._after_iteration(k, scores, proposal)
@@ -303,24 +291,34 @@ class OptimizationPipeline:
         self.proposal = proposal
         return proposal
 
-    def _fresh_score(self, k: int, best: Sequence[RankedSet]) -> FreshScore | None:
-        """The recommendation re-scored on fresh images (a candidate stop is confirmed)."""
-        n = self.config.metric.fresh_images
-        if n < 2 or not best or not getattr(self._executor, "renders", True):
-            return None
+    def _fresh_scores(self, k: int, scores: RunScores) -> RunScores:
+        """Fresh re-scores: the recommendation, and the pool below ``convergence_threshold``."""
+        if not scores.best or not getattr(self._executor, "renders", True):
+            return scores
         assert self.book is not None
-        threshold = self.stop_threshold
-        return recommendation_fresh_score(
-            lambda tasks: self._evaluate(tasks)[0],
-            self.book.scorer,
-            best[0],
-            seed=self.config.seed,
-            iteration=k,
-            n_images=n,
-            confirm_if=lambda fresh: (
-                self.config.stop_at_noise_floor and is_candidate(threshold, fresh)
-            ),
+        evaluate, cfg, threshold = (
+            (lambda t: self._evaluate(t)[0]),
+            self.config,
+            self.stop_threshold,
         )
+        rec = None
+        if cfg.metric.fresh_images >= 2:
+            rec = recommendation_fresh_score(
+                evaluate,
+                self.book.scorer,
+                scores.best[0],
+                seed=cfg.seed,
+                iteration=k,
+                n_images=cfg.metric.fresh_images,
+                confirm_if=lambda fresh: cfg.stop_at_noise_floor and is_candidate(threshold, fresh),
+            )
+        pool = None
+        if k >= 1 and convergence_candidate(scores.distribution_similarity, cfg):
+            book = self.book
+            pool = fresh_pool_similarity(
+                evaluate, book.scorer, scores.best, seed=cfg.seed, iteration=k
+            )
+        return replace(scores, recommendation=rec, confirm_similarity=pool)
 
     def _run_scores(self, k: int, scores: RunScores) -> RunScores:
         assert self.book is not None

@@ -122,6 +122,9 @@ class RunScores:
         scorer: The fitted MMD scorer's settings (iteration 0 only).
         stop_threshold: The stop rule's threshold record
             (:class:`~bo_voids.statistics.stop_rule.StopThreshold`), as the rule used it.
+        confirm_similarity: The pooled MMD² of fresh, independently seeded renders of the same
+            ``best`` sets (``None``: not rendered; it is rendered only when the in-sample
+            distribution similarity is below ``convergence_threshold``, to confirm that stop).
         extra: Keys this version does not know, kept so a file round-trips unchanged.
     """
 
@@ -143,6 +146,7 @@ class RunScores:
     noise_floor: dict[str, Any] | None = None
     scorer: dict[str, Any] | None = None
     stop_threshold: dict[str, Any] | None = None
+    confirm_similarity: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -224,6 +228,8 @@ class RunScores:
             out["scorer"] = dict(self.scorer)
         if self.stop_threshold is not None:
             out["stop_threshold"] = dict(self.stop_threshold)
+        if self.confirm_similarity is not None:
+            out["confirm_similarity"] = self.confirm_similarity
         out.update(self.extra)
         return out
 
@@ -251,6 +257,9 @@ class RunScores:
             noise_floor=_mapping(d.get("noise_floor")),
             scorer=_mapping(d.get("scorer")),
             stop_threshold=_mapping(d.get("stop_threshold")),
+            confirm_similarity=(
+                None if d.get("confirm_similarity") is None else _float(d["confirm_similarity"])
+            ),
             extra={k: v for k, v in d.items() if k not in known},
         )
 

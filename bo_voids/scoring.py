@@ -287,6 +287,54 @@ def fresh_mmd2(
     return float(scorer.score(results[0].embeddings)) if results else math.nan
 
 
+def fresh_pool_similarity(
+    evaluate: Callable[[Sequence[EvaluationTask]], Sequence[EvaluationResult]],
+    scorer: MMDScorer,
+    pool: Sequence[RankedSet],
+    *,
+    seed: int,
+    iteration: int,
+    stream: str = "confirm_pool",
+) -> float:
+    """Pooled MMD² of fresh, independently seeded renders of the sets of ``pool``.
+
+    The distribution similarity ranks and pools the sets that scored best *in sample*, so it is
+    biased low by that selection; re-rendering the same sets (as many images each as they had)
+    with seeds from a stream no optimiser draws from gives an unbiased second look, which the
+    stop rule needs before it stops on ``convergence_threshold``.
+
+    Args:
+        evaluate: Renders and embeds tasks; a failed evaluation is left out of what it returns.
+        scorer: The run's scorer.
+        pool: The ranked sets that were pooled (``RunScores.best``).
+        seed: The run's seed.
+        iteration: The iteration (part of the seed stream).
+        stream: Name of the seed stream.
+
+    Returns:
+        The pooled fresh MMD² (NaN when nothing could be rendered).
+    """
+    tasks = [
+        EvaluationTask(
+            iteration,
+            "synthetic",
+            i,
+            f"{stream}_{iteration}_{i}",
+            dict(entry["params"]),
+            tuple(
+                derive_seed(seed, stream, iteration, i, r)
+                for r in range(max(1, int(entry["n_images"])))
+            ),
+        )
+        for i, entry in enumerate(pool)
+    ]
+    results = [r for r in evaluate(tasks) if len(r.embeddings)]
+    if not results:
+        return math.nan
+    pooled = np.concatenate([r.embeddings for r in results])
+    return float(scorer.score(pooled)) if len(pooled) >= 2 else math.nan
+
+
 def recommendation_fresh_score(
     evaluate: Callable[[Sequence[EvaluationTask]], Sequence[EvaluationResult]],
     scorer: MMDScorer,

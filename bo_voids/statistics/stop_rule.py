@@ -44,6 +44,7 @@ __all__ = [
     "StopThreshold",
     "cannot_judge",
     "confirmed_stop",
+    "convergence_candidate",
     "is_candidate",
     "quantile_lower_bound_rank",
     "stop_reason",
@@ -211,12 +212,23 @@ def confirmed_stop(
     return is_candidate(threshold, fresh_mmd2) and is_candidate(threshold, confirm_mmd2)
 
 
+def convergence_candidate(similarity: float | None, config: ExperimentConfig) -> bool:
+    """Whether a pooled similarity is below ``convergence_threshold`` (a finite number only)."""
+    return (
+        similarity is not None
+        and math.isfinite(similarity)
+        and similarity < config.convergence_threshold
+    )
+
+
 def stop_reason(
     scores: Sequence[RunScores], config: ExperimentConfig, max_iterations: int
 ) -> str | None:
     """Why the run should stop after the iterations scored so far, or ``None`` to go on.
 
-    Stops when the distribution similarity is below ``convergence_threshold``; when a
+    Stops when the distribution similarity is below ``convergence_threshold`` *and* so is the
+    pooled similarity of fresh renders of the same sets (``confirm_similarity``: the in-sample
+    pool is selected for its low scores, so it alone would stop on luck); when a
     candidate stop is confirmed (``stop_at_noise_floor``; see the module docstring); when the
     distribution similarity has not improved for ``early_stop_patience`` iterations; or at
     ``max_iterations``. Iteration 0 alone is the initial design, never a convergence point.
@@ -235,10 +247,11 @@ def stop_reason(
     done = len(scores) - 1
     if done >= 1:
         last = scores[-1].distribution_similarity
-        if last < config.convergence_threshold:
+        confirm = scores[-1].confirm_similarity
+        if convergence_candidate(last, config) and convergence_candidate(confirm, config):
             return (
-                f"converged: distribution similarity {last:.4f} < threshold "
-                f"{config.convergence_threshold}"
+                f"converged: distribution similarity {last:.4f} and, on fresh renders of the "
+                f"same sets, {confirm:.4f} < threshold {config.convergence_threshold}"
             )
         threshold = StopThreshold.from_dict(scores[-1].stop_threshold)
         rec = scores[-1].recommendation

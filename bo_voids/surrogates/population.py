@@ -201,6 +201,11 @@ class PopulationModel:
         var_fn: The emulator's posterior variance of ``f`` (features → `(n, k)`); its average
             under ``p_ψ`` is added to the between-set covariance, so a target cluster the
             emulator cannot place is not read as population spread.
+        discrepancy: `(k,)` variance of an error of ``f`` *shared by every target cluster*
+            (model discrepancy: the emulator's systematic error near the population, or what
+            the generator cannot reproduce). Unlike ``var_fn`` it does not average away over
+            the clusters, so it keeps ψ's uncertainty from shrinking below what ``f``'s own
+            error allows (see :meth:`log_likelihood`). ``None``: no such term.
 
     Raises:
         ValueError: Bad shapes or options.
@@ -215,6 +220,7 @@ class PopulationModel:
         n_draws: int = 128,
         seed: int = 0,
         var_fn: Callable[[Tensor], Tensor] | None = None,
+        discrepancy: ArrayLike | None = None,
     ) -> None:
         if int(n_draws) < 2:
             raise ValueError(f"n_draws must be >= 2, got {n_draws!r}")
@@ -237,6 +243,12 @@ class PopulationModel:
             raise ValueError(f"within_cov must be a square (k, k) matrix, got {W.shape}")
         self.within = torch.as_tensor(0.5 * (W + W.T), dtype=_DTYPE)
         self.k = W.shape[0]
+        self.discrepancy: Tensor | None = None
+        if discrepancy is not None:
+            d = np.asarray(discrepancy, dtype=np.float64)
+            if d.shape != (self.k,) or not np.all(np.isfinite(d)) or np.any(d < 0):
+                raise ValueError(f"discrepancy must be ({self.k},) finite and >= 0, got {d}")
+            self.discrepancy = torch.as_tensor(d, dtype=_DTYPE)
         n_num = len(self.numeric)
         if n_num:
             sobol = qmc.Sobol(n_num, scramble=True, seed=np.random.default_rng(seed))
@@ -379,11 +391,28 @@ class PopulationModel:
         w = torch.ones_like(sizes) if weights is None else weights
         scale = float(torch.diagonal(self.within).mean())
         eye = torch.eye(self.k, dtype=_DTYPE)
+        precision = torch.zeros_like(B)
+        weighted = torch.zeros_like(mu)
         for r in torch.unique(sizes):
             sel = sizes == r
             cov = B + self.within / r + _JITTER * scale * eye
             dist = torch.distributions.MultivariateNormal(mu, covariance_matrix=cov)
             total = total + (w[sel] * dist.log_prob(means[sel])).sum()
+            if self.discrepancy is not None:
+                inv = torch.linalg.inv(cov)
+                precision = precision + w[sel].sum() * inv
+                weighted = weighted + inv @ (w[sel, None] * means[sel]).sum(0)
+        if self.discrepancy is not None:
+            # a shift δ ~ N(0, D) shared by every cluster: integrating it out replaces the
+            # precision-weighted mean's N(ȳ; μ, V) factor by N(ȳ; μ, V + D), exactly
+            V = torch.linalg.inv(precision)
+            V = 0.5 * (V + V.T)
+            y_bar = V @ weighted
+            alone = torch.distributions.MultivariateNormal(mu, covariance_matrix=V)
+            shared = torch.distributions.MultivariateNormal(
+                mu, covariance_matrix=V + torch.diag(self.discrepancy)
+            )
+            total = total - alone.log_prob(y_bar) + shared.log_prob(y_bar)
         return total
 
 

@@ -74,6 +74,44 @@ def test_a_candidate_alone_never_stops(repo_root: Path, tmp_path: Path) -> None:
     assert stop_reason(_scores(0.01, 0.04, cannot_judge("x")), cfg, 5) is None
 
 
+def _pool_scores(similarity: float, confirm: float | None) -> list[RunScores]:
+    last = {"iteration": 1, "distribution_similarity": similarity}
+    if confirm is not None:
+        last["confirm_similarity"] = confirm
+    return [RunScores.from_dict({"distribution_similarity": 0.5}), RunScores.from_dict(last)]
+
+
+def test_convergence_needs_fresh_renders_of_the_pool(repo_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(repo_root, tmp_path, convergence_threshold=0.0, max_iterations=5)
+    # the in-sample pool is selected for its low scores: below the threshold alone is luck
+    assert stop_reason(_pool_scores(-0.01, None), cfg, 5) is None
+    assert stop_reason(_pool_scores(-0.01, 0.02), cfg, 5) is None  # the fresh pool disagrees
+    assert stop_reason(_pool_scores(-0.01, math.nan), cfg, 5) is None  # nothing rendered
+    reason = stop_reason(_pool_scores(-0.01, -0.005), cfg, 5)
+    assert reason is not None and reason.startswith("converged") and "fresh renders" in reason
+    assert stop_reason(_pool_scores(0.01, -0.005), cfg, 5) is None  # not a candidate
+
+
+def test_confirm_similarity_round_trips() -> None:
+    s = _pool_scores(-0.01, -0.003)[1]
+    assert RunScores.from_dict(json.loads(json.dumps(s.to_dict()))).confirm_similarity == -0.003
+    assert "confirm_similarity" not in _pool_scores(-0.01, None)[1].to_dict()
+
+
+def test_pipeline_confirms_convergence_on_fresh_renders(repo_root: Path, tmp_path: Path) -> None:
+    # a threshold every pool is below: each iteration is a candidate, and its fresh re-render
+    # (also below) confirms it, so the run stops after iteration 1 with both figures recorded
+    cfg = tiny_config(repo_root, tmp_path, convergence_threshold=1e3, max_iterations=3)
+    summary = OptimizationPipeline(cfg).run_full_experiment()
+    assert summary.iterations_completed == 1
+    assert summary.stop_reason.startswith("converged") and "fresh renders" in summary.stop_reason
+    last = summary.scores[-1]
+    assert last.confirm_similarity is not None and math.isfinite(last.confirm_similarity)
+    assert summary.scores[0].confirm_similarity is None  # iteration 0 never converges
+    stored = json.loads((Path(cfg.experiment_dir) / "iteration_1" / "scores.json").read_text())
+    assert stored["confirm_similarity"] == last.confirm_similarity
+
+
 def test_false_stop_rate_at_the_boundary() -> None:
     """A recommendation whose mean score sits at the null's 5 % quantile is not better than it.
 

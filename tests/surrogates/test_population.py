@@ -235,3 +235,49 @@ def test_intervals_cover_a_known_population_at_about_their_level(method: str) ->
             total += 1
     # pooled over 13 components x 30 datasets (correlated within a dataset)
     assert 0.8 <= hits / total <= 0.98, hits / total
+
+
+@pytest.mark.parametrize("sizes", [(1, 1, 1, 1), (1, 3, 3, 2)])
+def test_shared_discrepancy_is_the_exact_marginal(sizes: tuple[int, ...]) -> None:
+    """With a shift δ ~ N(0, D) shared by the clusters, the likelihood is the joint Gaussian."""
+    d = np.linspace(0.05, 0.5, K)
+    plain = make_model(n_draws=16)
+    model = PopulationModel(
+        SPACE, linear_f, np.eye(K) * SIGMA_W**2, n_draws=16, seed=0, discrepancy=d
+    )
+    u = torch.as_tensor(model.pack(TRUTH))
+    M = torch.as_tensor(np.random.default_rng(3).normal(size=(len(sizes), K)))
+    R = torch.as_tensor(np.array(sizes, dtype=np.float64))
+    mu, B = plain.moments(u)
+    n = len(sizes)
+    cov = torch.zeros(n * K, n * K, dtype=torch.float64)
+    scale = float(torch.diagonal(plain.within).mean())
+    for i, r in enumerate(sizes):
+        block = B + plain.within / r + 1e-6 * scale * torch.eye(K, dtype=torch.float64)
+        cov[i * K : (i + 1) * K, i * K : (i + 1) * K] = block
+    cov = cov + torch.kron(torch.ones(n, n, dtype=torch.float64), torch.diag(torch.as_tensor(d)))
+    joint = torch.distributions.MultivariateNormal(mu.repeat(n), covariance_matrix=cov)
+    expected = float(joint.log_prob(M.reshape(-1)))
+    assert float(model.log_likelihood(u, M, R)) == pytest.approx(expected, rel=1e-8, abs=1e-8)
+    # and no discrepancy is the plain likelihood
+    assert float(plain.log_likelihood(u, M, R)) != pytest.approx(expected, rel=1e-3)
+
+
+def test_discrepancy_widens_the_intervals_of_a_mean() -> None:
+    means, sizes = simulate_clusters(TRUTH, 15, 1, seed=4)
+    widths = []
+    for d in (None, np.full(K, 4.0)):
+        model = PopulationModel(
+            SPACE, linear_f, np.eye(K) * SIGMA_W**2, n_draws=64, seed=0, discrepancy=d
+        )
+        fit = fit_population(model, means, sizes)
+        population_intervals(model, fit, means, sizes, n_draws=200, seed=1)
+        assert fit.intervals is not None
+        lo, hi = fit.intervals["base_size"]["mean"]
+        widths.append(hi - lo)
+    assert widths[1] > 1.5 * widths[0]
+
+
+def test_a_bad_discrepancy_is_refused() -> None:
+    with pytest.raises(ValueError, match="discrepancy"):
+        PopulationModel(SPACE, linear_f, np.eye(K), discrepancy=np.full(K, -1.0))
