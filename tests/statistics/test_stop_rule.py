@@ -218,3 +218,19 @@ def test_a_threshold_that_cannot_judge_round_trips_through_json() -> None:
     record = cannot_judge("4 null draws")
     again = StopThreshold.from_dict(json.loads(json.dumps(to_jsonable(record.to_dict()))))
     assert again.description == record.description and not again.available
+
+
+def test_convergence_benchmark_reproduces_the_runs_confirmation(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    from benchmarks import convergence_confirmation
+
+    cfg = tiny_config(repo_root, tmp_path, convergence_threshold=1e3, max_iterations=3)
+    summary = OptimizationPipeline(cfg).run_full_experiment()
+    runs = Path(cfg.experiment_dir).parent
+    assert convergence_confirmation.main(["--cache", str(runs), "--out", str(tmp_path / "o")]) == 0
+    rows = json.loads((tmp_path / "o" / "convergence_confirmation.json").read_text())["rows"]
+    (row,) = rows
+    assert row["iteration"] == 1 and row["confirmed"]
+    # same seed stream as the pipeline's confirmation: the same images, the same figure
+    assert row["fresh"] == summary.scores[-1].confirm_similarity
