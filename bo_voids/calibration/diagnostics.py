@@ -39,6 +39,7 @@ __all__ = [
     "CV_PLOT",
     "PAIRPLOT",
     "CrossValidation",
+    "emulator_sd_scale",
     "surrogate_cross_validation",
     "write_cross_validation_plot",
     "write_psi_pairplot",
@@ -135,6 +136,31 @@ def surrogate_cross_validation(
             "predictive sd = latent sd and the variance of each set's mean"
         ),
     }
+
+
+def emulator_sd_scale(cv: CrossValidation) -> np.ndarray:
+    """Per-summary factor on the emulator's posterior sd, from its cross-validated residuals.
+
+    ``sqrt(mean(z²))`` over the held-out sets with ``z = (observed - predicted) / predictive sd``
+    (the mean squared standardised residual, the usual check of a GP emulator's variance,
+    Bastos & O'Hagan 2009), floored at 1: a surrogate whose held-out errors exceed its own
+    predictive sd gets its sample paths widened by that much; one that is over-cautious keeps its
+    own width. Measured on the end-to-end interval check (:mod:`benchmarks.interval_coverage_runs`):
+    it raised the coverage of ψ's 90 % intervals of the means from 0.70 to 0.76 (own-generator
+    folders) and from 0.57 to 0.61 (another renderer), averaged over the five parameters.
+
+    Args:
+        cv: :func:`surrogate_cross_validation`'s result.
+
+    Returns:
+        `(k,)` factors ≥ 1.
+    """
+    observed, predicted, sd = (
+        np.asarray(cv[key], dtype=np.float64) for key in ("observed", "predicted", "predictive_sd")
+    )
+    z2 = ((observed - predicted) / np.maximum(sd, 1e-12)) ** 2
+    mean_z2 = np.nanmean(np.where(np.isfinite(z2), z2, np.nan), axis=0)
+    return np.sqrt(np.maximum(np.nan_to_num(mean_z2, nan=1.0), 1.0))
 
 
 def write_cross_validation_plot(root: Path, cv: CrossValidation, *, max_panels: int = 16) -> Path:

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from bo_voids.evaluation import Evaluator
 
 from .diagnostics import (
-    surrogate_cross_validation,
     write_cross_validation_plot,
     write_psi_pairplot,
 )
@@ -297,10 +296,7 @@ def calibrate_experiment(
             result["errors"]["population"] = result["population"]["errors"]["nominal"]
         verdict = population_verdict(ctx, pop_plan, rendered, result["population"])
         result["verdict"] = verdict.to_dict()
-        try:
-            result["surrogate_cv"] = surrogate_cross_validation(pop_plan.emulator, seed=seed)
-        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
-            logger.warning("calibration: no surrogate cross-validation: %s", exc)
+        result["surrogate_cv"] = pop_plan.cross_validation
     result["void_metrics"] = None
     t_voids = time.perf_counter()
     if void_metric_images > 0:

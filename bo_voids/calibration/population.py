@@ -8,7 +8,8 @@ parameters generates them?" with the parametric fit of :mod:`bo_voids.surrogates
    iteration's proposal state when the run used it, else fitted afresh on every observation).
 2. **Fit and intervals.** ψ's posterior mode under the Gaussian synthetic likelihood of the target
    clusters, and quantile intervals combining a Laplace approximation (finite targets) with
-   surrogate sample paths (emulator uncertainty).
+   surrogate sample paths (emulator uncertainty), whose spread is widened per summary by the
+   emulator's cross-validated error (:func:`~bo_voids.calibration.diagnostics.emulator_sd_scale`).
 3. **Validation.** A fresh sample of ``p_ψ`` rendered in the shape of the target clusters (sets ×
    the targets' renders per set, seeds disjoint from the run's) scored against all targets
    (in-sample) and, refitting ψ on the other folds, against each held-out fold
@@ -48,6 +49,7 @@ from bo_voids.surrogates.population import (
     population_intervals,
 )
 
+from .diagnostics import CrossValidation, emulator_sd_scale, surrogate_cross_validation
 from .distribution import distribution_errors, yaml_snippet
 from .validate import (
     SEED_STREAM,
@@ -136,6 +138,8 @@ class PopulationPlan:
         folds: The held-out plans (empty when the targets allow no split).
         scheme: The held-out scheme, or why there is none.
         seconds: Fit time.
+        cross_validation: The emulator's cross-validation (``None`` when it could not be run),
+            which also sized the sample paths behind the intervals.
     """
 
     emulator: Emulator
@@ -146,6 +150,7 @@ class PopulationPlan:
     folds: list[FoldPlan]
     scheme: str
     seconds: float = 0.0
+    cross_validation: CrossValidation | None = None
 
 
 def build_emulator(context: CalibrationContext, seed: int) -> tuple[Emulator, str]:
@@ -215,14 +220,24 @@ def plan_population(
     t0 = time.perf_counter()
     emu, source = build_emulator(context, seed)
     model, fit = emu.fit_population(n_draws=opts.n_draws, seed=seed)
+    cv: CrossValidation | None = None
+    try:
+        cv = surrogate_cross_validation(emu, seed=seed)
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+        logger.warning("calibration: no surrogate cross-validation: %s", exc)
     paths = []
     if opts.n_paths > 0:
         anchors = context.space.sample(
             fit.psi.to_typed(), opts.n_anchors, rng(seed, SEED_STREAM, "population", "anchors")
         )
         X = np.stack([context.space.to_raw(p) for p in anchors])
+        scale = emulator_sd_scale(cv) if cv is not None else None
+        fit.info["emulator_sd_scale"] = None if scale is None else [float(x) for x in scale]
         paths = emu.surrogate.function_samples(
-            X, opts.n_paths, seed=derive_seed(seed, SEED_STREAM, "population", "paths")
+            X,
+            opts.n_paths,
+            seed=derive_seed(seed, SEED_STREAM, "population", "paths"),
+            sd_scale=scale,
         )
     population_intervals(
         model,
@@ -275,6 +290,7 @@ def plan_population(
         folds=plans,
         scheme=scheme,
         seconds=time.perf_counter() - t0,
+        cross_validation=cv,
     )
 
 
@@ -347,7 +363,8 @@ def score_population(
                 else "one-step Bayesian bootstrap over the target clusters"
             )
             + f" around the mode of each of {fit.info.get('n_paths', 0)} "
-            "surrogate sample paths (and the posterior mean), quantiles of "
+            "surrogate sample paths (and the posterior mean; the paths' spread widened per "
+            "summary by the emulator's cross-validated error), quantiles of "
             f"{fit.info.get('n_interval_draws', 0)} draws"
         ),
         # the design's six are the answer (pasteable under param_distributions); the imaging
@@ -365,6 +382,7 @@ def score_population(
             "n_observed_sets": len(plan.emulator.sets),
             "emulator": plan.emulator_source,
             "summaries": plan.emulator.summary_map.fingerprint(),
+            "emulator_sd_scale": fit.info.get("emulator_sd_scale"),
             "seconds": plan.seconds,
         },
         "validation": {

@@ -492,7 +492,11 @@ class CompositeSurrogate:
         return var
 
     def function_samples(
-        self, anchors_raw: ArrayLike, n_samples: int, seed: int = 0
+        self,
+        anchors_raw: ArrayLike,
+        n_samples: int,
+        seed: int = 0,
+        sd_scale: ArrayLike | None = None,
     ) -> list[Callable[[Tensor], Tensor]]:
         """Approximate posterior sample paths of ``f``, differentiable in the features.
 
@@ -506,6 +510,8 @@ class CompositeSurrogate:
             anchors_raw: `(a, d)` raw encodings of the anchor points.
             n_samples: Number of paths.
             seed: Seed of the joint draw at the anchors.
+            sd_scale: `(k,)` factor on each output's deviation from the posterior mean (e.g.
+                :func:`~bo_voids.calibration.diagnostics.emulator_sd_scale`); ``None``: 1.
 
         Returns:
             ``n_samples`` functions mapping `(n, d_f)` features to `(n, k)` values.
@@ -524,6 +530,11 @@ class CompositeSurrogate:
             beta = torch.cholesky_solve(delta.unsqueeze(-1), L.unsqueeze(0)).squeeze(-1)
             gamma = post.cross_weights(A, beta)  # (s, k, m)
         y_std = post.y_std
+        if sd_scale is not None:
+            factor = torch.as_tensor(np.asarray(sd_scale, dtype=np.float64), dtype=_DTYPE)
+            if factor.shape != y_std.shape or not bool(torch.all(factor > 0)):
+                raise ValueError(f"sd_scale must be ({y_std.numel()},) positive, got {factor}")
+            y_std = y_std * factor
 
         def path(b: int) -> Callable[[Tensor], Tensor]:
             beta_b, gamma_b = beta[b], gamma[b]  # (k, a), (k, m)

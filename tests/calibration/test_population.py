@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bo_voids.calibration import (
@@ -97,3 +98,18 @@ def test_surrogate_cross_validation_and_psi_pairplot(
     html = write_report(tiny_run, tiny_run / "cv_report.html").read_text(encoding="utf-8")
     assert 'id="fig-psi-pairplot"' in html and 'id="fig-surrogate-cv"' in html
     assert '<table id="surrogate-cv">' in html and "Surrogate diagnostics" in html
+
+
+def test_emulator_sd_scale_is_the_rms_standardised_residual_floored_at_one() -> None:
+    from bo_voids.calibration.diagnostics import emulator_sd_scale
+
+    gen = np.random.default_rng(0)
+    n = 4000
+    sd = np.ones((n, 3))
+    predicted = np.zeros((n, 3))
+    # held-out errors twice the predictive sd, equal to it, and half of it
+    observed = gen.normal(size=(n, 3)) * np.array([2.0, 1.0, 0.5])
+    cv = {"observed": observed, "predicted": predicted, "predictive_sd": sd}
+    scale = emulator_sd_scale(cv)  # type: ignore[arg-type]
+    np.testing.assert_allclose(scale, [2.0, 1.0, 1.0], atol=0.05)
+    assert scale[2] == 1.0  # an over-cautious emulator keeps its own width

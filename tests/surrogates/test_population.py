@@ -212,6 +212,13 @@ def test_function_samples_reproduce_the_posterior_at_anchors() -> None:
     Zg = ZA.clone().requires_grad_(True)
     paths[0](Zg).sum().backward()
     assert Zg.grad is not None and torch.isfinite(Zg.grad).all()
+    # a per-output sd scale widens each path's deviation from the mean by exactly that factor
+    scale = np.array([1.0, 2.0, 3.5])
+    wide = sur.function_samples(anchors, 400, seed=1, sd_scale=scale)
+    with torch.no_grad():
+        np.testing.assert_allclose(wide[3](ZA).numpy() - mean, (values[3] - mean) * scale)
+    with pytest.raises(ValueError, match="sd_scale"):
+        sur.function_samples(anchors, 4, seed=1, sd_scale=np.array([1.0, -1.0, 1.0]))
 
 
 # the bootstrap is not the default interval method (the calibration benchmark chose Laplace)
