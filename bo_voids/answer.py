@@ -104,4 +104,12 @@ def answer_lines(calibration: Mapping[str, Any]) -> list[str]:
         method = pop.get("interval_method")
         if method:
             lines.append(f"  (intervals: {method})")
+    lost = (pop.get("identifiability") or {}).get("not_identified") or []
+    if lost:
+        lines.append(
+            "  Not identifiable from these images (their summaries barely change with it, held-out "
+            f"R² < {(pop.get('identifiability') or {}).get('threshold', 0.1)}): "
+            + ", ".join(lost)
+            + " — ψ's values for them are the prior's; raise image_size or use another embedder"
+        )
     return lines

@@ -64,11 +64,13 @@ from .validate import (
 )
 
 __all__ = [
+    "IDENTIFIABLE_R2",
     "MARGINALS_PLOT",
     "PopulationFoldFit",
     "PopulationOptions",
     "PopulationPlan",
     "build_emulator",
+    "identifiability",
     "plan_population",
     "population_verdict",
     "score_population",
@@ -372,6 +374,7 @@ def score_population(
         "yaml_snippet": yaml_snippet({k: v for k, v in dist.items() if k not in nuisance}),
         "imaging": {k: {"psi": dist[k], "interval": (fit.intervals or {}).get(k)} for k in nuisance}
         or None,
+        "identifiability": identifiability(plan.emulator.summary_map.settings),
         "fit": {
             "log_likelihood": fit.log_likelihood,
             "log_posterior": fit.log_posterior,
@@ -397,6 +400,49 @@ def score_population(
     if context.config.target_image_dir is None:
         section["truth"], section["errors"], section["coverage"] = _truth_figures(context, fit)
     return section
+
+
+#: A parameter whose summary head explains less than this share of its held-out variance is
+#: reported as not identifiable from the images: ψ's value for it is the prior's, not theirs.
+IDENTIFIABLE_R2 = 0.1
+
+
+def identifiability(summary_settings: Mapping[str, Any]) -> JsonObject | None:
+    """How well the images show each parameter: the summary head's held-out R².
+
+    The head is fitted on the reference design (or iteration 0) and cross-validated by set; a
+    categorical parameter counts by its best-predicted level. A parameter below
+    :data:`IDENTIFIABLE_R2` is listed in ``not_identified`` (at this image size and with this
+    embedder, the images barely change with it, so no fit can recover it from them).
+
+    Args:
+        summary_settings: :attr:`~bo_voids.summaries.SummaryMap.settings`.
+
+    Returns:
+        ``{"held_out_r2": {param: r2}, "threshold", "not_identified": [...], "note"}``, or ``None``
+        when the summaries have no head.
+    """
+    head = summary_settings.get("head") or {}
+    targets, r2s = head.get("targets") or [], head.get("cv_r2") or []
+    if not targets or len(targets) != len(r2s):
+        return None
+    best: dict[str, float] = {}
+    for target, r2 in zip(targets, r2s, strict=True):
+        name = str(target).split("=", 1)[0]
+        value = float(r2) if r2 is not None else -math.inf
+        best[name] = max(best.get(name, -math.inf), value)
+    held = {k: (round(v, 4) if math.isfinite(v) else None) for k, v in best.items()}
+    lost = [k for k, v in best.items() if not v >= IDENTIFIABLE_R2]
+    return {
+        "held_out_r2": held,
+        "threshold": IDENTIFIABLE_R2,
+        "not_identified": lost,
+        "note": (
+            "held-out R² (cross-validated by set) of the summary head that predicts each "
+            "parameter from one image's embedding; below the threshold the images barely show "
+            "the parameter, so ψ's value for it is the prior's"
+        ),
+    }
 
 
 def population_verdict(

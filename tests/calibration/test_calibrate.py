@@ -183,6 +183,11 @@ def test_calibration_leads_with_the_verdict(calibrated: dict[str, Any]) -> None:
     assert any(n.startswith("head_") for n in names)
     lines = answer_lines(calibrated)
     assert lines[0].startswith("Verdict: ") and any("base_size: mean" in x for x in lines)
+    ident = calibrated["population"]["identifiability"]
+    assert set(ident["held_out_r2"]) >= {"void_shape", "void_count", "base_size"}
+    lost = ident["not_identified"]
+    assert all(not (ident["held_out_r2"][k] or -1) >= ident["threshold"] for k in lost)
+    assert any("Not identifiable" in x for x in lines) == bool(lost)
 
 
 @pytest.mark.parametrize("k", [5])

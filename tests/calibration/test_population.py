@@ -113,3 +113,25 @@ def test_emulator_sd_scale_is_the_rms_standardised_residual_floored_at_one() -> 
     scale = emulator_sd_scale(cv)  # type: ignore[arg-type]
     np.testing.assert_allclose(scale, [2.0, 1.0, 1.0], atol=0.05)
     assert scale[2] == 1.0  # an over-cautious emulator keeps its own width
+
+
+def test_identifiability_flags_what_the_head_cannot_predict() -> None:
+    from bo_voids.answer import answer_lines
+    from bo_voids.calibration.population import identifiability
+
+    settings = {
+        "head": {
+            "targets": ["void_shape=circle", "void_shape=ellipse", "void_count", "imaging_gamma"],
+            "cv_r2": [0.02, 0.3, 0.05, None],
+        }
+    }
+    ident = identifiability(settings)
+    assert ident is not None
+    # a categorical counts by its best level; a missing R² counts as not identified
+    assert ident["held_out_r2"]["void_shape"] == 0.3
+    assert ident["not_identified"] == ["void_count", "imaging_gamma"]
+    assert identifiability({}) is None
+    lines = answer_lines(
+        {"population": {"psi": {"void_count": {"mean": 8.0, "std": 2.0}}, "identifiability": ident}}
+    )
+    assert any("Not identifiable" in x and "void_count, imaging_gamma" in x for x in lines)
