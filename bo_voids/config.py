@@ -362,7 +362,55 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
-    return config_from_dict(raw, check_paths=check_paths, source=str(path))
+    return config_from_dict(folder_defaults(raw), check_paths=check_paths, source=str(path))
+
+
+#: The imaging nuisance block a folder of real images gets when its config has no ``imaging:``
+#: section (what the folder-recovery benchmark chose for images taken through a detector).
+FOLDER_IMAGING: dict[str, list[float]] = {
+    "psf_sigma": [0.0, 4.0],
+    "gamma": [0.6, 1.8],
+    "contrast": [0.7, 1.4],
+    "gaussian_noise": [0.0, 0.03],
+}
+#: The reference design a folder of real images gets when ``bo.reference_sets`` is not set.
+FOLDER_REFERENCE: dict[str, int] = {
+    "reference_sets": 64,
+    "reference_replications": 2,
+    "random_features": 256,
+}
+
+
+def folder_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A user's config with the real-images defaults filled in where it is silent.
+
+    Real images always come through a detector, and the summaries must hold far from the
+    config's guesses, so a config with ``target_image_dir`` and no ``imaging:`` section gets
+    :data:`FOLDER_IMAGING` as nuisance parameters, and one without ``bo.reference_sets`` gets
+    :data:`FOLDER_REFERENCE`. ``imaging: {}`` or ``bo: {reference_sets: 0}`` turns either off.
+    Applied to configs a user loads (:func:`load_config`), never to a stored experiment's,
+    which already say what they ran with.
+
+    Args:
+        raw: The merged YAML mapping (after ``extends`` and overrides).
+
+    Returns:
+        A copy with the defaults added.
+    """
+    out = dict(raw)
+    if not out.get("target_image_dir"):
+        return out
+    if "imaging" not in out:
+        out["imaging"] = {k: list(v) for k, v in FOLDER_IMAGING.items()}
+    bo = out.get("bo")
+    if bo is None or isinstance(bo, Mapping):
+        bo = dict(bo or {})
+        for key, value in FOLDER_REFERENCE.items():
+            if key == "reference_sets" and key in bo:
+                break  # the user decided about the reference design: keep all of it as written
+            bo.setdefault(key, value)
+        out["bo"] = bo
+    return out
 
 
 def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:

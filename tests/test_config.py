@@ -326,3 +326,43 @@ def test_every_shipped_config_loads(repo_root: Path, name: str) -> None:
     assert sorted(p.stem for p in (repo_root / "configs").glob("*.yaml")) == sorted(
         ["experiment_config", "quickstart", "real_folder"]
     )
+
+
+def _folder_config(tmp_path: Path, repo_root: Path, extra: str = "") -> Path:
+    folder = tmp_path / "real"
+    folder.mkdir(exist_ok=True)
+    path = tmp_path / "c.yaml"
+    base = (repo_root / "configs" / "quickstart.yaml").resolve()
+    path.write_text(f"extends: {base}\ntarget_image_dir: {folder}\n{extra}")
+    return path
+
+
+def test_a_folder_of_real_images_gets_the_imaging_block_and_reference_design(
+    tmp_path: Path, repo_root: Path, monkeypatch
+) -> None:
+    from bo_voids.config import FOLDER_IMAGING, FOLDER_REFERENCE
+
+    monkeypatch.chdir(repo_root)
+    cfg = load_config(_folder_config(tmp_path, repo_root))
+    assert set(cfg.imaging.nuisance_bounds()) == {f"imaging_{k}" for k in FOLDER_IMAGING}
+    assert cfg.bo.reference_sets == FOLDER_REFERENCE["reference_sets"]
+    assert cfg.bo.random_features == FOLDER_REFERENCE["random_features"]
+    # what was filled in is recorded: the stored config reloads to the same run
+    assert config_from_dict(cfg.to_dict(), check_paths=False) == cfg
+    # simulated targets keep today's behaviour
+    plain = load_config(repo_root / "configs" / "quickstart.yaml")
+    assert plain.imaging.is_identity and plain.bo.reference_sets == 0
+
+
+def test_a_folder_config_can_turn_the_defaults_off(
+    tmp_path: Path, repo_root: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(repo_root)
+    extra = "imaging: {}\nbo:\n  reference_sets: 0\n"
+    cfg = load_config(_folder_config(tmp_path, repo_root, extra))
+    assert cfg.imaging.is_identity
+    assert cfg.bo.reference_sets == 0 and cfg.bo.random_features == 0
+    # a stored folder experiment is never given defaults it did not run with
+    assert config_from_dict(cfg.to_dict(), check_paths=False) == cfg
+    partial = load_config(_folder_config(tmp_path, repo_root, "imaging:\n  gamma: [0.8, 1.2]\n"))
+    assert set(partial.imaging.nuisance_bounds()) == {"imaging_gamma"}
