@@ -233,11 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         help="re-run only the calibration, with the current code, on the cached runs "
         "(records in records_recalibrated.jsonl, results suffixed _recalibrated)",
     )
+    ap.add_argument(
+        "--tag", default="", help="appended to the result file names (e.g. another cache's)"
+    )
     args = ap.parse_args(argv)
     lo, hi = (int(x) for x in args.seeds.split("-"))
     args.cache.mkdir(parents=True, exist_ok=True)
-    suffix = "_recalibrated" if args.recalibrate else ""
-    path = args.cache / f"records{suffix}.jsonl"
+    suffix = ("_recalibrated" if args.recalibrate else "") + args.tag
+    path = args.cache / ("records_recalibrated.jsonl" if args.recalibrate else "records.jsonl")
     records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     done = {(r["scenario"], r["seed"]) for r in records}
     for seed in range(lo, hi + 1):
