@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -64,7 +63,7 @@ from bo_voids.optimizers import BaseOptimizer, Proposal, optimizer_from_config
 from bo_voids.ownership import check_run_paths
 from bo_voids.projection import PCAProjector
 from bo_voids.run_events import Callback, IterationEvent, RunSummary, finish_callbacks, status_line
-from bo_voids.run_scores import RunScores
+from bo_voids.run_scores import RunScores, json_float
 from bo_voids.scoring import ScoreBook, fresh_pool_similarity, recommendation_fresh_score
 from bo_voids.seeding import derive_seed
 from bo_voids.space import SearchSpace
@@ -324,8 +323,8 @@ class OptimizationPipeline:
         assert self.book is not None
         return replace(
             scores,
-            noise_floor_q05=float(self.noise_floor.get("q05", math.nan)),
-            noise_floor_q95=float(self.noise_floor.get("q95", math.nan)),
+            noise_floor_q05=json_float(self.noise_floor.get("q05")),
+            noise_floor_q95=json_float(self.noise_floor.get("q95")),
             noise_floor=dict(self.noise_floor) if k == 0 else None,
             scorer=self.book.scorer.to_dict() if k == 0 else None,
             stop_threshold=self.stop_threshold.to_dict(),

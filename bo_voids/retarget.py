@@ -61,6 +61,7 @@ from bo_voids.exceptions import FallbackWarning, StateError, UserInputError
 from bo_voids.executors import EvaluationExecutor
 from bo_voids.optimizers import BaseOptimizer, Proposal, ProposalRequest
 from bo_voids.ownership import check_run_paths
+from bo_voids.run_scores import json_float
 from bo_voids.scoring import ObservationSet
 from bo_voids.space import SearchSpace
 from bo_voids.state import ExperimentRun, atomic_write_json, load_experiment
@@ -594,7 +595,7 @@ def _summary(result: RetargetResult) -> str:
         f"{result.n_targets} images of {result.targets} in {result.seconds['total']:.1f}s "
         f"(embedding the targets {result.seconds['embed']:.1f}s; nothing rendered).",
         f"Distribution similarity (top-k pooled MMD²): {result.distribution_similarity:.4f}; "
-        f"noise floor q95 {float(result.noise_floor.get('q95', math.nan)):.4f}",
+        f"noise floor q95 {json_float(result.noise_floor.get('q95')):.4f}",
         "Best parameter sets against the new targets (MMD² new / old targets):",
     ]
     by_uid = {r["uid"]: r for r in result.per_set}

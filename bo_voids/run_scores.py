@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from bo_voids.scoring import ObservationRecord, RankedSet
     from bo_voids.space import ParamSet
 
-__all__ = ["FreshScore", "RunScores"]
+__all__ = ["FreshScore", "RunScores", "json_float"]
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,12 @@ class FreshScore:
         return cls(
             uid=str(d.get("uid", "")),
             params=dict(d.get("params") or {}),
-            mmd2_in_sample=_float(d.get("mmd2_in_sample")),
-            predicted_mmd2=_float(d.get("predicted_mmd2")),
-            fresh_mmd2=_float(d.get("fresh_mmd2")),
+            mmd2_in_sample=json_float(d.get("mmd2_in_sample")),
+            predicted_mmd2=json_float(d.get("predicted_mmd2")),
+            fresh_mmd2=json_float(d.get("fresh_mmd2")),
             fresh_images=int(d.get("fresh_images") or 0),
             fresh_seed_stream=tuple(d.get("fresh_seed_stream") or ()),
-            confirm_mmd2=None if d.get("confirm_mmd2") is None else _float(d["confirm_mmd2"]),
+            confirm_mmd2=None if d.get("confirm_mmd2") is None else json_float(d["confirm_mmd2"]),
             confirm_seed_stream=tuple(d.get("confirm_seed_stream") or ()),
         )
 
@@ -243,22 +243,22 @@ class RunScores:
             n_sets=int(d.get("n_sets", 0)),
             ranking=str(d.get("ranking", "raw")),
             best=list(d.get("best") or []),
-            distribution_similarity=_float(d.get("distribution_similarity")),
+            distribution_similarity=json_float(d.get("distribution_similarity")),
             pool_size=int(d.get("pool_size") or 0),
-            kid=_float(d.get("kid")),
-            iteration_best_mmd2=_float(d.get("iteration_best_mmd2")),
-            mean_nearest_real=_float(d.get("mean_nearest_real")),
-            epsilon=_float(d.get("epsilon")),
-            epsilon_ball_share=_float(d.get("epsilon_ball_share")),
+            kid=json_float(d.get("kid")),
+            iteration_best_mmd2=json_float(d.get("iteration_best_mmd2")),
+            mean_nearest_real=json_float(d.get("mean_nearest_real")),
+            epsilon=json_float(d.get("epsilon")),
+            epsilon_ball_share=json_float(d.get("epsilon_ball_share")),
             per_set=list(d.get("per_set") or []),
-            noise_floor_q05=_float(d.get("noise_floor_q05")),
-            noise_floor_q95=_float(d.get("noise_floor_q95")),
+            noise_floor_q05=json_float(d.get("noise_floor_q05")),
+            noise_floor_q95=json_float(d.get("noise_floor_q95")),
             recommendation=FreshScore.from_dict(rec) if isinstance(rec, Mapping) else None,
             noise_floor=_mapping(d.get("noise_floor")),
             scorer=_mapping(d.get("scorer")),
             stop_threshold=_mapping(d.get("stop_threshold")),
             confirm_similarity=(
-                None if d.get("confirm_similarity") is None else _float(d["confirm_similarity"])
+                None if d.get("confirm_similarity") is None else json_float(d["confirm_similarity"])
             ),
             extra={k: v for k, v in d.items() if k not in known},
         )
@@ -272,6 +272,6 @@ def _mapping(v: Any) -> dict[str, Any] | None:
     return dict(v) if isinstance(v, Mapping) else None
 
 
-def _float(v: Any) -> float:
-    """A JSON number as a float; ``None``, strings and other types read as NaN."""
+def json_float(v: Any) -> float:
+    """A JSON number as a float; ``None`` (how JSON stores NaN), strings and others read as NaN."""
     return float(v) if _is_number(v) else math.nan

@@ -59,19 +59,28 @@ def test_resume_with_changed_config_refused(repo_root: Path, tmp_path: Path) -> 
         OptimizationPipeline(cfg.replace(image_size=80), resume=True).run_full_experiment()
 
 
+@pytest.mark.parametrize("targets", ["simulated", "folder"])
 def test_resume_after_interruption_matches_uninterrupted(
-    repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, targets: str
 ) -> None:
     """Same config and seed: the same images, proposals and recommendation, resumed or not.
 
     The run cut at iteration 2 ran iterations 0 and 1 uninterrupted, so it is also the check
     that two runs of the same config and seed agree; a partial folder left by the interrupted
-    write is cleared on resume.
+    write is cleared on resume. With a folder of real images the stored noise floor has no
+    quantiles (JSON null), which the resumed run must read as NaN.
     """
-    full = tiny_config(repo_root, tmp_path / "full", max_iterations=3)
+    extra: dict[str, str] = {}
+    if targets == "folder":
+        folder = tmp_path / "targets"
+        folder.mkdir()
+        for src in sorted((repo_root / "data" / "base_chips").glob("*.png"))[:5]:
+            (folder / src.name).write_bytes(src.read_bytes())
+        extra["target_image_dir"] = str(folder)
+    full = tiny_config(repo_root, tmp_path / "full", max_iterations=3, **extra)
     OptimizationPipeline(full).run_full_experiment()
 
-    cut = tiny_config(repo_root, tmp_path / "cut", max_iterations=3)
+    cut = tiny_config(repo_root, tmp_path / "cut", max_iterations=3, **extra)
     pipe = OptimizationPipeline(cut)
     original = pipe.step
 
