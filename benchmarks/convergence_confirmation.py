@@ -37,12 +37,11 @@ CACHES = (
 )
 
 
-def candidates_of_run(root: Path) -> list[dict[str, Any]]:
+def candidates_of_run(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Every candidate iteration of one run, with its in-sample and fresh pooled MMD²."""
     from bo_voids.calibration.context import CalibrationContext
     from bo_voids.scoring import fresh_pool_similarity
 
-    manifest = json.loads((root / "experiment.json").read_text())
     threshold = float(manifest["config"]["convergence_threshold"])
     seed = int(manifest["config"]["seed"])
     found = []
@@ -73,13 +72,11 @@ def candidates_of_run(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def summarise(cache: Path, runs: list[Path], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One table row for a cache."""
-    early = set()
-    for root in runs:
-        reason = str(json.loads((root / "experiment.json").read_text()).get("stop_reason") or "")
-        if reason.startswith("converged"):
-            early.add(root.name)
+def summarise(
+    cache: Path, runs: dict[Path, dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One table row for a cache (``runs``: each run folder's manifest)."""
+    early = [m for m in runs.values() if str(m.get("stop_reason") or "").startswith("converged")]
     first = {}
     for r in rows:
         first.setdefault(r["run"], r)
@@ -110,12 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     table, rows = [], []
     for cache in caches:
-        runs = [
-            p.parent
-            for p in sorted(cache.glob("*/experiment.json"))
-            if json.loads(p.read_text()).get("status") == "completed"  # not one still running
-        ]
-        mine = [r for root in runs for r in candidates_of_run(root)]
+        manifests = {
+            p.parent: json.loads(p.read_text()) for p in sorted(cache.glob("*/experiment.json"))
+        }
+        # not one still running
+        runs = {root: m for root, m in manifests.items() if m.get("status") == "completed"}
+        mine = [r for root, m in runs.items() for r in candidates_of_run(root, m)]
         rows += [{"cache": str(cache), **r} for r in mine]
         table.append(summarise(cache, runs, mine))
     cols = list(table[0])

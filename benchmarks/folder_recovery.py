@@ -101,15 +101,39 @@ def method_config(method: str, folder: Path, out: Path, seed: int) -> Any:
     return config_from_dict(raw, check_paths=False)
 
 
+def _draw_sets(population: str, n: int, seed: int) -> tuple[list[dict], np.random.Generator]:
+    """A folder's parameter sets, and the stream its renders continue."""
+    gen = np.random.default_rng([seed, 31])
+    return rw.draw_params(rw.POPULATIONS[population], n, gen), gen
+
+
+def _truth(population: str, sets: list[dict]) -> dict:
+    shapes = [p["void_shape"] for p in sets]
+    truth: dict = {k: float(np.mean([p[k] for p in sets])) for k in NUMERIC}
+    truth["stds"] = {k: float(np.std([p[k] for p in sets], ddof=1)) for k in NUMERIC}
+    modal = max(rw.POPULATIONS[population]["void_shape"].items(), key=lambda kv: kv[1])[0]
+    truth["modal_shape"] = modal
+    truth["shares"] = {s: shapes.count(s) / len(sets) for s in rw.SHAPES}
+    return truth
+
+
+def population_truth(population: str, n: int, seed: int) -> dict:
+    """A folder's realised truth, without rendering it.
+
+    The realised mean of every numeric parameter, their realised stds (``"stds"``), the
+    population's modal shape and the folder's shape shares.
+    """
+    sets, _ = _draw_sets(population, n, seed)
+    return _truth(population, sets)
+
+
 def population_images(
     renderer: str, population: str, n: int, seed: int
 ) -> tuple[list[np.ndarray], dict]:
-    """``n`` i.i.d. images of a population and their realised truth."""
+    """``n`` i.i.d. images of a population and their realised truth (:func:`population_truth`)."""
     from bo_voids.generation.voids import VoidGenerator
 
-    pop = rw.POPULATIONS[population]
-    gen = np.random.default_rng([seed, 31])
-    sets = rw.draw_params(pop, n, gen)
+    sets, gen = _draw_sets(population, n, seed)
     if renderer == "package":
         vg = VoidGenerator(ROOT / "data" / "base_chips", image_size=SIZE)
         images = [vg.render(p, int(gen.integers(2**31))).image for p in sets]
@@ -120,13 +144,7 @@ def population_images(
         for p in sets:
             chip = np.rot90(chips[int(gen.integers(len(chips)))], int(gen.integers(4)))
             images.append(rw.render(chip, p, det, int(gen.integers(2**31)))[0])
-    shapes = [p["void_shape"] for p in sets]
-    truth = {k: float(np.mean([p[k] for p in sets])) for k in NUMERIC}
-    truth["modal_shape"] = max(
-        rw.POPULATIONS[population]["void_shape"].items(), key=lambda kv: kv[1]
-    )[0]
-    truth["shares"] = {s: shapes.count(s) / n for s in rw.SHAPES}
-    return images, truth
+    return images, _truth(population, sets)
 
 
 def _judge(

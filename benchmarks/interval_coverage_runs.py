@@ -78,11 +78,9 @@ def record(
         rec[f"{key}_realised"] = float(realised[key])
         rec[f"cover_nominal_{key}"] = bool(lo <= nominal[key][0] <= hi)
         rec[f"cover_realised_{key}"] = bool(lo <= realised[key] <= hi)
-    # the whole fit, and the folder's realised spread and shape shares, for the std and shape
-    # rows (the sets are redrawn from the folder's own stream)
-    sets = rw.draw_params(nominal, fr.N_IMAGES, np.random.default_rng([seed, 31]))
+    # the whole fit, and the folder's realised spread and shape shares, for the std and shape rows
     rec["psi"], rec["intervals"] = psi, intervals
-    rec["realised_std"] = {k: float(np.std([p[k] for p in sets], ddof=1)) for k in fr.NUMERIC}
+    rec["realised_std"] = dict(realised["stds"])
     rec["realised_shares"] = realised["shares"]
     rec["reproduces"] = (calibration.get("verdict") or {}).get("reproduces")
     rec["seconds"] = seconds
@@ -97,8 +95,7 @@ def recalibrate_one(scenario: str, seed: int, cache: Path) -> dict[str, Any]:
     """
     from bo_voids.calibration import calibrate_experiment
 
-    renderer, population = fr.SCENARIOS[scenario]
-    _, realised = fr.population_images(renderer, population, fr.N_IMAGES, seed)
+    realised = fr.population_truth(fr.SCENARIOS[scenario][1], fr.N_IMAGES, seed)
     out = cache / "recalibrated" / f"{scenario}_{seed}.json"
     t0 = time.perf_counter()
     calibration = calibrate_experiment(cache / "runs" / f"{scenario}_{seed}", out=out, plot=False)

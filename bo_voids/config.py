@@ -403,13 +403,9 @@ def folder_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     if "imaging" not in out:
         out["imaging"] = {k: list(v) for k, v in FOLDER_IMAGING.items()}
     bo = out.get("bo")
-    if bo is None or isinstance(bo, Mapping):
-        bo = dict(bo or {})
-        for key, value in FOLDER_REFERENCE.items():
-            if key == "reference_sets" and key in bo:
-                break  # the user decided about the reference design: keep all of it as written
-            bo.setdefault(key, value)
-        out["bo"] = bo
+    # a user who set reference_sets decided about the reference design: keep it as written
+    if (bo is None or isinstance(bo, Mapping)) and "reference_sets" not in (bo or {}):
+        out["bo"] = {**FOLDER_REFERENCE, **(bo or {})}
     return out
 
 

@@ -295,16 +295,16 @@ class OptimizationPipeline:
         if not scores.best or not getattr(self._executor, "renders", True):
             return scores
         assert self.book is not None
-        evaluate, cfg, threshold = (
-            (lambda t: self._evaluate(t)[0]),
-            self.config,
-            self.stop_threshold,
-        )
+        cfg, threshold, scorer = self.config, self.stop_threshold, self.book.scorer
+
+        def evaluate(tasks: Sequence[EvaluationTask]) -> list[EvaluationResult]:
+            return self._evaluate(tasks)[0]
+
         rec = None
         if cfg.metric.fresh_images >= 2:
             rec = recommendation_fresh_score(
                 evaluate,
-                self.book.scorer,
+                scorer,
                 scores.best[0],
                 seed=cfg.seed,
                 iteration=k,
@@ -313,10 +313,7 @@ class OptimizationPipeline:
             )
         pool = None
         if k >= 1 and convergence_candidate(scores.distribution_similarity, cfg):
-            book = self.book
-            pool = fresh_pool_similarity(
-                evaluate, book.scorer, scores.best, seed=cfg.seed, iteration=k
-            )
+            pool = fresh_pool_similarity(evaluate, scorer, scores.best, seed=cfg.seed, iteration=k)
         return replace(scores, recommendation=rec, confirm_similarity=pool)
 
     def _run_scores(self, k: int, scores: RunScores) -> RunScores:

@@ -83,7 +83,7 @@ class FreshScore:
             fresh_mmd2=json_float(d.get("fresh_mmd2")),
             fresh_images=int(d.get("fresh_images") or 0),
             fresh_seed_stream=tuple(d.get("fresh_seed_stream") or ()),
-            confirm_mmd2=None if d.get("confirm_mmd2") is None else json_float(d["confirm_mmd2"]),
+            confirm_mmd2=_optional_float(d.get("confirm_mmd2")),
             confirm_seed_stream=tuple(d.get("confirm_seed_stream") or ()),
         )
 
@@ -257,9 +257,7 @@ class RunScores:
             noise_floor=_mapping(d.get("noise_floor")),
             scorer=_mapping(d.get("scorer")),
             stop_threshold=_mapping(d.get("stop_threshold")),
-            confirm_similarity=(
-                None if d.get("confirm_similarity") is None else json_float(d["confirm_similarity"])
-            ),
+            confirm_similarity=_optional_float(d.get("confirm_similarity")),
             extra={k: v for k, v in d.items() if k not in known},
         )
 
@@ -270,6 +268,11 @@ def _is_number(v: Any) -> bool:
 
 def _mapping(v: Any) -> dict[str, Any] | None:
     return dict(v) if isinstance(v, Mapping) else None
+
+
+def _optional_float(v: Any) -> float | None:
+    """``None`` stays ``None`` (never rendered); anything else as :func:`json_float`."""
+    return None if v is None else json_float(v)
 
 
 def json_float(v: Any) -> float:

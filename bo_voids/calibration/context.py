@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bo_voids._types import JsonObject
 from bo_voids.config import ExperimentConfig
 from bo_voids.exceptions import CalibrationError
 from bo_voids.metrics import MMDScorer
@@ -22,8 +23,6 @@ from bo_voids.state import ExperimentRun, load_experiment
 
 if TYPE_CHECKING:
     from bo_voids.evaluation import Evaluator
-
-from bo_voids._types import JsonObject
 
 from .distribution import (
     implied_distribution,
