@@ -32,10 +32,15 @@ def _no_live_plots(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 
     Drawing the four figures after every iteration is two thirds of a tiny run's time, and
     most tests look at other things; the tests of the plots, the report and the end-to-end run
-    are marked ``plots`` and draw them. Session fixtures (the shared tiny runs) are built before
-    this patch applies, so their folders hold real plots.
+    are marked ``plots`` and draw them. The stub keeps the real function as ``real``: the
+    shared tiny runs (:mod:`bo_voids.testing.runs`) draw their figures with it whichever test
+    happens to build them first.
     """
     if request.node.get_closest_marker("plots") is None:
         import bo_voids.plots
 
-        monkeypatch.setattr(bo_voids.plots, "write_all_plots", lambda *a, **k: [])
+        def skip_plots(*args: object, **kwargs: object) -> list[object]:
+            return []
+
+        skip_plots.real = bo_voids.plots.write_all_plots  # type: ignore[attr-defined]
+        monkeypatch.setattr(bo_voids.plots, "write_all_plots", skip_plots)

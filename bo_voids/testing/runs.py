@@ -8,12 +8,13 @@ from a checkout, as the tests and benchmarks do).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import shutil
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,23 @@ class _PlotFailures(logging.Handler):
             self.messages.append(message)
 
 
+@contextlib.contextmanager
+def _real_plots() -> Iterator[None]:
+    """Draw the real figures even where a test stubbed them out (its stub keeps ``real``).
+
+    The shared runs are cached per test worker and read by the plot and report tests, so they
+    must hold real figures whichever test builds them first.
+    """
+    import bo_voids.plots as plots
+
+    current = plots.write_all_plots
+    plots.write_all_plots = getattr(current, "real", current)
+    try:
+        yield
+    finally:
+        plots.write_all_plots = current
+
+
 def _run_pipeline(folder: Path, **changes: Any) -> Path:
     """Run the real pipeline on a tiny config; fail if any per-iteration plotting failed."""
     marker = folder / ".viz_built"
@@ -218,7 +236,8 @@ def _run_pipeline(folder: Path, **changes: Any) -> Path:
     logger = logging.getLogger("bo_voids.pipeline")
     logger.addHandler(handler)
     try:
-        OptimizationPipeline(cfg).run_full_experiment()
+        with _real_plots():
+            OptimizationPipeline(cfg).run_full_experiment()
     finally:
         logger.removeHandler(handler)
     assert not handler.messages, f"the pipeline's plotting failed: {handler.messages}"
